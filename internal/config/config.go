@@ -1,0 +1,254 @@
+// Package config reads the service's settings from the environment, once, at
+// start. All three programs share one Config so a setting means the same
+// thing everywhere; Validate checks what a given program needs and a bad
+// value stops the program with a message that names the variable (exit code
+// 2, see cmd/*), instead of failing later in some unrelated place.
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/robfig/cron/v3"
+)
+
+// Config is every setting of api, worker and scheduler.
+type Config struct {
+	// HTTPAddr is where the API listens.
+	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
+
+	// DatabaseURL, when set, wins over the seed's DB_* variables.
+	DatabaseURL string `env:"DATABASE_URL"`
+	DBHost      string `env:"DB_HOST" envDefault:"127.0.0.1"`
+	DBPort      int    `env:"DB_PORT" envDefault:"5432"`
+	DBName      string `env:"DB_NAME" envDefault:"wasessions"`
+	DBUser      string `env:"DB_USER" envDefault:"postgres"`
+	DBPassword  string `env:"DB_PASSWORD"`
+	// DBMaxConns caps each process's Postgres pool; a worker shares it
+	// between its own queries and whatsmeow's key store.
+	DBMaxConns int `env:"DB_MAX_CONNS" envDefault:"10"`
+
+	// RedisURL is the one Redis that asynq and the session events share.
+	RedisURL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+
+	// JWTSecret signs and verifies HS256 tokens; the API refuses to start
+	// without it.
+	JWTSecret   string `env:"JWT_SECRET"`
+	JWTIssuer   string `env:"JWT_ISSUER"`
+	JWTAudience string `env:"JWT_AUDIENCE"`
+
+	// SessionTTL is how long an unused session lives; a connected session's
+	// expiry slides forward by this much on every heartbeat.
+	SessionTTL time.Duration `env:"SESSION_TTL" envDefault:"24h"`
+	// QRWait bounds how long a create request waits for the first QR code.
+	QRWait time.Duration `env:"QR_WAIT" envDefault:"3s"`
+
+	// CleanupCron schedules the expired-session cleanup (standard 5-field cron).
+	CleanupCron string `env:"CLEANUP_CRON" envDefault:"0 * * * *"`
+	// RestoreInterval is how often the reconciler looks for sessions that
+	// should be hosted and are not; it bounds failover time after a crash.
+	RestoreInterval time.Duration `env:"RESTORE_INTERVAL" envDefault:"1m"`
+	// LeaseTTL is how long a worker's claim on a session lasts without a
+	// heartbeat; workers renew every LeaseTTL/3.
+	LeaseTTL time.Duration `env:"LEASE_TTL" envDefault:"30s"`
+
+	// WorkerID names the worker's own queue (wa:w:<id>); it must be stable
+	// across restarts of the same worker (hostname by default).
+	WorkerID string `env:"WORKER_ID"`
+	// WorkerMaxSessions caps the clients one worker hosts.
+	WorkerMaxSessions int `env:"WORKER_MAX_SESSIONS" envDefault:"1000"`
+	// WorkerConcurrency is the number of tasks a worker runs at once.
+	WorkerConcurrency int `env:"WORKER_CONCURRENCY" envDefault:"20"`
+	// RestoreConcurrency caps restores (connects of stored devices) running at
+	// once in one worker, so a mass restore does not storm WhatsApp.
+	RestoreConcurrency int `env:"RESTORE_CONCURRENCY" envDefault:"4"`
+
+	// MonitorUser and MonitorPassword guard asynqmon at /monitor; without a
+	// password the monitor is not served at all.
+	MonitorUser     string `env:"MONITOR_USER" envDefault:"admin"`
+	MonitorPassword string `env:"MONITOR_PASSWORD"`
+
+	// WAServerAddr and WAServerPubKey point whatsmeow at another
+	// WhatsApp-protocol server (the emulator); unset means real WhatsApp.
+	WAServerAddr   string `env:"WA_SERVER_ADDR"`
+	WAServerPubKey string `env:"WA_SERVER_PUBKEY"`
+
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+}
+
+// Program names what a Config is validated for.
+type Program string
+
+// The programs that share this configuration.
+const (
+	API       Program = "api"
+	Worker    Program = "worker"
+	Scheduler Program = "scheduler"
+)
+
+// Load reads the configuration through getenv (os.Getenv in production, a
+// map in tests). It fails only on values that cannot be parsed; call
+// Validate for the rules.
+func Load(getenv func(string) string) (Config, error) {
+	var cfg Config
+	params, err := env.GetFieldParams(&cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	vars := make(map[string]string, len(params))
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			vars[p.Key] = v
+		}
+	}
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
+		return cfg, fmt.Errorf("config: %w", nameVariables(err))
+	}
+	if cfg.WorkerID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return cfg, fmt.Errorf("config: WORKER_ID is unset and the hostname is unknown: %w", err)
+		}
+		cfg.WorkerID = host
+	}
+	return cfg, nil
+}
+
+// nameVariables rewrites the library's parse errors, which name Go struct
+// fields, to name the environment variable an operator has to fix.
+func nameVariables(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	t := reflect.TypeOf(Config{})
+	out := make([]error, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := t.FieldByName(pe.Name); ok {
+				out = append(out, fmt.Errorf("%s: cannot parse as %s: %w", f.Tag.Get("env"), pe.Type, pe.Err))
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate reports every invalid or missing setting that program p needs,
+// joined into one error.
+func (c Config) Validate(p Program) error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	if c.DatabaseURL != "" {
+		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			bad("DATABASE_URL", "must be a postgres:// URL")
+		}
+	} else if c.DBPort <= 0 || c.DBPort > 65535 {
+		bad("DB_PORT", "must be a port number, got %d", c.DBPort)
+	}
+	if c.DBMaxConns < 2 {
+		bad("DB_MAX_CONNS", "must be at least 2, got %d", c.DBMaxConns)
+	}
+	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		bad("REDIS_URL", "must be a redis:// or rediss:// URL")
+	}
+	if c.SessionTTL < time.Minute {
+		bad("SESSION_TTL", "must be at least 1m, got %s", c.SessionTTL)
+	}
+	if c.LeaseTTL < 3*time.Second {
+		bad("LEASE_TTL", "must be at least 3s, got %s", c.LeaseTTL)
+	}
+	if c.RestoreInterval < time.Second {
+		bad("RESTORE_INTERVAL", "must be at least 1s, got %s", c.RestoreInterval)
+	}
+	if c.LogLevel != "" {
+		switch strings.ToLower(c.LogLevel) {
+		case "debug", "info", "warn", "error":
+		default:
+			bad("LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
+		}
+	}
+	if c.WAServerAddr != "" {
+		if _, port, err := net.SplitHostPort(c.WAServerAddr); err != nil || port == "" {
+			bad("WA_SERVER_ADDR", "must be host:port, got %q", c.WAServerAddr)
+		}
+		if b, err := hex.DecodeString(c.WAServerPubKey); err != nil || len(b) != 32 {
+			bad("WA_SERVER_PUBKEY", "must be 64 hex characters when WA_SERVER_ADDR is set")
+		}
+	} else if c.WAServerPubKey != "" {
+		bad("WA_SERVER_PUBKEY", "is set but WA_SERVER_ADDR is not")
+	}
+
+	switch p {
+	case API:
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			bad("HTTP_ADDR", "must be [host]:port, got %q", c.HTTPAddr)
+		}
+		if c.JWTSecret == "" {
+			bad("JWT_SECRET", "is required (`make run` generates one for local use)")
+		} else if len(c.JWTSecret) < 32 {
+			bad("JWT_SECRET", "must be at least 32 characters, got %d", len(c.JWTSecret))
+		}
+		if c.QRWait < 0 || c.QRWait > 30*time.Second {
+			bad("QR_WAIT", "must be between 0 and 30s, got %s", c.QRWait)
+		}
+		if c.MonitorPassword != "" && c.MonitorUser == "" {
+			bad("MONITOR_USER", "must be set when MONITOR_PASSWORD is")
+		}
+	case Worker:
+		if !workerIDPattern.MatchString(c.WorkerID) {
+			bad("WORKER_ID", "must be 1-63 letters, digits, '.', '_' or '-', got %q", c.WorkerID)
+		}
+		if c.WorkerMaxSessions < 1 {
+			bad("WORKER_MAX_SESSIONS", "must be at least 1, got %d", c.WorkerMaxSessions)
+		}
+		if c.WorkerConcurrency < 2 {
+			bad("WORKER_CONCURRENCY", "must be at least 2, got %d", c.WorkerConcurrency)
+		}
+		if c.RestoreConcurrency < 1 {
+			bad("RESTORE_CONCURRENCY", "must be at least 1, got %d", c.RestoreConcurrency)
+		}
+	case Scheduler:
+		if _, err := cron.ParseStandard(c.CleanupCron); err != nil {
+			bad("CLEANUP_CRON", "is not a valid cron expression: %v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PostgresURL is the connection string: DATABASE_URL, or one built from the
+// seed's DB_* variables.
+func (c Config) PostgresURL() string {
+	if c.DatabaseURL != "" {
+		return c.DatabaseURL
+	}
+	u := url.URL{
+		Scheme:   "postgres",
+		Host:     net.JoinHostPort(c.DBHost, strconv.Itoa(c.DBPort)),
+		Path:     "/" + c.DBName,
+		RawQuery: "sslmode=disable",
+	}
+	if c.DBPassword != "" {
+		u.User = url.UserPassword(c.DBUser, c.DBPassword)
+	} else {
+		u.User = url.User(c.DBUser)
+	}
+	return u.String()
+}

@@ -1,0 +1,95 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func getenvFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+const goodSecret = "0123456789abcdef0123456789abcdef"
+
+func TestLoadDefaults(t *testing.T) {
+	cfg, err := Load(getenvFrom(map[string]string{"WORKER_ID": "w1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != ":8080" || cfg.SessionTTL != 24*time.Hour || cfg.LeaseTTL != 30*time.Second ||
+		cfg.RestoreInterval != time.Minute || cfg.QRWait != 3*time.Second || cfg.CleanupCron != "0 * * * *" {
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+	if got, want := cfg.PostgresURL(), "postgres://postgres@127.0.0.1:5432/wasessions?sslmode=disable"; got != want {
+		t.Fatalf("PostgresURL = %q, want %q", got, want)
+	}
+}
+
+func TestPostgresURL(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"database url wins", map[string]string{"DATABASE_URL": "postgres://a@b/c", "DB_HOST": "x"}, "postgres://a@b/c"},
+		{"seed variables", map[string]string{"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "n", "DB_USER": "u", "DB_PASSWORD": "p@ss"},
+			"postgres://u:p%40ss@db:6543/n?sslmode=disable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(getenvFrom(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.PostgresURL(); got != tt.want {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadRejectsUnparsable(t *testing.T) {
+	for _, kv := range [][2]string{{"LEASE_TTL", "soon"}, {"DB_PORT", "five"}, {"WORKER_MAX_SESSIONS", "many"}} {
+		if _, err := Load(getenvFrom(map[string]string{kv[0]: kv[1]})); err == nil || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("%s=%s: err = %v, want one naming the variable", kv[0], kv[1], err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		program Program
+		env     map[string]string
+		wantErr string // substring; empty means valid
+	}{
+		{"api ok", API, map[string]string{"JWT_SECRET": goodSecret}, ""},
+		{"api without secret", API, nil, "JWT_SECRET: is required"},
+		{"api short secret", API, map[string]string{"JWT_SECRET": "short"}, "at least 32"},
+		{"worker needs no secret", Worker, map[string]string{"WORKER_ID": "w-1"}, ""},
+		{"bad worker id", Worker, map[string]string{"WORKER_ID": "a b"}, "WORKER_ID"},
+		{"tiny lease", Worker, map[string]string{"WORKER_ID": "w", "LEASE_TTL": "1s"}, "LEASE_TTL"},
+		{"bad cron", Scheduler, map[string]string{"CLEANUP_CRON": "every hour"}, "CLEANUP_CRON"},
+		{"redis url", Scheduler, map[string]string{"REDIS_URL": "localhost:6379"}, "REDIS_URL"},
+		{"emulator without key", Worker, map[string]string{"WORKER_ID": "w", "WA_SERVER_ADDR": "127.0.0.1:9"}, "WA_SERVER_PUBKEY"},
+		{"emulator ok", Worker, map[string]string{"WORKER_ID": "w", "WA_SERVER_ADDR": "127.0.0.1:9", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32)}, ""},
+		{"key without addr", Worker, map[string]string{"WORKER_ID": "w", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32)}, "WA_SERVER_ADDR is not"},
+		{"log level", API, map[string]string{"JWT_SECRET": goodSecret, "LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(getenvFrom(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Validate(tt.program)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,145 @@
+// Package events carries session state changes from the worker that made
+// them to every API replica, over Redis pub/sub: one channel per user, so a
+// subscriber only ever receives its own user's events. Pub/sub is
+// fire-and-forget by design; Postgres holds the truth, and a subscriber
+// that (re)connects reads the current state from there first.
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"wasessions/internal/store"
+)
+
+// Event types.
+const (
+	// TypeQR: a new QR code to show (QRCode, QRRaw set).
+	TypeQR = "qr"
+	// TypePairingCode: a code to type on the phone (PairingCode set).
+	TypePairingCode = "pairing_code"
+	// TypeStatus: the session's status changed (Status, Reason set).
+	TypeStatus = "status"
+)
+
+// Event is one change of one session.
+type Event struct {
+	Type        string    `json:"type"`
+	SessionID   string    `json:"sessionId"`
+	UserID      string    `json:"-"`
+	Status      string    `json:"status"`
+	Reason      string    `json:"reason,omitempty"`
+	QRCode      string    `json:"qrCode,omitempty"`
+	QRRaw       string    `json:"qrRaw,omitempty"`
+	PairingCode string    `json:"pairingCode,omitempty"`
+	PhoneNumber string    `json:"phoneNumber,omitempty"`
+	UserName    string    `json:"userName,omitempty"`
+	LastError   string    `json:"lastError,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+// wire is Event as published: UserID included.
+type wire struct {
+	Event
+	UserID string `json:"userId"`
+}
+
+// FromSession builds the event of type typ describing sess as it is now.
+func FromSession(typ string, sess store.Session) Event {
+	e := Event{
+		Type:        typ,
+		SessionID:   sess.SessionID,
+		UserID:      sess.UserID,
+		Status:      string(sess.Status),
+		Reason:      store.Str(sess.StatusReason),
+		PhoneNumber: store.Str(sess.PhoneNumber),
+		UserName:    store.Str(sess.UserName),
+		LastError:   store.Str(sess.LastError),
+		At:          sess.UpdatedAt,
+	}
+	switch typ {
+	case TypeQR:
+		e.QRCode, e.QRRaw = store.Str(sess.QRCode), store.Str(sess.QRRaw)
+	case TypePairingCode:
+		e.PairingCode = store.Str(sess.PairingCode)
+	}
+	return e
+}
+
+// Channel is the pub/sub channel of one user's events.
+func Channel(userID string) string { return "wa:events:user:" + userID }
+
+// Bus publishes and subscribes on the process's shared Redis client.
+type Bus struct {
+	rdb redis.UniversalClient
+}
+
+// NewBus returns a Bus on rdb.
+func NewBus(rdb redis.UniversalClient) *Bus { return &Bus{rdb: rdb} }
+
+// Publish sends e to its user's channel.
+func (b *Bus) Publish(ctx context.Context, e Event) error {
+	if e.UserID == "" {
+		return fmt.Errorf("events: publish %s for session %s: no user id", e.Type, e.SessionID)
+	}
+	payload, err := json.Marshal(wire{Event: e, UserID: e.UserID})
+	if err != nil {
+		return fmt.Errorf("events: encode: %w", err)
+	}
+	if err := b.rdb.Publish(ctx, Channel(e.UserID), payload).Err(); err != nil {
+		return fmt.Errorf("events: publish: %w", err)
+	}
+	return nil
+}
+
+// Subscription is a live subscription to one user's events.
+type Subscription struct {
+	ps *redis.PubSub
+	C  <-chan Event
+}
+
+// Close ends the subscription and closes C.
+func (s *Subscription) Close() error { return s.ps.Close() }
+
+// Subscribe starts receiving userID's events. It returns once Redis has
+// confirmed the subscription, so no event published after it returns is
+// missed. C is closed when the subscription ends or ctx is done.
+func (b *Bus) Subscribe(ctx context.Context, userID string) (*Subscription, error) {
+	ps := b.rdb.Subscribe(ctx, Channel(userID))
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, fmt.Errorf("events: subscribe: %w", err)
+	}
+	out := make(chan Event, 16)
+	go func() {
+		defer close(out)
+		in := ps.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				ps.Close()
+				return
+			case msg, ok := <-in:
+				if !ok {
+					return
+				}
+				var w wire
+				if err := json.Unmarshal([]byte(msg.Payload), &w); err != nil || w.UserID != userID {
+					continue // not ours or not an event: never forward it
+				}
+				w.Event.UserID = w.UserID
+				select {
+				case out <- w.Event:
+				case <-ctx.Done():
+					ps.Close()
+					return
+				}
+			}
+		}
+	}()
+	return &Subscription{ps: ps, C: out}, nil
+}

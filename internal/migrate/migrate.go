@@ -1,0 +1,60 @@
+// Package migrate brings a database to the schema this build expects: the
+// service's own goose migrations (migrations/) and whatsmeow's sqlstore
+// tables. Every api and worker replica calls Up at start; a Postgres
+// advisory lock makes the replicas take turns, so a deploy that starts many
+// at once applies each migration exactly once.
+package migrate
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/pressly/goose/v3"
+	"go.mau.fi/whatsmeow/store/sqlstore"
+
+	"wasessions/migrations"
+)
+
+// lockKey is the advisory lock id all replicas contend on ("wasessio" in ASCII).
+const lockKey int64 = 0x7761736573736970
+
+// Up applies pending migrations under the advisory lock and returns when the
+// schema is current. It is safe to run any number of times, concurrently.
+func Up(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: connect: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lockKey); err != nil {
+		return fmt.Errorf("migrate: take advisory lock: %w", err)
+	}
+	defer func() {
+		// A fresh context: the lock must be released even if ctx ended.
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockKey)
+	}()
+
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS,
+		goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return fmt.Errorf("migrate: load migrations: %w", err)
+	}
+	results, err := provider.Up(ctx)
+	for _, r := range results {
+		log.InfoContext(ctx, "migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+	}
+	if err != nil && !errors.Is(err, goose.ErrNoNextVersion) {
+		return fmt.Errorf("migrate: apply: %w", err)
+	}
+
+	// whatsmeow keeps its own version table; its Upgrade is idempotent but
+	// not safe to run concurrently, hence inside the same lock.
+	container := sqlstore.NewWithDB(db, "postgres", nil)
+	if err := container.Upgrade(ctx); err != nil {
+		return fmt.Errorf("migrate: whatsmeow sqlstore: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+// Package reconcile closes the gap between what each session should be
+// (desired_state) and what it is (status, lease): the one mechanism that
+// recovers from a failed enqueue after the row committed, a SIGKILLed
+// worker, lost Redis data and a dropped message alike (DESIGN.md "Reconcile
+// and restore"). It is idempotent: every task it enqueues has a
+// deterministic id, so running it twice, or on two workers at once, enqueues
+// nothing twice.
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/hibiken/asynq"
+
+	"wasessions/internal/events"
+	"wasessions/internal/queue"
+	"wasessions/internal/store"
+	"wasessions/tasks"
+)
+
+// Deps are what a reconcile run needs.
+type Deps struct {
+	Store    *store.Store
+	Enqueuer *queue.Enqueuer
+	Bus      *events.Bus
+	Log      *slog.Logger
+}
+
+// Result counts what a run enqueued, by task kind.
+type Result struct {
+	Expired     int
+	Creates     int
+	Restores    int
+	Disconnects int
+	// AlreadyQueued are gaps whose task was already on its way.
+	AlreadyQueued int
+	// ReapedQueues are worker queues with no server left, drained to
+	// wa:shared and deleted.
+	ReapedQueues int
+}
+
+// Limit bounds the sessions one run looks at; the next run takes the rest.
+const Limit = 2000
+
+// Run performs one reconcile pass.
+func Run(ctx context.Context, d Deps) (Result, error) {
+	var res Result
+
+	// Live sessions past expiry with no worker: they end here, as expired.
+	ended, err := d.Store.ExpireUnhosted(ctx, Limit)
+	if err != nil {
+		return res, fmt.Errorf("reconcile: %w", err)
+	}
+	for _, s := range ended {
+		res.Expired++
+		if d.Bus != nil {
+			if err := d.Bus.Publish(ctx, events.FromSession(events.TypeStatus, s)); err != nil {
+				d.Log.WarnContext(ctx, "reconcile: publish event", "session_id", s.SessionID, "error", err)
+			}
+		}
+	}
+
+	gaps, err := d.Store.Unhosted(ctx, Limit)
+	if err != nil {
+		return res, fmt.Errorf("reconcile: %w", err)
+	}
+	for _, s := range gaps {
+		var (
+			j   tasks.Job
+			err error
+			ctr *int
+		)
+		switch {
+		case s.DesiredState == store.DesiredGone:
+			j, err = tasks.NewDisconnect(s.SessionID, "reconcile", tasks.QueueShared)
+			ctr = &res.Disconnects
+		case s.Status == store.StatusPending || s.Status == store.StatusQR:
+			// Pairing cannot move between processes (the unpaired keys live
+			// in the lost client's memory), so it starts over: a new QR.
+			j, err = tasks.NewCreate(s.SessionID, "reconcile")
+			ctr = &res.Creates
+		default:
+			j, err = tasks.NewRestore(s.SessionID, "lease_expired")
+			ctr = &res.Restores
+		}
+		if err != nil {
+			return res, fmt.Errorf("reconcile: %w", err)
+		}
+		r, err := d.Enqueuer.Enqueue(ctx, j, false)
+		if err != nil {
+			return res, fmt.Errorf("reconcile: session %s: %w", s.SessionID, err)
+		}
+		if r == queue.Enqueued {
+			*ctr++
+		} else {
+			res.AlreadyQueued++
+		}
+	}
+
+	n, err := ReapWorkerQueues(ctx, d.Enqueuer, d.Log)
+	if err != nil {
+		// Hygiene only: the gaps above are already covered.
+		d.Log.WarnContext(ctx, "reconcile: reap worker queues", "error", err)
+	}
+	res.ReapedQueues = n
+	return res, nil
+}
+
+// ReapWorkerQueues drains the queues of workers that no running asynq
+// server serves any more back to wa:shared, and deletes them. A worker that
+// comes back simply gets its queue created again on the next enqueue.
+// Tasks that were active on the dead worker are not moved: asynq only
+// recovers them on a server of that queue, and the reconciler already
+// covers the work they stood for.
+func ReapWorkerQueues(ctx context.Context, e *queue.Enqueuer, log *slog.Logger) (int, error) {
+	in := e.Inspector()
+	queues, err := in.Queues()
+	if err != nil {
+		return 0, fmt.Errorf("list queues: %w", err)
+	}
+	servers, err := in.Servers()
+	if err != nil {
+		return 0, fmt.Errorf("list servers: %w", err)
+	}
+	served := map[string]bool{}
+	for _, s := range servers {
+		for q := range s.Queues {
+			served[q] = true
+		}
+	}
+	reaped := 0
+	for _, q := range queues {
+		workerID, ok := tasks.WorkerIDFromQueue(q)
+		if !ok || served[q] {
+			continue
+		}
+		for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
+			in.ListPendingTasks, in.ListScheduledTasks, in.ListRetryTasks,
+		} {
+			infos, err := list(q, asynq.PageSize(1000))
+			if err != nil {
+				return reaped, fmt.Errorf("list %s: %w", q, err)
+			}
+			for _, info := range infos {
+				if info.Type != tasks.TypeSessionDisconnect {
+					continue
+				}
+				p, err := tasks.ParseSession(asynq.NewTask(info.Type, info.Payload))
+				if err != nil {
+					continue
+				}
+				j, err := tasks.NewDisconnect(p.SessionID, p.Reason, tasks.QueueShared)
+				if err != nil {
+					return reaped, err
+				}
+				if _, err := e.Enqueue(ctx, j, false); err != nil {
+					return reaped, err
+				}
+			}
+		}
+		if err := in.DeleteQueue(q, true); err != nil {
+			return reaped, fmt.Errorf("delete %s: %w", q, err)
+		}
+		reaped++
+		log.InfoContext(ctx, "reaped the queue of a worker that is gone", "worker_id", workerID, "queue", q)
+	}
+	return reaped, nil
+}

@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Fence identifies a worker's claim on a session. Every write a worker makes
+// to a session it hosts carries its Fence; if another worker has claimed the
+// session since (a higher epoch), the write matches no row and fails with
+// ErrFenced. This is what keeps a worker that lost its lease, e.g. after a
+// long GC pause or a network partition, from overwriting the new owner.
+type Fence struct {
+	SessionID string
+	WorkerID  string
+	Epoch     int64
+}
+
+// ClaimMode says what a claim is for, which decides the states it accepts.
+type ClaimMode int
+
+const (
+	// ClaimToHost: pair or restore. The session must still be wanted
+	// (desired linked), live, and not past its expiry.
+	ClaimToHost ClaimMode = iota
+	// ClaimToEnd: carry out a disconnect or expiry. The user must have
+	// asked for it (desired gone).
+	ClaimToEnd
+)
+
+// Claim takes the session's lease for workerID for ttl (Postgres' clock)
+// and bumps its epoch. It succeeds when no other worker holds a live lease.
+// A worker re-claiming its own session also gets a new epoch, so writes from
+// an earlier incarnation of itself are fenced off too.
+func (s *Store) Claim(ctx context.Context, sessionID, workerID string, ttl time.Duration, mode ClaimMode) (Session, Fence, error) {
+	cond := `desired_state = 'linked' AND status IN ` + liveStatuses + ` AND (expires_at IS NULL OR expires_at > now())`
+	if mode == ClaimToEnd {
+		cond = `desired_state = 'gone'`
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions
+		SET worker_id = $2, lease_until = now() + $3::interval, lease_epoch = lease_epoch + 1, updated_at = now()
+		WHERE session_id = $1
+		  AND (worker_id IS NULL OR worker_id = $2 OR lease_until IS NULL OR lease_until <= now())
+		  AND `+cond+`
+		RETURNING `+sessionColumns, sessionID, workerID, ttl)
+	if err != nil {
+		return Session{}, Fence{}, fmt.Errorf("store: claim: %w", err)
+	}
+	sess, err := collectOne(rows)
+	if err == nil {
+		return sess, Fence{SessionID: sessionID, WorkerID: workerID, Epoch: sess.LeaseEpoch}, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return Session{}, Fence{}, fmt.Errorf("store: claim: %w", err)
+	}
+	// Say why: missing, held elsewhere, or in the wrong state.
+	cur, err := s.Get(ctx, sessionID)
+	if err != nil {
+		return Session{}, Fence{}, err
+	}
+	if cur.LeaseLive && Str(cur.WorkerID) != workerID {
+		return cur, Fence{}, ErrLeaseHeld
+	}
+	return cur, Fence{}, ErrNotClaimable
+}
+
+// Held is one lease a worker believes it holds.
+type Held struct {
+	SessionID string
+	Epoch     int64
+}
+
+// Renewal is the outcome of one heartbeat.
+type Renewal struct {
+	// Kept are the sessions whose lease was extended.
+	Kept map[string]bool
+	// Lost are the sessions whose lease was not extended: another worker
+	// claimed them, the row is gone, or the user wants them gone. The worker
+	// must stop their clients now (see Lookup for why).
+	Lost []string
+}
+
+// Renew extends, in one statement, every lease in held that workerID still
+// holds at that epoch and whose session is still wanted. Connected sessions'
+// expiry slides to now + sessionTTL and their last_seen moves to now.
+func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTTL, sessionTTL time.Duration) (Renewal, error) {
+	r := Renewal{Kept: make(map[string]bool, len(held))}
+	if len(held) == 0 {
+		return r, nil
+	}
+	ids := make([]string, len(held))
+	epochs := make([]int64, len(held))
+	for i, h := range held {
+		ids[i], epochs[i] = h.SessionID, h.Epoch
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions AS s
+		SET lease_until = now() + $4::interval,
+		    expires_at = CASE WHEN s.status = 'connected' THEN now() + $5::interval ELSE s.expires_at END,
+		    last_seen  = CASE WHEN s.status = 'connected' THEN now() ELSE s.last_seen END
+		FROM unnest($2::text[], $3::bigint[]) AS h(session_id, epoch)
+		WHERE s.session_id = h.session_id AND s.lease_epoch = h.epoch
+		  AND s.worker_id = $1 AND s.desired_state = 'linked'
+		RETURNING s.session_id`, workerID, ids, epochs, leaseTTL, sessionTTL)
+	if err != nil {
+		return r, fmt.Errorf("store: renew leases: %w", err)
+	}
+	var id string
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { r.Kept[id] = true; return nil }); err != nil {
+		return r, fmt.Errorf("store: renew leases: %w", err)
+	}
+	for _, h := range held {
+		if !r.Kept[h.SessionID] {
+			r.Lost = append(r.Lost, h.SessionID)
+		}
+	}
+	return r, nil
+}
+
+// Release gives a lease up without ending the session: the session stays
+// linked, with status reconnecting and the reason given, so that another
+// worker restores it. Used on graceful shutdown and when a client drops and
+// this worker stops retrying.
+func (s *Store) Release(ctx context.Context, f Fence, reason string) (Session, error) {
+	return s.fencedUpdate(ctx, f, `status = CASE WHEN status IN ('connected','reconnecting') THEN 'reconnecting' ELSE status END,
+		status_reason = $4, is_connected = false, worker_id = NULL, lease_until = NULL`, reason)
+}
+
+// fencedUpdate applies set (with $4... as extra args) to the session only if
+// f's epoch is still current, and returns the updated row.
+func (s *Store) fencedUpdate(ctx context.Context, f Fence, set string, args ...any) (Session, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions SET `+set+`, updated_at = now()
+		WHERE session_id = $1 AND worker_id = $2 AND lease_epoch = $3
+		RETURNING `+sessionColumns, append([]any{f.SessionID, f.WorkerID, f.Epoch}, args...)...)
+	if err != nil {
+		return Session{}, fmt.Errorf("store: update %s: %w", f.SessionID, err)
+	}
+	sess, err := collectOne(rows)
+	if errors.Is(err, ErrNotFound) {
+		return Session{}, ErrFenced
+	}
+	return sess, err
+}

@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// NewSession is what the API knows when a user asks to link WhatsApp.
+type NewSession struct {
+	UserID    string
+	SessionID string
+	TTL       time.Duration
+	// PairPhone, when set, asks for phone-number pairing instead of a QR.
+	PairPhone string
+}
+
+// CreateSession inserts a pending session for the user, or returns the
+// user's live session if there is one (created is then false). The partial
+// unique index uq_whatsapp_sessions_live_user makes this safe under any
+// number of concurrent calls: exactly one insert wins, the others see it.
+func (s *Store) CreateSession(ctx context.Context, n NewSession) (sess Session, created bool, err error) {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, n.UserID); err != nil {
+		return Session{}, false, fmt.Errorf("store: upsert user: %w", err)
+	}
+	var pairPhone *string
+	if n.PairPhone != "" {
+		pairPhone = &n.PairPhone
+	}
+	// A live session can end between the conflicting insert and the read;
+	// then the insert is retried, which can only happen a few times.
+	for attempt := 0; attempt < 5; attempt++ {
+		rows, err := s.pool.Query(ctx, `
+			INSERT INTO whatsapp_sessions (user_id, session_id, status, desired_state, expires_at, pair_phone)
+			VALUES ($1, $2, 'pending', 'linked', now() + $3::interval, $4)
+			ON CONFLICT (user_id) WHERE desired_state = 'linked' AND status IN `+liveStatuses+` DO NOTHING
+			RETURNING `+sessionColumns,
+			n.UserID, n.SessionID, n.TTL, pairPhone)
+		if err != nil {
+			return Session{}, false, fmt.Errorf("store: insert session: %w", err)
+		}
+		sess, err = collectOne(rows)
+		if err == nil {
+			return sess, true, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return Session{}, false, fmt.Errorf("store: insert session: %w", err)
+		}
+		sess, err = s.LiveSession(ctx, n.UserID)
+		if err == nil {
+			return sess, false, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return Session{}, false, err
+		}
+	}
+	return Session{}, false, fmt.Errorf("store: create session for user: live session kept changing")
+}
+
+// LiveSession is the user's live session (at most one exists).
+func (s *Store) LiveSession(ctx context.Context, userID string) (Session, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+sessionColumns+` FROM whatsapp_sessions
+		WHERE user_id = $1 AND desired_state = 'linked' AND status IN `+liveStatuses, userID)
+	if err != nil {
+		return Session{}, fmt.Errorf("store: live session: %w", err)
+	}
+	return collectOne(rows)
+}
+
+// CurrentSession is the session the user's status and QR refer to: the live
+// one if any, else the most recent one, whatever its status.
+func (s *Store) CurrentSession(ctx context.Context, userID string) (Session, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+sessionColumns+` FROM whatsapp_sessions
+		WHERE user_id = $1
+		ORDER BY (desired_state = 'linked' AND status IN `+liveStatuses+`) DESC, created_at DESC, id
+		LIMIT 1`, userID)
+	if err != nil {
+		return Session{}, fmt.Errorf("store: current session: %w", err)
+	}
+	return collectOne(rows)
+}
+
+// Get reads one session by its session id.
+func (s *Store) Get(ctx context.Context, sessionID string) (Session, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+sessionColumns+` FROM whatsapp_sessions WHERE session_id = $1`, sessionID)
+	if err != nil {
+		return Session{}, fmt.Errorf("store: get session: %w", err)
+	}
+	return collectOne(rows)
+}
+
+// GetForUser reads a session only if it belongs to userID; another user's
+// session is ErrNotFound, exactly like a missing one.
+func (s *Store) GetForUser(ctx context.Context, userID, sessionID string) (Session, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+sessionColumns+` FROM whatsapp_sessions
+		WHERE session_id = $1 AND user_id = $2`, sessionID, userID)
+	if err != nil {
+		return Session{}, fmt.Errorf("store: get session: %w", err)
+	}
+	return collectOne(rows)
+}
+
+// RequestDisconnect records that the user wants their linked sessions gone
+// and returns the sessions it changed (normally one). Carrying it out
+// (logout, key deletion) is the worker's job; the row is durable first, so
+// a lost task is found again by the reconciler.
+func (s *Store) RequestDisconnect(ctx context.Context, userID string) ([]Session, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions
+		SET desired_state = 'gone', updated_at = now()
+		WHERE user_id = $1 AND desired_state = 'linked'
+		  AND (status IN `+liveStatuses+` OR device_jid IS NOT NULL)
+		RETURNING `+sessionColumns, userID)
+	if err != nil {
+		return nil, fmt.Errorf("store: request disconnect: %w", err)
+	}
+	return collectAll(rows)
+}
+
+// Stats are the counts GET /sessions/stats reports.
+type Stats struct {
+	Total   int64 `json:"total"`
+	Active  int64 `json:"active"`
+	Expired int64 `json:"expired"`
+}
+
+// Stats counts sessions of one user, or of everyone when userID is "".
+// Active means connected and authenticated; expired means past expires_at
+// or ended by expiry.
+func (s *Store) Stats(ctx context.Context, userID string) (Stats, error) {
+	var st Stats
+	err := s.pool.QueryRow(ctx, `SELECT
+			count(*),
+			count(*) FILTER (WHERE is_connected AND is_authenticated),
+			count(*) FILTER (WHERE status = 'expired' OR expires_at < now())
+		FROM whatsapp_sessions
+		WHERE $1::uuid IS NULL OR user_id = $1::uuid`, nullIfEmpty(userID)).Scan(&st.Total, &st.Active, &st.Expired)
+	if err != nil {
+		return Stats{}, fmt.Errorf("store: stats: %w", err)
+	}
+	return st, nil
+}
+
+// CountByStatus is the number of sessions per status, for metrics.
+func (s *Store) CountByStatus(ctx context.Context) (map[Status]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM whatsapp_sessions GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("store: count by status: %w", err)
+	}
+	out := map[Status]int64{}
+	var st Status
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&st, &n}, func() error { out[st] = n; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("store: count by status: %w", err)
+	}
+	return out, nil
+}
+
+// CountLinked is the number of sessions that should be hosted right now
+// (what the scheduler reports as "Loaded N existing sessions").
+func (s *Store) CountLinked(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM whatsapp_sessions
+		WHERE desired_state = 'linked' AND status IN `+liveStatuses).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: count linked: %w", err)
+	}
+	return n, nil
+}
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,175 @@
+// Package tasks is the contract between api, worker and scheduler: the asynq
+// task type names, their payloads, the queues they travel on, and
+// constructors that set every option explicitly (asynq's defaults, 25
+// retries and a 30-minute timeout, suit none of these tasks).
+//
+// Every task carries a deterministic id, so enqueueing the same intent twice
+// is harmless: asynq refuses the duplicate with ErrTaskIDConflict, which the
+// enqueuer (internal/queue) treats as success. Handlers must still be
+// idempotent, because asynq delivers at least once.
+package tasks
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task type names.
+const (
+	// TypeSessionCreate starts pairing for a new session: a worker claims the
+	// lease, creates a whatsmeow device and publishes its QR codes.
+	TypeSessionCreate = "session:create"
+	// TypeSessionRestore reconnects a linked session from its stored device
+	// keys on whichever worker takes it: no QR.
+	TypeSessionRestore = "session:restore"
+	// TypeSessionDisconnect carries out a session whose desired state is
+	// "gone": log the device out, delete its keys, end the row.
+	TypeSessionDisconnect = "session:disconnect"
+	// TypeSessionsReconcile compares desired and actual state of every
+	// session and enqueues what closes the gap.
+	TypeSessionsReconcile = "sessions:reconcile"
+	// TypeSessionsCleanup deletes expired sessions and their device keys.
+	TypeSessionsCleanup = "sessions:cleanup"
+)
+
+// Queue names.
+const (
+	// QueueShared is served by every worker: work that any worker may take.
+	QueueShared = "wa:shared"
+	// workerQueuePrefix + WORKER_ID is the queue only that worker serves,
+	// for commands that must reach the process holding a session's client.
+	workerQueuePrefix = "wa:w:"
+)
+
+// WorkerQueue is the queue served only by the worker with this stable id.
+func WorkerQueue(workerID string) string { return workerQueuePrefix + workerID }
+
+// WorkerIDFromQueue is the inverse of WorkerQueue; ok is false for other queues.
+func WorkerIDFromQueue(queue string) (workerID string, ok bool) {
+	if len(queue) > len(workerQueuePrefix) && queue[:len(workerQueuePrefix)] == workerQueuePrefix {
+		return queue[len(workerQueuePrefix):], true
+	}
+	return "", false
+}
+
+// SessionPayload identifies the session a per-session task acts on. The
+// task holds no state of its own: the handler reads the row, so a late or
+// repeated delivery acts on what is true now.
+type SessionPayload struct {
+	SessionID string `json:"session_id"`
+	// Reason says why the task was enqueued (e.g. "created",
+	// "worker_shutdown", "lease_expired"); it is logged, never trusted.
+	Reason string `json:"reason,omitempty"`
+}
+
+// SlotPayload names the time slot of a periodic task, which is also what
+// makes its id unique per slot across scheduler replicas.
+type SlotPayload struct {
+	Slot time.Time `json:"slot"`
+}
+
+// Timeouts and retry budgets, chosen per task.
+const (
+	createTimeout     = 2 * time.Minute
+	restoreTimeout    = 2 * time.Minute
+	disconnectTimeout = 1 * time.Minute
+	reconcileTimeout  = 1 * time.Minute
+	cleanupTimeout    = 10 * time.Minute
+
+	createMaxRetry     = 3
+	restoreMaxRetry    = 3
+	disconnectMaxRetry = 8
+	reconcileMaxRetry  = 1
+	cleanupMaxRetry    = 3
+)
+
+// Job is a task plus the options it is enqueued with. ID and Queue stay
+// readable (asynq keeps a task's options private) because resolving an id
+// conflict needs both.
+type Job struct {
+	Task  *asynq.Task
+	ID    string
+	Queue string
+	// Opts are the enqueue options, TaskID and Queue included.
+	Opts []asynq.Option
+}
+
+func newJob(typ string, payload any, id, queue string, maxRetry int, timeout, retention time.Duration) (Job, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return Job{}, fmt.Errorf("tasks: %s: %w", typ, err)
+	}
+	opts := []asynq.Option{asynq.TaskID(id), asynq.Queue(queue), asynq.MaxRetry(maxRetry), asynq.Timeout(timeout)}
+	if retention > 0 {
+		opts = append(opts, asynq.Retention(retention))
+	}
+	return Job{Task: asynq.NewTask(typ, b), ID: id, Queue: queue, Opts: opts}, nil
+}
+
+// NewCreate is the task that starts pairing for sessionID on any worker.
+func NewCreate(sessionID, reason string) (Job, error) {
+	return newSessionTask(TypeSessionCreate, "create:", sessionID, reason, QueueShared, createMaxRetry, createTimeout)
+}
+
+// NewRestore is the task that reconnects a linked session on any worker.
+func NewRestore(sessionID, reason string) (Job, error) {
+	return newSessionTask(TypeSessionRestore, "restore:", sessionID, reason, QueueShared, restoreMaxRetry, restoreTimeout)
+}
+
+// NewDisconnect is the task that ends a session. queue is the owner's
+// worker queue while its lease is live (only that process holds the
+// client), QueueShared otherwise.
+func NewDisconnect(sessionID, reason, queue string) (Job, error) {
+	return newSessionTask(TypeSessionDisconnect, "disconnect:", sessionID, reason, queue, disconnectMaxRetry, disconnectTimeout)
+}
+
+func newSessionTask(typ, idPrefix, sessionID, reason, queue string, maxRetry int, timeout time.Duration) (Job, error) {
+	if sessionID == "" {
+		return Job{}, fmt.Errorf("tasks: %s: empty session id", typ)
+	}
+	return newJob(typ, SessionPayload{SessionID: sessionID, Reason: reason}, idPrefix+sessionID, queue, maxRetry, timeout, 0)
+}
+
+// NewReconcile is the reconcile task for the slot starting at slot, which
+// lasts interval. Its id is unique to the slot and kept for two slots after
+// it completes, so scheduler replicas that fire for the same slot enqueue
+// it once.
+func NewReconcile(slot time.Time, interval time.Duration) (Job, error) {
+	return newSlotTask(TypeSessionsReconcile, "reconcile:", slot, reconcileMaxRetry, reconcileTimeout, 2*interval)
+}
+
+// NewCleanup is the cleanup task for one firing of CLEANUP_CRON; see
+// NewReconcile for why the id names the slot.
+func NewCleanup(slot time.Time, retention time.Duration) (Job, error) {
+	return newSlotTask(TypeSessionsCleanup, "cleanup:", slot, cleanupMaxRetry, cleanupTimeout, retention)
+}
+
+func newSlotTask(typ, idPrefix string, slot time.Time, maxRetry int, timeout, retention time.Duration) (Job, error) {
+	slot = slot.UTC()
+	return newJob(typ, SlotPayload{Slot: slot}, idPrefix+strconv.FormatInt(slot.Unix(), 10), QueueShared, maxRetry, timeout, retention)
+}
+
+// ParseSession decodes a per-session payload.
+func ParseSession(t *asynq.Task) (SessionPayload, error) {
+	var p SessionPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("tasks: %s payload: %w: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	if p.SessionID == "" {
+		return p, fmt.Errorf("tasks: %s payload without session_id: %w", t.Type(), asynq.SkipRetry)
+	}
+	return p, nil
+}
+
+// ParseSlot decodes a periodic task's payload.
+func ParseSlot(t *asynq.Task) (SlotPayload, error) {
+	var p SlotPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("tasks: %s payload: %w: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	return p, nil
+}
