@@ -120,13 +120,19 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 	return r, nil
 }
 
-// Release gives a lease up without ending the session: the session stays
-// linked, with status reconnecting and the reason given, so that another
-// worker restores it. Used on graceful shutdown and when a client drops and
-// this worker stops retrying.
-func (s *Store) Release(ctx context.Context, f Fence, reason string) (Session, error) {
-	return s.fencedUpdate(ctx, f, `status = CASE WHEN status IN ('connected','reconnecting') THEN 'reconnecting' ELSE status END,
-		status_reason = $4, is_connected = false, worker_id = NULL, lease_until = NULL`, reason)
+// Release gives a lease up without ending the session, so that another
+// worker takes it over: a linked session becomes reconnecting (restored from
+// its keys, no QR), a session still pairing goes back to pending with its QR
+// cleared (pairing starts over; the unpaired keys lived only in this
+// process). lastErr may be "". Used on graceful shutdown and when a restore
+// cannot connect.
+func (s *Store) Release(ctx context.Context, f Fence, reason, lastErr string) (Session, error) {
+	return s.fencedUpdate(ctx, f, `status = CASE WHEN status IN ('pending','qr') THEN 'pending' ELSE 'reconnecting' END,
+		qr_code = CASE WHEN status IN ('pending','qr') THEN NULL ELSE qr_code END,
+		qr_raw = CASE WHEN status IN ('pending','qr') THEN NULL ELSE qr_raw END,
+		pairing_code = CASE WHEN status IN ('pending','qr') THEN NULL ELSE pairing_code END,
+		status_reason = $4, last_error = COALESCE(NULLIF($5, ''), last_error),
+		is_connected = false, worker_id = NULL, lease_until = NULL`, reason, lastErr)
 }
 
 // fencedUpdate applies set (with $4... as extra args) to the session only if
