@@ -69,6 +69,9 @@ type Config struct {
 	WorkerMaxSessions int `env:"WORKER_MAX_SESSIONS" envDefault:"1000"`
 	// WorkerConcurrency is the number of tasks a worker runs at once.
 	WorkerConcurrency int `env:"WORKER_CONCURRENCY" envDefault:"20"`
+	// MetricsAddr is where a worker serves /metrics and /healthz (the API
+	// serves its own on HTTP_ADDR); empty disables it.
+	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9091"`
 	// RestoreConcurrency caps restores (connects of stored devices) running at
 	// once in one worker, so a mass restore does not storm WhatsApp.
 	RestoreConcurrency int `env:"RESTORE_CONCURRENCY" envDefault:"4"`
@@ -221,6 +224,11 @@ func (c Config) Validate(p Program) error {
 		}
 		if c.WorkerConcurrency < 2 {
 			bad("WORKER_CONCURRENCY", "must be at least 2, got %d", c.WorkerConcurrency)
+		}
+		if c.MetricsAddr != "" {
+			if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+				bad("METRICS_ADDR", "must be [host]:port or empty, got %q", c.MetricsAddr)
+			}
 		}
 		if c.RestoreConcurrency < 1 {
 			bad("RESTORE_CONCURRENCY", "must be at least 1, got %d", c.RestoreConcurrency)
