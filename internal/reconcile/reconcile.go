@@ -76,7 +76,7 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 		case s.DesiredState == store.DesiredGone:
 			j, err = tasks.NewDisconnect(s.SessionID, "reconcile", tasks.QueueShared)
 			ctr = &res.Disconnects
-		case s.Status == store.StatusPending || s.Status == store.StatusQR:
+		case s.DeviceJID == nil:
 			// Pairing cannot move between processes (the unpaired keys live
 			// in the lost client's memory), so it starts over: a new QR.
 			j, err = tasks.NewCreate(s.SessionID, "reconcile")

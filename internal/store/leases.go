@@ -121,16 +121,13 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 }
 
 // Release gives a lease up without ending the session, so that another
-// worker takes it over: a linked session becomes reconnecting (restored from
-// its keys, no QR), a session still pairing goes back to pending with its QR
-// cleared (pairing starts over; the unpaired keys lived only in this
-// process). lastErr may be "". Used on graceful shutdown and when a restore
+// worker takes it over: a session with a device becomes reconnecting
+// (restored from its keys, no QR); one still pairing goes back to pending
+// (pairing starts over; the unpaired keys lived only in this process). lastErr may be "". Used on graceful shutdown and when a restore
 // cannot connect.
 func (s *Store) Release(ctx context.Context, f Fence, reason, lastErr string) (Session, error) {
-	return s.fencedUpdate(ctx, f, `status = CASE WHEN status IN ('pending','qr') THEN 'pending' ELSE 'reconnecting' END,
-		qr_code = CASE WHEN status IN ('pending','qr') THEN NULL ELSE qr_code END,
-		qr_raw = CASE WHEN status IN ('pending','qr') THEN NULL ELSE qr_raw END,
-		pairing_code = CASE WHEN status IN ('pending','qr') THEN NULL ELSE pairing_code END,
+	return s.fencedUpdate(ctx, f, `status = CASE WHEN device_jid IS NULL THEN 'pending' ELSE 'reconnecting' END,
+		qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
 		status_reason = $4, last_error = COALESCE(NULLIF($5, ''), last_error),
 		is_connected = false, worker_id = NULL, lease_until = NULL`, reason, lastErr)
 }
