@@ -1,0 +1,296 @@
+package waemu
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	waBinary "go.mau.fi/whatsmeow/binary"
+	"go.mau.fi/whatsmeow/types"
+)
+
+const (
+	// writeTimeout bounds one frame write to a slow or dead client.
+	writeTimeout = 10 * time.Second
+	// requestTimeout bounds how long the emulator waits for the client's
+	// answer to a server request (pair-success, the code-pairing hello).
+	requestTimeout = 30 * time.Second
+	// closeLinger is how long the emulator waits, after a stream error or
+	// failure, for whatsmeow to handle it before closing the socket: a
+	// socket closed first looks like a network error, and the client would
+	// reconnect instead of accepting that it was replaced or logged out.
+	closeLinger = time.Second
+	// restartLinger is how long the emulator waits for the client to close
+	// the socket itself after a 515 stream restart.
+	restartLinger = 5 * time.Second
+)
+
+// conn is one client websocket after the Noise handshake: either a pairing
+// connection (reg != nil) or the login of a known device (jid != "").
+type conn struct {
+	srv *Server
+	ws  *websocket.Conn
+	log *slog.Logger
+	fr  frameReader
+
+	// ctx ends when the socket closes (or the server does).
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	hs *handshakeResult
+
+	wmu sync.Mutex // orders encryption counter and wire
+	wn  uint32     // frames written
+	rn  uint32     // frames read (read loop only)
+
+	mu      sync.Mutex
+	waiters map[string]chan *waBinary.Node
+	nextID  uint64
+
+	jid string        // device JID of a login connection; set before the read loop
+	reg *registration // pairing state of a pairing connection; set before the read loop
+
+	closeOnce sync.Once
+}
+
+// serveWS accepts a client websocket, runs the handshake and hands the
+// connection to pairing or login.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.enter() {
+		http.Error(w, "emulator is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.connWG.Done()
+	// whatsmeow sends Origin: https://web.whatsapp.com, which is not our
+	// host; the Noise handshake, not the origin, is what matters here.
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		s.log.Debug("websocket accept failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ws.SetReadLimit(maxFrame + 16)
+	c := &conn{srv: s, ws: ws, log: s.log.With("remote", r.RemoteAddr)}
+	c.fr.ws = ws
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	defer c.close()
+
+	hctx, cancel := context.WithTimeout(c.ctx, handshakeTimeout)
+	hs, err := serverHandshake(hctx, &c.fr, ws, s.certs)
+	cancel()
+	if err != nil {
+		c.log.Debug("handshake failed", "err", err)
+		return
+	}
+	c.hs = hs
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+
+	if hs.payload.GetDevicePairingData() != nil {
+		if err := c.startPairing(); err != nil {
+			c.log.Warn("pairing connection refused", "err", err)
+		}
+	} else {
+		c.login()
+	}
+	// Also after a refusal: the socket closes once the client had time to
+	// read why.
+	c.readLoop()
+}
+
+// close ends the connection once and forgets it everywhere.
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.ws.CloseNow()
+		s := c.srv
+		s.mu.Lock()
+		delete(s.conns, c)
+		if c.jid != "" && s.live[c.jid] == c {
+			delete(s.live, c.jid)
+		}
+		if c.reg != nil {
+			s.retireRefsLocked(c.reg, ErrQRExpired)
+		}
+		s.mu.Unlock()
+		c.log.Debug("connection closed", "jid", c.jid)
+	})
+}
+
+// readLoop decrypts and dispatches the client's nodes until the socket ends.
+func (c *conn) readLoop() {
+	for {
+		frame, err := c.fr.next(c.ctx)
+		if err != nil {
+			c.log.Debug("read ended", "jid", c.jid, "err", err)
+			return
+		}
+		plain, err := c.hs.fromClient.Open(frame[:0], iv(c.rn), frame, nil)
+		c.rn++
+		if err != nil {
+			c.log.Warn("undecryptable frame; closing", "jid", c.jid, "err", err)
+			return
+		}
+		data, err := waBinary.Unpack(plain)
+		if err != nil {
+			c.log.Warn("bad frame compression; closing", "jid", c.jid, "err", err)
+			return
+		}
+		node, err := waBinary.Unmarshal(data)
+		if err != nil {
+			c.log.Warn("undecodable node; closing", "jid", c.jid, "err", err)
+			return
+		}
+		c.handleNode(node)
+	}
+}
+
+func (c *conn) handleNode(node *waBinary.Node) {
+	if node.Tag != "iq" {
+		// ack, receipt, presence, ...: nothing a session needs.
+		return
+	}
+	switch node.AttrGetter().OptionalString("type") {
+	case "result", "error":
+		c.deliver(node)
+	default:
+		c.handleIQ(node)
+	}
+}
+
+// send encrypts and writes one node.
+func (c *conn) send(node waBinary.Node) error {
+	data, err := waBinary.Marshal(node)
+	if err != nil {
+		return fmt.Errorf("marshal %s: %w", node.Tag, err)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	ct := c.hs.toClient.Seal(nil, iv(c.wn), data, nil)
+	c.wn++
+	ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
+	defer cancel()
+	if err := writeFrame(ctx, c.ws, ct); err != nil {
+		return fmt.Errorf("send %s: %w", node.Tag, err)
+	}
+	return nil
+}
+
+// newID returns an id for a server-initiated iq or notification.
+func (c *conn) newID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextID++
+	return "waemu-" + strconv.FormatUint(c.nextID, 10)
+}
+
+// request sends a server iq and waits for the client's result or error.
+func (c *conn) request(ctx context.Context, node waBinary.Node) (*waBinary.Node, error) {
+	id, _ := node.Attrs["id"].(string)
+	ch := c.expect(id)
+	defer c.unexpect(id)
+	if err := c.send(node); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrClientGone, err)
+	}
+	return c.await(ctx, ch)
+}
+
+// expect registers a waiter for the iq answer with this id.
+func (c *conn) expect(id string) chan *waBinary.Node {
+	ch := make(chan *waBinary.Node, 1)
+	c.mu.Lock()
+	if c.waiters == nil {
+		c.waiters = map[string]chan *waBinary.Node{}
+	}
+	c.waiters[id] = ch
+	c.mu.Unlock()
+	return ch
+}
+
+func (c *conn) unexpect(id string) {
+	c.mu.Lock()
+	delete(c.waiters, id)
+	c.mu.Unlock()
+}
+
+func (c *conn) await(ctx context.Context, ch chan *waBinary.Node) (*waBinary.Node, error) {
+	t := time.NewTimer(requestTimeout)
+	defer t.Stop()
+	select {
+	case n := <-ch:
+		return n, nil
+	case <-c.ctx.Done():
+		return nil, ErrClientGone
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the client: %w", ctx.Err())
+	case <-t.C:
+		return nil, ErrClientTimeout
+	}
+}
+
+// deliver hands an iq answer to its waiter; answers nobody waits for (the
+// client's ack of pair-device) are dropped.
+func (c *conn) deliver(node *waBinary.Node) {
+	id, _ := node.Attrs["id"].(string)
+	c.mu.Lock()
+	ch := c.waiters[id]
+	delete(c.waiters, id)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- node
+	}
+}
+
+// endWith sends a final node (stream error or failure) and closes the socket
+// once the client had time to handle it, without blocking the caller.
+func (c *conn) endWith(node waBinary.Node) {
+	if err := c.send(node); err != nil {
+		c.log.Debug("final node not sent", "tag", node.Tag, "err", err)
+		c.close()
+		return
+	}
+	c.closeAfter(closeLinger)
+}
+
+// closeAfter closes the socket after d unless it closes first.
+func (c *conn) closeAfter(d time.Duration) {
+	c.srv.connWG.Add(1) // the socket handler's own count is still held
+	go func() {
+		defer c.srv.connWG.Done()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-c.ctx.Done():
+		case <-t.C:
+		}
+		c.close()
+	}()
+}
+
+// serverAttrs are the attributes of a node the server originates.
+func serverAttrs(kv ...any) waBinary.Attrs {
+	a := waBinary.Attrs{"from": types.ServerJID}
+	for i := 0; i+1 < len(kv); i += 2 {
+		a[kv[i].(string)] = kv[i+1]
+	}
+	return a
+}
+
+func streamErrorDeviceRemoved() waBinary.Node {
+	return waBinary.Node{Tag: "stream:error", Attrs: waBinary.Attrs{"code": "401"},
+		Content: []waBinary.Node{{Tag: "conflict", Attrs: waBinary.Attrs{"type": "device_removed"}}}}
+}
+
+func streamErrorReplaced() waBinary.Node {
+	return waBinary.Node{Tag: "stream:error",
+		Content: []waBinary.Node{{Tag: "conflict", Attrs: waBinary.Attrs{"type": "replaced"}}}}
+}
+
+func streamErrorRestart() waBinary.Node {
+	return waBinary.Node{Tag: "stream:error", Attrs: waBinary.Attrs{"code": "515"}}
+}

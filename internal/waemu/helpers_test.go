@@ -1,0 +1,334 @@
+package waemu_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/store/sqlstore"
+	"go.mau.fi/whatsmeow/types/events"
+	waLog "go.mau.fi/whatsmeow/util/log"
+
+	"wasessions/internal/testenv"
+	"wasessions/internal/waemu"
+	"wasessions/internal/waendpoint"
+)
+
+// testSeed is the key seed of every emulator in this test process: whatsmeow
+// trusts one root key per process (WACertPubKey).
+var testSeed = []byte("waemu test seed: one root key per test process")
+
+// waitTimeout bounds every wait for a client event; generous for -race.
+const waitTimeout = 30 * time.Second
+
+func TestMain(m *testing.M) {
+	// Keepalives every ~1 s instead of 20-30 s, so tests see them answered.
+	whatsmeow.KeepAliveIntervalMin = 700 * time.Millisecond
+	whatsmeow.KeepAliveIntervalMax = 1200 * time.Millisecond
+	waendpoint.Endpoint{Addr: "unused:1", RootKey: waemu.RootPubKey(testSeed)}.InstallRootKey()
+	os.Exit(m.Run())
+}
+
+// startEmu starts an emulator on free loopback ports, closed at test end.
+func startEmu(t testing.TB, opts waemu.Options) *waemu.Server {
+	t.Helper()
+	if opts.ListenAddr == "" {
+		opts.ListenAddr = "127.0.0.1:0"
+	}
+	if opts.KeySeed == nil {
+		opts.KeySeed = testSeed
+	}
+	if opts.Logger == nil {
+		w := &testWriter{t: t}
+		// Registered before Close's cleanup, so it runs after it.
+		t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+		opts.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	emu, err := waemu.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("start emulator: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := emu.Close(); err != nil {
+			t.Errorf("close emulator: %v", err)
+		}
+	})
+	return emu
+}
+
+// testWriter sends emulator logs to the test log while the test runs.
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Logf("emu: %s", strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
+}
+
+// newContainer is whatsmeow's Postgres store in a fresh database.
+func newContainer(t testing.TB) *sqlstore.Container {
+	t.Helper()
+	dsn := testenv.NewDatabase(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("synchronous_commit", "off") // thousands of prekey inserts per pairing
+	u.RawQuery = q.Encode()
+	db, err := sql.Open("pgx", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(16)
+	t.Cleanup(func() { db.Close() })
+	container := sqlstore.NewWithDB(db, "postgres", nil)
+	if err := container.Upgrade(context.Background()); err != nil {
+		t.Fatalf("whatsmeow sqlstore upgrade: %v", err)
+	}
+	return container
+}
+
+// client is a real whatsmeow client pointed at an emulator, recording its
+// events and its error and warning logs.
+type client struct {
+	*whatsmeow.Client
+	t   testing.TB
+	log *recLog
+
+	mu     sync.Mutex
+	events []any
+	notify chan struct{}
+}
+
+func newClient(t testing.TB, emu *waemu.Server, dev *store.Device) *client {
+	t.Helper()
+	c := &client{t: t, log: &recLog{}, notify: make(chan struct{}, 1)}
+	c.Client = whatsmeow.NewClient(dev, c.log)
+	waendpoint.Endpoint{Addr: emu.Addr(), RootKey: emu.PubKey()}.Apply(c.Client)
+	c.AddEventHandler(func(evt any) {
+		c.mu.Lock()
+		c.events = append(c.events, evt)
+		c.mu.Unlock()
+		select {
+		case c.notify <- struct{}{}:
+		default:
+		}
+	})
+	t.Cleanup(func() {
+		c.Disconnect()
+		if t.Failed() {
+			for _, l := range c.log.lines() {
+				t.Logf("whatsmeow: %s", l)
+			}
+		}
+	})
+	return c
+}
+
+// count returns how many recorded events match.
+func (c *client) count(match func(any) bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.events {
+		if match(e) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitN waits until n recorded events match and returns the n-th.
+func (c *client) waitN(what string, n int, match func(any) bool) any {
+	c.t.Helper()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for {
+		c.mu.Lock()
+		seen := 0
+		for _, e := range c.events {
+			if match(e) {
+				seen++
+				if seen == n {
+					c.mu.Unlock()
+					return e
+				}
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.notify:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline.C:
+			c.t.Fatalf("timed out waiting for %s (#%d); events: %s", what, n, c.describe())
+			return nil
+		}
+	}
+}
+
+func (c *client) wait(what string, match func(any) bool) any {
+	c.t.Helper()
+	return c.waitN(what, 1, match)
+}
+
+func (c *client) describe() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for _, e := range c.events {
+		fmt.Fprintf(&b, "%T ", e)
+	}
+	return b.String()
+}
+
+// assertHealthy fails the test if whatsmeow logged an error or warning.
+func (c *client) assertHealthy() {
+	c.t.Helper()
+	if bad := c.log.problems(); len(bad) > 0 {
+		c.t.Fatalf("whatsmeow logged %d errors/warnings:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+}
+
+func isConnected(e any) bool { _, ok := e.(*events.Connected); return ok }
+func isDisconnected(e any) bool {
+	_, ok := e.(*events.Disconnected)
+	return ok
+}
+func isPairSuccess(e any) bool { _, ok := e.(*events.PairSuccess); return ok }
+func isStreamReplaced(e any) bool {
+	_, ok := e.(*events.StreamReplaced)
+	return ok
+}
+func isLoggedOut(e any) bool { _, ok := e.(*events.LoggedOut); return ok }
+
+// recLog is a waLog.Logger that keeps every line and flags errors and
+// warnings.
+type recLog struct {
+	module string
+	root   *recLog
+	mu     sync.Mutex
+	all    []string
+	bad    []string
+}
+
+func (l *recLog) rootLog() *recLog {
+	if l.root != nil {
+		return l.root
+	}
+	return l
+}
+
+func (l *recLog) add(level, msg string, args []any) {
+	r := l.rootLog()
+	line := fmt.Sprintf("%s [%s] %s", level, l.module, fmt.Sprintf(msg, args...))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.all = append(r.all, line)
+	if level == "ERROR" || level == "WARN" {
+		r.bad = append(r.bad, line)
+	}
+}
+
+func (l *recLog) Errorf(msg string, args ...any) { l.add("ERROR", msg, args) }
+func (l *recLog) Warnf(msg string, args ...any)  { l.add("WARN", msg, args) }
+func (l *recLog) Infof(msg string, args ...any)  { l.add("INFO", msg, args) }
+func (l *recLog) Debugf(msg string, args ...any) {}
+func (l *recLog) Sub(module string) waLog.Logger {
+	name := module
+	if l.module != "" {
+		name = l.module + "/" + module
+	}
+	return &recLog{module: name, root: l.rootLog()}
+}
+
+func (l *recLog) lines() []string {
+	r := l.rootLog()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.all...)
+}
+
+func (l *recLog) problems() []string {
+	r := l.rootLog()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.bad...)
+}
+
+// firstQR connects an unpaired client and returns the QR channel and the
+// first code.
+func firstQR(t testing.TB, c *client) (<-chan whatsmeow.QRChannelItem, string) {
+	t.Helper()
+	qr, err := c.GetQRChannel(context.Background())
+	if err != nil {
+		t.Fatalf("GetQRChannel: %v", err)
+	}
+	if err := c.Connect(); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	item := nextQR(t, qr)
+	if item.Event != whatsmeow.QRChannelEventCode {
+		t.Fatalf("first QR channel item is %q, want a code", item.Event)
+	}
+	return qr, item.Code
+}
+
+func nextQR(t testing.TB, qr <-chan whatsmeow.QRChannelItem) whatsmeow.QRChannelItem {
+	t.Helper()
+	select {
+	case item, ok := <-qr:
+		if !ok {
+			t.Fatal("QR channel closed")
+		}
+		return item
+	case <-time.After(waitTimeout):
+		t.Fatal("timed out waiting for the QR channel")
+	}
+	return whatsmeow.QRChannelItem{}
+}
+
+// pairQR links a new device by QR and waits until it is connected.
+func pairQR(t testing.TB, emu *waemu.Server, container *sqlstore.Container, phone, name string) (*client, string) {
+	t.Helper()
+	c := newClient(t, emu, container.NewDevice())
+	qr, code := firstQR(t, c)
+	jid, err := emu.Scan(context.Background(), code, phone, name)
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	if item := nextQR(t, qr); item != whatsmeow.QRChannelSuccess {
+		t.Fatalf("QR channel after scan: %+v, want success", item)
+	}
+	c.wait("Connected after pairing", isConnected)
+	return c, jid
+}
+
+// eventually polls cond until it holds or the wait times out.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
