@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/pressly/goose/v3"
 	"go.mau.fi/whatsmeow/store/sqlstore"
@@ -57,4 +58,27 @@ func Up(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 		return fmt.Errorf("migrate: whatsmeow sqlstore: %w", err)
 	}
 	return nil
+}
+
+// UpRetry runs Up, retrying while Postgres is unreachable (a deploy often
+// starts the service before its database), for at most maxWait.
+func UpRetry(ctx context.Context, db *sql.DB, log *slog.Logger, maxWait time.Duration) error {
+	deadline := time.Now().Add(maxWait)
+	backoff := 250 * time.Millisecond
+	for {
+		err := Up(ctx, db, log)
+		if err == nil {
+			return nil
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		log.WarnContext(ctx, "database not ready; retrying migrations", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
 }
