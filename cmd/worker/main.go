@@ -1,0 +1,179 @@
+// Command worker hosts whatsmeow clients for sessions: it serves the
+// session tasks from its own queue (wa:w:<WORKER_ID>) and the shared one,
+// keeps the leases of what it hosts, and on SIGTERM hands every session to
+// the other workers without logging anything out.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"wasessions/internal/config"
+	"wasessions/internal/events"
+	"wasessions/internal/logging"
+	"wasessions/internal/migrate"
+	"wasessions/internal/queue"
+	"wasessions/internal/redisconn"
+	"wasessions/internal/store"
+	"wasessions/internal/wa"
+	"wasessions/internal/waendpoint"
+	"wasessions/internal/worker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitError carries the process exit code: 2 for bad configuration.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "worker:", err)
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+// run starts the worker and blocks until ctx ends (SIGINT/SIGTERM), then
+// hands its sessions over and returns.
+func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err == nil {
+		err = cfg.Validate(config.Worker)
+	}
+	if err != nil {
+		return exitError{code: 2, err: fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	endpoint, err := waendpoint.Parse(cfg.WAServerAddr, cfg.WAServerPubKey)
+	if err != nil {
+		return exitError{code: 2, err: err}
+	}
+	log := logging.New(stdout, cfg.LogLevel, "worker").With("worker_id", cfg.WorkerID)
+
+	// Background work must outlive the signal: shutdown needs Postgres and
+	// Redis to hand sessions over.
+	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBG()
+
+	pool, err := store.Connect(bg, cfg.PostgresURL(), cfg.DBMaxConns)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	defer sqlDB.Close()
+	if err := migrate.UpRetry(ctx, sqlDB, log, 2*time.Minute); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	rdb, err := redisconn.Open(cfg.RedisURL)
+	if err != nil {
+		return exitError{code: 2, err: err}
+	}
+	defer rdb.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	w := worker.New(worker.Config{
+		WorkerID:           cfg.WorkerID,
+		LeaseTTL:           cfg.LeaseTTL,
+		SessionTTL:         cfg.SessionTTL,
+		MaxSessions:        cfg.WorkerMaxSessions,
+		RestoreConcurrency: cfg.RestoreConcurrency,
+	}, worker.Deps{
+		Store:    store.New(pool),
+		Enqueuer: queue.New(rdb),
+		Bus:      events.NewBus(rdb),
+		Host:     wa.NewHost(sqlDB, endpoint, log),
+		Metrics:  worker.NewMetrics(reg),
+		Log:      log,
+	})
+
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:       cfg.WorkerConcurrency,
+		Queues:            w.Queues(),
+		TaskCheckInterval: 200 * time.Millisecond, // quick takeover of handed-over sessions
+		ShutdownTimeout:   20 * time.Second,
+		RetryDelayFunc:    retryDelay,
+		Logger:            logging.Asynq(log),
+		LogLevel:          asynq.WarnLevel,
+		HealthCheckFunc: func(err error) {
+			if err != nil {
+				log.Warn("redis health check failed", "error", err)
+			}
+		},
+	})
+	if err := srv.Start(w.Mux()); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+
+	var metricsSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		metricsSrv = &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := metricsSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "addr", cfg.MetricsAddr, "error", err)
+			}
+		}()
+	}
+
+	leases, stopLeases := context.WithCancel(bg)
+	leasesDone := make(chan struct{})
+	go func() { defer close(leasesDone); w.Run(leases) }()
+	log.Info("worker started", "queues", w.Queues(), "endpoint", endpoint.String(),
+		"lease_ttl", cfg.LeaseTTL, "max_sessions", cfg.WorkerMaxSessions, "metrics_addr", cfg.MetricsAddr)
+
+	<-ctx.Done()
+	log.Info("shutting down: handing sessions over", "hosted", w.Hosted())
+	srv.Stop() // no new tasks from here on
+	sctx, cancel := context.WithTimeout(bg, 20*time.Second)
+	w.Shutdown(sctx)
+	cancel()
+	stopLeases()
+	<-leasesDone
+	srv.Shutdown()
+	if metricsSrv != nil {
+		_ = metricsSrv.Close()
+	}
+	log.Info("worker stopped")
+	return nil
+}
+
+// retryDelay backs off exponentially from 1s to at most 1m: session tasks
+// are retried soon (a full worker, a Postgres blip), never for hours.
+func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	d := time.Second << min(n, 6)
+	if d > time.Minute {
+		d = time.Minute
+	}
+	return d
+}

@@ -1,0 +1,345 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	waevents "go.mau.fi/whatsmeow/types/events"
+
+	"wasessions/internal/cleanup"
+	"wasessions/internal/events"
+	"wasessions/internal/reconcile"
+	"wasessions/internal/store"
+	"wasessions/tasks"
+)
+
+// handleCreate starts pairing, or restores when the session already has a
+// device (a create delivered again after the phone scanned).
+func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.ParseSession(t)
+	if err != nil {
+		return err
+	}
+	return w.host(ctx, p.SessionID)
+}
+
+// handleRestore reconnects a linked session from its stored keys.
+func (w *Worker) handleRestore(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.ParseSession(t)
+	if err != nil {
+		return err
+	}
+	return w.host(ctx, p.SessionID)
+}
+
+// Connect attempts for a new pairing before the session is declared failed.
+var pairConnectBackoff = []time.Duration{0, time.Second, 2 * time.Second}
+
+// host claims the session and starts a client for it: from its stored
+// device when it has one (no QR), else a new pairing. It returns once the
+// client has shown a QR code, connected, or ended, the client itself living
+// on in the registry.
+func (w *Worker) host(ctx context.Context, sessionID string) error {
+	if !w.begin(sessionID) {
+		return errSkipped
+	}
+	defer w.finish(sessionID)
+	if w.lookup(sessionID) != nil {
+		return errSkipped // already hosted here: a repeated delivery
+	}
+	if w.Hosted() >= w.cfg.MaxSessions {
+		return errWorkerFull // retried later, maybe by another worker
+	}
+	sent := time.Now()
+	sess, fence, err := w.deps.Store.Claim(ctx, sessionID, w.cfg.WorkerID, w.cfg.LeaseTTL, store.ClaimToHost)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotClaimable), errors.Is(err, store.ErrLeaseHeld):
+		return errSkipped
+	case err != nil:
+		return err
+	}
+	log := w.log.With("session_id", sessionID)
+	linked := sess.DeviceJID != nil
+
+	if linked {
+		// Pace restores: a bounded number connect at once, with jitter, so
+		// a thousand sessions coming back do not storm the server.
+		select {
+		case w.restoreSlots <- struct{}{}:
+		case <-ctx.Done():
+			w.releaseClaim(fence, "restore_cancelled", "")
+			return ctx.Err()
+		}
+		defer func() { <-w.restoreSlots }()
+		w.deps.Metrics.RestoresInFlight.Inc()
+		defer w.deps.Metrics.RestoresInFlight.Dec()
+		time.Sleep(rand.N(200 * time.Millisecond))
+	}
+
+	var dev = w.deps.Host.NewDevice()
+	if linked {
+		dev, err = w.deps.Host.LoadDevice(ctx, *sess.DeviceJID)
+		if err != nil {
+			w.releaseClaim(fence, "restore_failed", err.Error())
+			return err
+		}
+		if dev == nil {
+			// Keys gone (unlinked elsewhere, or deleted): only a new scan helps.
+			s, err := w.deps.Store.End(ctx, fence, store.Ending{Status: store.StatusLoggedOut, Reason: "device_keys_missing",
+				LastError: "the device's keys are gone; link WhatsApp again", KeysDeleted: true})
+			if err == nil {
+				w.publish(ctx, events.TypeStatus, s)
+			}
+			return err
+		}
+	}
+
+	h := newHosted(w, sess, fence, w.deps.Host.NewClient(dev, log), sent.Add(w.cfg.LeaseTTL), linked)
+	if err := w.add(h); err != nil {
+		w.releaseClaim(fence, "worker_unavailable", "")
+		return err
+	}
+	h.start()
+	if !linked {
+		qr, err := h.client.GetQRChannel(h.ctx)
+		if err != nil {
+			h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: err.Error()})
+			return nil
+		}
+		go h.pumpQR(qr)
+	}
+
+	if err := w.connect(ctx, h, linked); err != nil {
+		if linked {
+			// Not a network error (whatsmeow retries those itself): let
+			// the reconciler try again later, maybe elsewhere.
+			h.release("connect_failed", err.Error())
+			w.deps.Metrics.Restores.WithLabelValues("released").Inc()
+			return nil
+		}
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "connect_failed",
+			LastError: "could not reach the WhatsApp server: " + err.Error()})
+		log.Warn("pairing could not start: WhatsApp server unreachable", "error", err)
+		return nil
+	}
+
+	timer := time.NewTimer(w.cfg.ConnectTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-h.first:
+		if linked {
+			outcome := "connected"
+			if err != nil {
+				outcome = "failed"
+			}
+			w.deps.Metrics.Restores.WithLabelValues(outcome).Inc()
+		}
+	case <-timer.C:
+		// Still trying (whatsmeow reconnects on its own); the client stays.
+		log.Warn("client not ready yet; leaving it to reconnect", "waited", w.cfg.ConnectTimeout)
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// connect dials the server. A new pairing retries a few times before
+// giving up; a linked device's client retries network errors by itself
+// (whatsmeow InitialAutoReconnect), so only other errors come back.
+func (w *Worker) connect(ctx context.Context, h *hosted, linked bool) error {
+	var err error
+	for i, d := range pairConnectBackoff {
+		if d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-h.ctx.Done():
+				return errors.New("hosting ended")
+			}
+		}
+		if err = h.client.Connect(); err == nil || linked {
+			return err
+		}
+		h.log.Warn("connect failed", "attempt", i+1, "error", err)
+	}
+	return err
+}
+
+// releaseClaim gives a just-claimed lease back after a failure before any
+// client existed.
+func (w *Worker) releaseClaim(f store.Fence, reason, lastErr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s, err := w.deps.Store.Release(ctx, f, reason, lastErr); err == nil {
+		w.publish(ctx, events.TypeStatus, s)
+	}
+}
+
+// handleDisconnect carries out a session the user (or expiry) wants gone.
+func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.ParseSession(t)
+	if err != nil {
+		return err
+	}
+	if h := w.lookup(p.SessionID); h != nil {
+		return h.requestEnd(ctx, endReason(p.Reason, ""))
+	}
+	if !w.begin(p.SessionID) {
+		return fmt.Errorf("session %s is being claimed by this worker; retry", p.SessionID)
+	}
+	defer w.finish(p.SessionID)
+	if h := w.lookup(p.SessionID); h != nil {
+		return h.requestEnd(ctx, endReason(p.Reason, ""))
+	}
+	sess, fence, err := w.deps.Store.Claim(ctx, p.SessionID, w.cfg.WorkerID, w.cfg.LeaseTTL, store.ClaimToEnd)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotClaimable):
+		return errSkipped
+	case errors.Is(err, store.ErrLeaseHeld):
+		// Another worker holds the client: forward it to that worker's
+		// queue (its heartbeat would also notice, within LEASE_TTL/3).
+		j, err := tasks.NewDisconnect(p.SessionID, p.Reason, tasks.WorkerQueue(store.Str(sess.WorkerID)))
+		if err != nil {
+			return err
+		}
+		_, err = w.deps.Enqueuer.Enqueue(ctx, j, false)
+		return err
+	case err != nil:
+		return err
+	}
+	reason := endReason(p.Reason, store.Str(sess.StatusReason))
+	log := w.log.With("session_id", p.SessionID)
+	status := store.StatusDisconnected
+	if reason == "session_expired" {
+		status = store.StatusExpired
+	}
+	ending := store.Ending{Status: status, Reason: reason, KeysDeleted: true}
+
+	if sess.DeviceJID != nil {
+		if err := w.logoutUnhosted(ctx, *sess.DeviceJID); err != nil {
+			retry, _ := asynq.GetRetryCount(ctx)
+			max, _ := asynq.GetMaxRetry(ctx)
+			if retry < max {
+				// Keep the keys and try again later: the phone should lose
+				// the device from its list, which needs WhatsApp's answer.
+				if _, uerr := w.deps.Store.Unlease(ctx, fence, "logout pending: "+err.Error()); uerr != nil {
+					log.Warn("unlease after failed logout", "error", uerr)
+				}
+				return fmt.Errorf("log out device: %w", err)
+			}
+			ending.LastError = "WhatsApp did not confirm the logout (keys deleted anyway): " + err.Error()
+			log.Warn("logout not confirmed after all retries; deleting keys locally", "error", err)
+		}
+		if err := w.deps.Store.DeleteDeviceKeys(ctx, *sess.DeviceJID); err != nil {
+			return err
+		}
+	}
+	s, err := w.deps.Store.End(ctx, fence, ending)
+	if err != nil {
+		return err
+	}
+	w.publish(ctx, events.TypeStatus, s)
+	log.Info("session ended", "status", s.Status, "reason", reason)
+	return nil
+}
+
+// endReason picks the reason a gone session ends with.
+func endReason(taskReason, statusReason string) string {
+	if taskReason == "session_expired" || statusReason == "session_expired" {
+		return "session_expired"
+	}
+	return "user_disconnected"
+}
+
+// logoutUnhosted connects a stored device just long enough to log it out.
+func (w *Worker) logoutUnhosted(ctx context.Context, deviceJID string) error {
+	dev, err := w.deps.Host.LoadDevice(ctx, deviceJID)
+	if err != nil {
+		return err
+	}
+	if dev == nil {
+		return nil // keys already gone
+	}
+	cli := w.deps.Host.NewClient(dev, w.log.With("device_purpose", "logout"))
+	cli.EnableAutoReconnect, cli.InitialAutoReconnect = false, false
+	ready := make(chan error, 1)
+	cli.AddEventHandler(func(evt any) {
+		switch e := evt.(type) {
+		case *waevents.Connected:
+			select {
+			case ready <- nil:
+			default:
+			}
+		case *waevents.LoggedOut:
+			select {
+			case ready <- errAlreadyLoggedOut:
+			default:
+			}
+		case *waevents.ConnectFailure:
+			select {
+			case ready <- fmt.Errorf("connect failure: %s", e.Reason):
+			default:
+			}
+		}
+	})
+	defer cli.Disconnect()
+	if err := cli.Connect(); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	select {
+	case err := <-ready:
+		if errors.Is(err, errAlreadyLoggedOut) {
+			return nil // the phone unlinked it already; whatsmeow deleted the keys
+		}
+		if err != nil {
+			return err
+		}
+	case <-time.After(15 * time.Second):
+		return errors.New("timed out waiting for login")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return cli.Logout(lctx)
+}
+
+var errAlreadyLoggedOut = errors.New("already logged out")
+
+// requestEnd asks the session's loop to log out and end it, and waits.
+func (h *hosted) requestEnd(ctx context.Context, reason string) error {
+	done := make(chan struct{})
+	if !h.send(cmdEnd{reason: reason, done: done}) {
+		return nil // hosting ended meanwhile; the row says how
+	}
+	select {
+	case <-done:
+	case <-h.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// handleReconcile runs one reconcile pass (see internal/reconcile).
+func (w *Worker) handleReconcile(ctx context.Context, t *asynq.Task) error {
+	res, err := reconcile.Run(ctx, reconcile.Deps{Store: w.deps.Store, Enqueuer: w.deps.Enqueuer, Bus: w.deps.Bus, Log: w.log})
+	if err != nil {
+		return err
+	}
+	if res != (reconcile.Result{}) {
+		w.log.InfoContext(ctx, "reconciled", "expired", res.Expired, "creates", res.Creates, "restores", res.Restores,
+			"disconnects", res.Disconnects, "already_queued", res.AlreadyQueued, "reaped_queues", res.ReapedQueues)
+	}
+	return nil
+}
+
+// handleCleanup runs one cleanup pass (see internal/cleanup).
+func (w *Worker) handleCleanup(ctx context.Context, t *asynq.Task) error {
+	_, err := cleanup.Run(ctx, cleanup.Deps{Store: w.deps.Store, Enqueuer: w.deps.Enqueuer, Bus: w.deps.Bus, Log: w.log}, cleanup.Options{})
+	return err
+}

@@ -1,0 +1,177 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"wasessions/internal/store"
+)
+
+// Run keeps the leases of hosted sessions until ctx ends: a heartbeat every
+// LeaseTTL/3 renews them all in one statement, and a tighter check stops any
+// client whose lease this worker could not renew in time, by its own
+// monotonic clock, before Postgres would let another worker take it. It
+// first takes back what this worker id hosted before a restart.
+func (w *Worker) Run(ctx context.Context) {
+	go w.restoreOwn(ctx)
+	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	check := time.NewTicker(min(250*time.Millisecond, w.cfg.LeaseTTL/20))
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew.C:
+			w.renew(ctx)
+		case <-check.C:
+			w.fenceExpired()
+		}
+	}
+}
+
+// renew is one heartbeat.
+func (w *Worker) renew(ctx context.Context) {
+	hs := w.snapshot()
+	if len(hs) == 0 {
+		return
+	}
+	held := make([]store.Held, len(hs))
+	for i, h := range hs {
+		held[i] = store.Held{SessionID: h.id, Epoch: h.fence.Epoch}
+	}
+	// Validity counts from before the statement is sent: Postgres sets
+	// lease_until = now() + TTL at some later instant, so ours ends first.
+	sent := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL/3)
+	r, err := w.deps.Store.Renew(rctx, w.cfg.WorkerID, held, w.cfg.LeaseTTL, w.cfg.SessionTTL)
+	cancel()
+	if err != nil {
+		w.deps.Metrics.LeaseRenewals.WithLabelValues("error").Inc()
+		w.log.Warn("lease heartbeat failed; clients stop if it keeps failing", "sessions", len(hs), "error", err)
+		return
+	}
+	w.deps.Metrics.LeaseRenewals.WithLabelValues("ok").Inc()
+	for _, h := range hs {
+		if r.Kept[h.id] {
+			h.extend(sent.Add(w.cfg.LeaseTTL))
+		}
+	}
+	for _, id := range r.Lost {
+		if h := w.lookup(id); h != nil {
+			go w.leaseLost(ctx, h)
+		}
+	}
+}
+
+// safetyMargin is how long before the lease's end (by our clock) a client
+// is stopped, covering clock-rate drift and the time a disconnect takes.
+func (w *Worker) safetyMargin() time.Duration { return w.cfg.LeaseTTL / 10 }
+
+// fenceExpired stops every client whose lease may be about to run out in
+// Postgres because heartbeats failed (Postgres unreachable, a long pause).
+func (w *Worker) fenceExpired() {
+	deadline := time.Now().Add(w.safetyMargin())
+	for _, h := range w.snapshot() {
+		if h.expiresBefore(deadline) {
+			h.abandon("expired_locally")
+		}
+	}
+}
+
+// leaseLost finds out why a renewal skipped a session: the user wants it
+// gone (this worker still owns it and carries that out), or it is no
+// longer ours (stop the client at once, write nothing).
+func (w *Worker) leaseLost(ctx context.Context, h *hosted) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s, err := w.deps.Store.Get(qctx, h.id)
+	cancel()
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		h.abandon("deleted")
+	case err != nil:
+		// Postgres trouble: the local lease clock decides.
+	case store.Str(s.WorkerID) == w.cfg.WorkerID && s.LeaseEpoch == h.fence.Epoch && s.DesiredState == store.DesiredGone:
+		if err := h.requestEnd(ctx, endReason("", store.Str(s.StatusReason))); err != nil {
+			h.log.Warn("end session", "error", err)
+		}
+	default:
+		h.abandon("taken")
+	}
+}
+
+// restoreOwn takes back the sessions a previous run under this worker id
+// hosted (a restart after a crash), without waiting for their leases to
+// lapse.
+func (w *Worker) restoreOwn(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	owned, err := w.deps.Store.OwnedBy(qctx, w.cfg.WorkerID)
+	cancel()
+	if err != nil {
+		w.log.Warn("list sessions hosted before restart; the reconciler will restore them", "error", err)
+		return
+	}
+	if len(owned) == 0 {
+		return
+	}
+	w.log.Info("restoring sessions this worker hosted before it restarted", "count", len(owned))
+	var wg sync.WaitGroup
+	for _, s := range owned {
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			if err := w.host(hctx, s.SessionID); err != nil && !errors.Is(err, errSkipped) {
+				w.log.Warn("restore own session", "session_id", s.SessionID, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Shutdown hands every hosted session over to the other workers: each
+// client is disconnected without logging out, its lease released and a
+// restore (or, for a session still pairing, a new create) enqueued on the
+// shared queue. Call it after the asynq server stopped taking tasks; new
+// sessions are refused from here on.
+func (w *Worker) Shutdown(ctx context.Context) {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	hs := w.snapshot()
+	if len(hs) > 0 {
+		w.log.Info("handing sessions over to other workers", "count", len(hs))
+	}
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			done := make(chan struct{})
+			if !h.send(cmdHandoff{done: done}) {
+				return
+			}
+			select {
+			case <-done:
+			case <-h.done:
+			case <-ctx.Done():
+				h.abandon("shutdown_timeout")
+			}
+		}()
+	}
+	wg.Wait()
+	// Whatever is left (a loop stuck past the deadline) is stopped hard.
+	for _, h := range w.snapshot() {
+		h.stop()
+	}
+	w.wg.Wait()
+}

@@ -1,0 +1,56 @@
+package worker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the worker's Prometheus instruments. They are registered on
+// a registry the caller owns (cmd/worker serves it on METRICS_ADDR).
+type Metrics struct {
+	// Hosted is the number of whatsmeow clients this worker holds.
+	Hosted prometheus.Gauge
+	// Tasks counts handled tasks by type and outcome (ok, error, skipped).
+	Tasks *prometheus.CounterVec
+	// TaskDuration is how long handlers take, by type.
+	TaskDuration *prometheus.HistogramVec
+	// Restores counts restores by outcome (connected, failed, released).
+	Restores *prometheus.CounterVec
+	// RestoresInFlight is the number of restores connecting right now: the
+	// progress of a mass restore after a restart.
+	RestoresInFlight prometheus.Gauge
+	// StatusChanges counts session status transitions written, by status
+	// and reason.
+	StatusChanges *prometheus.CounterVec
+	// LeaseRenewals counts heartbeats by outcome (ok, error).
+	LeaseRenewals *prometheus.CounterVec
+	// LeasesLost counts clients stopped because their lease was lost,
+	// by cause (fenced, expired_locally, taken).
+	LeasesLost *prometheus.CounterVec
+}
+
+// NewMetrics creates the instruments and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Hosted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wasessions_worker_hosted_sessions", Help: "whatsmeow clients hosted by this worker."}),
+		Tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasessions_worker_tasks_total", Help: "Tasks handled, by type and outcome."}, []string{"type", "outcome"}),
+		TaskDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wasessions_worker_task_duration_seconds", Help: "Task handler duration, by type.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 3, 10)}, []string{"type"}),
+		Restores: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasessions_worker_restores_total", Help: "Session restores, by outcome."}, []string{"outcome"}),
+		RestoresInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wasessions_worker_restores_in_flight", Help: "Restores connecting right now."}),
+		StatusChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasessions_worker_status_changes_total", Help: "Session status changes written, by status and reason."},
+			[]string{"status", "reason"}),
+		LeaseRenewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasessions_worker_lease_renewals_total", Help: "Lease heartbeats, by outcome."}, []string{"outcome"}),
+		LeasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasessions_worker_leases_lost_total", Help: "Clients stopped because their lease was lost, by cause."},
+			[]string{"cause"}),
+	}
+	reg.MustRegister(m.Hosted, m.Tasks, m.TaskDuration, m.Restores, m.RestoresInFlight, m.StatusChanges, m.LeaseRenewals, m.LeasesLost)
+	return m
+}

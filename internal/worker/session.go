@@ -1,0 +1,452 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.mau.fi/whatsmeow"
+	waevents "go.mau.fi/whatsmeow/types/events"
+
+	"wasessions/internal/events"
+	"wasessions/internal/qrpng"
+	"wasessions/internal/store"
+	"wasessions/internal/wa"
+	"wasessions/tasks"
+)
+
+// hosted is one session whose whatsmeow client lives in this worker. All
+// that happens to it (whatsmeow events, QR codes, end and handoff commands)
+// goes through inbox and is handled by one goroutine, in order.
+type hosted struct {
+	w         *Worker
+	id        string
+	userID    string
+	fence     store.Fence
+	client    *whatsmeow.Client
+	log       *slog.Logger
+	restored  bool   // hosting began from stored keys, not a new pairing
+	pairPhone string // phone-number pairing instead of a QR
+
+	inbox  chan any
+	ctx    context.Context // ends when hosting ends
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loop has exited
+
+	// first reports the first milestone to the handler that started
+	// hosting: nil once a QR/pairing code is shown or the client is
+	// connected, an error if hosting ended before that.
+	first     chan error
+	firstOnce sync.Once
+
+	mu         sync.Mutex
+	validUntil time.Time // by this process's monotonic clock
+	stopped    bool
+
+	// Loop-goroutine state.
+	connectedBefore bool
+	codeRequested   bool
+	loginTimer      *time.Timer
+}
+
+// Inbox messages other than whatsmeow events.
+type (
+	qrItem       struct{ whatsmeow.QRChannelItem }
+	loginTimeout struct{}
+	cmdEnd       struct {
+		reason string
+		done   chan struct{}
+	}
+	cmdHandoff struct{ done chan struct{} }
+)
+
+func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsmeow.Client, validUntil time.Time, restored bool) *hosted {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &hosted{
+		w:          w,
+		id:         sess.SessionID,
+		userID:     sess.UserID,
+		fence:      fence,
+		client:     client,
+		log:        w.log.With("session_id", sess.SessionID),
+		restored:   restored,
+		pairPhone:  store.Str(sess.PairPhone),
+		inbox:      make(chan any, 64),
+		ctx:        ctx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+		first:      make(chan error, 1),
+		validUntil: validUntil,
+	}
+}
+
+// start runs the loop and subscribes it to the client's events.
+func (h *hosted) start() {
+	h.client.AddEventHandler(func(evt any) {
+		switch evt.(type) {
+		case *waevents.PairSuccess, *waevents.PairError, *waevents.Connected, *waevents.Disconnected,
+			*waevents.LoggedOut, *waevents.StreamReplaced, *waevents.TemporaryBan, *waevents.ClientOutdated,
+			*waevents.ConnectFailure, *waevents.PushNameSetting, *waevents.KeepAliveTimeout,
+			*waevents.KeepAliveRestored, *waevents.StreamError:
+			h.send(evt)
+		}
+	})
+	h.w.wg.Add(1)
+	go func() {
+		defer h.w.wg.Done()
+		defer close(h.done)
+		for {
+			select {
+			case <-h.ctx.Done():
+				return
+			case m := <-h.inbox:
+				h.handle(m)
+			}
+		}
+	}()
+}
+
+// send queues m for the loop; it gives up once hosting has ended.
+func (h *hosted) send(m any) bool {
+	select {
+	case h.inbox <- m:
+		return true
+	case <-h.ctx.Done():
+		return false
+	}
+}
+
+// pumpQR feeds whatsmeow's QR channel into the loop.
+func (h *hosted) pumpQR(ch <-chan whatsmeow.QRChannelItem) {
+	for item := range ch {
+		if !h.send(qrItem{item}) {
+			return
+		}
+	}
+}
+
+func (h *hosted) signalFirst(err error) {
+	h.firstOnce.Do(func() { h.first <- err })
+}
+
+func (h *hosted) extend(until time.Time) {
+	h.mu.Lock()
+	if until.After(h.validUntil) {
+		h.validUntil = until
+	}
+	h.mu.Unlock()
+}
+
+func (h *hosted) expiresBefore(t time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.stopped && h.validUntil.Before(t)
+}
+
+// stop ends hosting: the client is disconnected (never logged out), the
+// session leaves the registry, the loop exits. Safe to call more than once
+// and from the loop itself.
+func (h *hosted) stop() {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return
+	}
+	h.stopped = true
+	h.mu.Unlock()
+	if h.loginTimer != nil {
+		h.loginTimer.Stop()
+	}
+	h.client.Disconnect()
+	h.client.RemoveEventHandlers()
+	h.w.remove(h)
+	h.cancel()
+	h.signalFirst(errors.New("hosting ended"))
+}
+
+// abandon stops the client without writing anything: the lease is lost,
+// so this worker has no right to touch the row any more.
+func (h *hosted) abandon(cause string) {
+	h.mu.Lock()
+	already := h.stopped
+	h.mu.Unlock()
+	if already {
+		return
+	}
+	h.w.deps.Metrics.LeasesLost.WithLabelValues(cause).Inc()
+	h.log.Warn("lease lost: client stopped", "cause", cause, "lease_epoch", h.fence.Epoch)
+	h.stop()
+}
+
+// write runs one fenced transition with a few retries (Postgres blips
+// should not lose a state change), publishes the resulting row as an event
+// of type typ ("" for none) and reports whether it applied. A fenced write
+// means the lease is gone: the client is abandoned at once.
+func (h *hosted) write(typ string, f func(context.Context) (store.Session, error)) (store.Session, bool) {
+	var (
+		s   store.Session
+		err error
+	)
+	backoff := 100 * time.Millisecond
+	for attempt := 0; attempt < 5; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err = f(ctx)
+		cancel()
+		if err == nil || errors.Is(err, store.ErrFenced) {
+			break
+		}
+		time.Sleep(backoff)
+		backoff *= 2
+	}
+	switch {
+	case errors.Is(err, store.ErrFenced):
+		h.abandon("fenced")
+		return s, false
+	case err != nil:
+		h.log.Error("session state write failed", "error", err)
+		return s, false
+	}
+	h.w.deps.Metrics.StatusChanges.WithLabelValues(string(s.Status), store.Str(s.StatusReason)).Inc()
+	if typ != "" {
+		h.w.publish(context.Background(), typ, s)
+	}
+	return s, true
+}
+
+// end writes the session's final state and stops hosting.
+func (h *hosted) end(e store.Ending) {
+	h.client.Disconnect()
+	if s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
+		return h.w.deps.Store.End(ctx, h.fence, e)
+	}); ok {
+		h.log.Info("session ended", "status", s.Status, "reason", e.Reason, "last_error", e.LastError)
+	}
+	h.stop()
+}
+
+func (h *hosted) handle(m any) {
+	switch e := m.(type) {
+	case qrItem:
+		h.onQR(e.QRChannelItem)
+	case loginTimeout:
+		if !h.connectedBefore {
+			h.release("connect_failed", "paired, but the login that follows did not complete in time")
+		}
+	case cmdEnd:
+		h.onEnd(e.reason)
+		close(e.done)
+	case cmdHandoff:
+		h.release("worker_shutdown", "")
+		close(e.done)
+
+	case *waevents.PairSuccess:
+		h.log.Info("paired", "platform", e.Platform)
+		h.loginTimer = time.AfterFunc(h.w.cfg.ConnectTimeout, func() { h.send(loginTimeout{}) })
+		h.write("", func(ctx context.Context) (store.Session, error) {
+			return h.w.deps.Store.MarkDevice(ctx, h.fence, e.ID.String(), wa.PhoneOf(&e.ID), e.BusinessName)
+		})
+	case *waevents.PairError:
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: "pairing failed: " + e.Error.Error()})
+	case *waevents.Connected:
+		h.onConnected()
+	case *waevents.Disconnected:
+		if h.client.Store.ID == nil {
+			return // still pairing: the QR channel reports this as a timeout
+		}
+		h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
+			return h.w.deps.Store.MarkReconnecting(ctx, h.fence, "connection_lost", "")
+		})
+		h.log.Info("connection lost; whatsmeow is reconnecting")
+	case *waevents.LoggedOut:
+		reason, lastErr := "phone_unlinked", ""
+		if e.OnConnect {
+			reason, lastErr = "logged_out", "WhatsApp refused the login: "+e.Reason.String()
+		}
+		h.deleteKeys()
+		h.end(store.Ending{Status: store.StatusLoggedOut, Reason: reason, LastError: lastErr, KeysDeleted: true})
+	case *waevents.StreamReplaced:
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "stream_replaced",
+			LastError: "another client logged in with this device; this one stopped"})
+	case *waevents.TemporaryBan:
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "temporary_ban", LastError: e.String()})
+	case *waevents.ClientOutdated:
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "client_outdated",
+			LastError: "WhatsApp rejected this client version as outdated"})
+	case *waevents.ConnectFailure:
+		msg := fmt.Sprintf("connect failure %d: %s", int(e.Reason), e.Message)
+		if e.Reason == waevents.ConnectFailureServiceUnavailable || e.Reason == waevents.ConnectFailureInternalServerError {
+			// whatsmeow retries these by itself.
+			h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
+				return h.w.deps.Store.MarkReconnecting(ctx, h.fence, "connect_failure", msg)
+			})
+			return
+		}
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "connect_failure", LastError: msg})
+	case *waevents.PushNameSetting:
+		if name := e.Action.GetName(); name != "" {
+			h.write("", func(ctx context.Context) (store.Session, error) {
+				return h.w.deps.Store.SetUserName(ctx, h.fence, name)
+			})
+		}
+	case *waevents.KeepAliveTimeout:
+		h.log.Warn("keepalive timeout", "error_count", e.ErrorCount)
+	case *waevents.KeepAliveRestored:
+		h.log.Info("keepalive restored")
+	case *waevents.StreamError:
+		h.log.Warn("unknown stream error from server", "code", e.Code)
+	}
+}
+
+func (h *hosted) onQR(item whatsmeow.QRChannelItem) {
+	switch item.Event {
+	case whatsmeow.QRChannelEventCode:
+		if h.pairPhone != "" {
+			h.requestPairingCode()
+			return
+		}
+		url, err := qrpng.DataURL(item.Code)
+		if err != nil {
+			h.end(store.Ending{Status: store.StatusFailed, Reason: "qr_render_failed", LastError: err.Error()})
+			return
+		}
+		if _, ok := h.write(events.TypeQR, func(ctx context.Context) (store.Session, error) {
+			return h.w.deps.Store.SetQR(ctx, h.fence, url, item.Code)
+		}); ok {
+			h.log.Info("qr code issued", "valid_for", item.Timeout)
+			h.signalFirst(nil)
+		}
+	case whatsmeow.QRChannelSuccess.Event:
+		// PairSuccess and Connected carry the state.
+	case whatsmeow.QRChannelTimeout.Event:
+		h.end(store.Ending{Status: store.StatusExpired, Reason: "qr_timeout", LastError: "nobody scanned the QR code in time"})
+	case whatsmeow.QRChannelClientOutdated.Event:
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "client_outdated", LastError: "WhatsApp rejected this client version as outdated"})
+	case whatsmeow.QRChannelScannedWithoutMultidevice.Event:
+		h.log.Warn("QR scanned by a phone without multi-device support")
+	case whatsmeow.QRChannelEventError:
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: fmt.Sprint("pairing failed: ", item.Error)})
+	default:
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: "unexpected pairing state: " + item.Event})
+	}
+}
+
+func (h *hosted) requestPairingCode() {
+	if h.codeRequested {
+		return // later QR refs only keep the socket open; the code stands
+	}
+	h.codeRequested = true
+	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+	code, err := h.client.PairPhone(ctx, h.pairPhone, true, whatsmeow.PairClientChrome, "Chrome (Linux)")
+	cancel()
+	if err != nil {
+		h.end(store.Ending{Status: store.StatusFailed, Reason: "pairing_code_failed", LastError: "could not get a pairing code: " + err.Error()})
+		return
+	}
+	if _, ok := h.write(events.TypePairingCode, func(ctx context.Context) (store.Session, error) {
+		return h.w.deps.Store.SetPairingCode(ctx, h.fence, code)
+	}); ok {
+		h.log.Info("pairing code issued")
+		h.signalFirst(nil)
+	}
+}
+
+func (h *hosted) onConnected() {
+	if h.loginTimer != nil {
+		h.loginTimer.Stop()
+	}
+	reason := "reconnected"
+	if !h.connectedBefore {
+		reason = "paired"
+		if h.restored {
+			reason = "restored"
+		}
+	}
+	h.connectedBefore = true
+	dev := h.client.Store
+	if dev.ID == nil {
+		h.log.Error("connected without a device id")
+		return
+	}
+	if _, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
+		return h.w.deps.Store.MarkConnected(ctx, h.fence, store.Linked{
+			DeviceJID: dev.ID.String(), Phone: wa.PhoneOf(dev.ID), Name: wa.NameOf(dev), Reason: reason,
+		}, h.w.cfg.SessionTTL)
+	}); ok {
+		h.log.Info("session connected", "reason", reason)
+		h.signalFirst(nil)
+	}
+}
+
+// onEnd carries out a session the user (or expiry) wants gone: log the
+// device out of WhatsApp so the phone's list of linked devices loses it,
+// delete its keys, and end the row.
+func (h *hosted) onEnd(reason string) {
+	status := store.StatusDisconnected
+	if reason == "session_expired" {
+		status = store.StatusExpired
+	}
+	var lastErr string
+	if h.client.Store.ID != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		err := h.client.Logout(ctx)
+		cancel()
+		if err != nil {
+			lastErr = "WhatsApp did not confirm the logout (keys deleted anyway): " + err.Error()
+			h.log.Warn("logout not confirmed; deleting keys locally", "error", err)
+		}
+		h.deleteKeys()
+	}
+	h.end(store.Ending{Status: status, Reason: reason, LastError: lastErr, KeysDeleted: true})
+}
+
+// deleteKeys makes sure the device's keys are gone from Postgres, whether
+// or not whatsmeow already deleted them.
+func (h *hosted) deleteKeys() {
+	if h.client.Store.ID == nil {
+		return
+	}
+	jid := h.client.Store.ID.String()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.w.deps.Store.DeleteDeviceKeys(ctx, jid); err != nil {
+		h.log.Error("delete device keys", "error", err)
+	}
+}
+
+// release hands the session to another worker: disconnect without logout,
+// give the lease up, and enqueue the task that picks it up again.
+func (h *hosted) release(reason, lastErr string) {
+	// An expected disconnect: whatsmeow emits no event for it, and the
+	// lease is still ours until Release commits, so no other worker can
+	// have connected yet.
+	h.client.Disconnect()
+	s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
+		return h.w.deps.Store.Release(ctx, h.fence, reason, lastErr)
+	})
+	h.stop()
+	if !ok {
+		return
+	}
+	var (
+		j   tasks.Job
+		err error
+	)
+	if s.DeviceJID != nil {
+		j, err = tasks.NewRestore(s.SessionID, reason)
+	} else {
+		j, err = tasks.NewCreate(s.SessionID, reason)
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = h.w.deps.Enqueuer.Enqueue(ctx, j, false)
+		cancel()
+	}
+	if err != nil {
+		// The reconciler finds the free lease within RESTORE_INTERVAL.
+		h.log.Warn("enqueue takeover after release", "error", err)
+	}
+	h.log.Info("session released", "reason", reason)
+}

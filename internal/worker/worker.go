@@ -1,0 +1,214 @@
+// Package worker hosts whatsmeow clients for sessions and keeps the
+// design's promise about them: at most one live client per session across
+// all workers (leases with epoch fencing, renewed by one statement per
+// heartbeat, and given up by the worker's own clock before they can run out
+// in Postgres), and no re-scan after any restart (graceful handoff on
+// SIGTERM, restore from stored keys otherwise).
+//
+// The asynq handlers (handlers.go) start and end hosting; a client then
+// lives in the worker's registry, not inside a running handler. Each hosted
+// session (session.go) serialises everything that happens to it, whatsmeow
+// events and commands alike, through one goroutine, so its writes to
+// Postgres happen in the order the events did.
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"wasessions/internal/events"
+	"wasessions/internal/queue"
+	"wasessions/internal/store"
+	"wasessions/internal/wa"
+	"wasessions/tasks"
+)
+
+// Config is the part of the service configuration a worker uses.
+type Config struct {
+	// WorkerID is this worker's stable id; its queue is wa:w:<WorkerID>.
+	WorkerID string
+	// LeaseTTL is the lease length; heartbeats run every LeaseTTL/3.
+	LeaseTTL time.Duration
+	// SessionTTL is how far a connected session's expiry slides.
+	SessionTTL time.Duration
+	// MaxSessions caps the clients this worker hosts.
+	MaxSessions int
+	// RestoreConcurrency caps restores connecting at once.
+	RestoreConcurrency int
+	// ConnectTimeout bounds the wait for a first QR code or for a restored
+	// client to log in. Default 30s.
+	ConnectTimeout time.Duration
+}
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Store    *store.Store
+	Enqueuer *queue.Enqueuer
+	Bus      *events.Bus
+	Host     *wa.Host
+	Metrics  *Metrics
+	Log      *slog.Logger
+}
+
+// Worker hosts sessions. Create it with New, register Mux on an asynq
+// server, run Run for the lease heartbeat, and call Shutdown on SIGTERM.
+type Worker struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*hosted
+	busy     map[string]bool // sessions a handler is claiming or ending right now
+	closing  bool
+
+	restoreSlots chan struct{}
+	wg           sync.WaitGroup // hosted sessions' goroutines
+}
+
+// New returns a Worker.
+func New(cfg Config, deps Deps) *Worker {
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.RestoreConcurrency <= 0 {
+		cfg.RestoreConcurrency = 4
+	}
+	return &Worker{
+		cfg:          cfg,
+		deps:         deps,
+		log:          deps.Log.With("worker_id", cfg.WorkerID),
+		sessions:     map[string]*hosted{},
+		busy:         map[string]bool{},
+		restoreSlots: make(chan struct{}, cfg.RestoreConcurrency),
+	}
+}
+
+// Queues are the asynq queues this worker serves, with priorities: its own
+// queue first (commands for clients only it holds), then the shared one.
+func (w *Worker) Queues() map[string]int {
+	return map[string]int{tasks.WorkerQueue(w.cfg.WorkerID): 6, tasks.QueueShared: 3}
+}
+
+// Mux routes every task type to its handler.
+func (w *Worker) Mux() *asynq.ServeMux {
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeSessionCreate, w.instrument(tasks.TypeSessionCreate, w.handleCreate))
+	mux.HandleFunc(tasks.TypeSessionRestore, w.instrument(tasks.TypeSessionRestore, w.handleRestore))
+	mux.HandleFunc(tasks.TypeSessionDisconnect, w.instrument(tasks.TypeSessionDisconnect, w.handleDisconnect))
+	mux.HandleFunc(tasks.TypeSessionsReconcile, w.instrument(tasks.TypeSessionsReconcile, w.handleReconcile))
+	mux.HandleFunc(tasks.TypeSessionsCleanup, w.instrument(tasks.TypeSessionsCleanup, w.handleCleanup))
+	return mux
+}
+
+// errSkipped marks a task that had nothing to do (already done, or no
+// longer wanted); it is reported as success to asynq.
+var errSkipped = errors.New("nothing to do")
+
+func (w *Worker) instrument(typ string, h func(context.Context, *asynq.Task) error) asynq.HandlerFunc {
+	return func(ctx context.Context, t *asynq.Task) error {
+		start := time.Now()
+		err := h(ctx, t)
+		w.deps.Metrics.TaskDuration.WithLabelValues(typ).Observe(time.Since(start).Seconds())
+		switch {
+		case err == nil:
+			w.deps.Metrics.Tasks.WithLabelValues(typ, "ok").Inc()
+		case errors.Is(err, errSkipped):
+			w.deps.Metrics.Tasks.WithLabelValues(typ, "skipped").Inc()
+			return nil
+		default:
+			w.deps.Metrics.Tasks.WithLabelValues(typ, "error").Inc()
+			id, _ := asynq.GetTaskID(ctx)
+			w.log.WarnContext(ctx, "task failed", "task_type", typ, "task_id", id, "error", err)
+		}
+		return err
+	}
+}
+
+// Hosted is the number of sessions this worker hosts.
+func (w *Worker) Hosted() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.sessions)
+}
+
+func (w *Worker) lookup(sessionID string) *hosted {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sessions[sessionID]
+}
+
+var (
+	errWorkerFull    = errors.New("worker: at WORKER_MAX_SESSIONS")
+	errWorkerClosing = errors.New("worker: shutting down")
+)
+
+// add registers h unless the session is hosted already or the worker is
+// full or closing.
+func (w *Worker) add(h *hosted) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.closing:
+		return errWorkerClosing
+	case w.sessions[h.id] != nil:
+		return errSkipped
+	case len(w.sessions) >= w.cfg.MaxSessions:
+		return errWorkerFull
+	}
+	w.sessions[h.id] = h
+	w.deps.Metrics.Hosted.Set(float64(len(w.sessions)))
+	return nil
+}
+
+// begin marks a session as being worked on by one handler of this worker;
+// a second concurrent handler for it (a duplicate delivery, or the
+// post-restart restore racing a restore task) backs off instead of claiming
+// again, which would bump the epoch and fence out the first.
+func (w *Worker) begin(sessionID string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.busy[sessionID] {
+		return false
+	}
+	w.busy[sessionID] = true
+	return true
+}
+
+func (w *Worker) finish(sessionID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.busy, sessionID)
+}
+
+func (w *Worker) remove(h *hosted) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sessions[h.id] == h {
+		delete(w.sessions, h.id)
+	}
+	w.deps.Metrics.Hosted.Set(float64(len(w.sessions)))
+}
+
+func (w *Worker) snapshot() []*hosted {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]*hosted, 0, len(w.sessions))
+	for _, h := range w.sessions {
+		out = append(out, h)
+	}
+	return out
+}
+
+// publish sends a session event; a Redis hiccup costs a live update, never
+// state (Postgres has it), so it is logged, not returned.
+func (w *Worker) publish(ctx context.Context, typ string, s store.Session) {
+	if err := w.deps.Bus.Publish(ctx, events.FromSession(typ, s)); err != nil {
+		w.log.WarnContext(ctx, "publish session event", "session_id", s.SessionID, "event", typ, "error", err)
+	}
+}
