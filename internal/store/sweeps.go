@@ -30,12 +30,17 @@ func (s *Store) Unhosted(ctx context.Context, limit int) ([]Session, error) {
 
 // ExpireUnhosted ends, as expired, up to limit live sessions past their
 // expiry that no worker hosts (no client to stop), and returns them.
-// Claim refuses expired sessions, so no worker can race this.
+// Claim refuses expired sessions, so no worker can race this. The lapsed
+// lease is cleared with the rest (as End does): its former holder, if it is
+// still running (paused, partitioned), is fenced off, so its heartbeat
+// reports the session lost and its writes fail instead of bringing an
+// expired session back to life.
 func (s *Store) ExpireUnhosted(ctx context.Context, limit int) ([]Session, error) {
 	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions SET
 			status = 'expired',
 			status_reason = CASE WHEN status IN ('pending','qr') THEN 'qr_timeout' ELSE 'session_expired' END,
-			is_connected = false, qr_code = NULL, qr_raw = NULL, pairing_code = NULL, updated_at = now()
+			is_connected = false, qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
+			worker_id = NULL, lease_until = NULL, updated_at = now()
 		WHERE id IN (SELECT id FROM whatsapp_sessions
 			WHERE status IN `+liveStatuses+` AND `+leaseFree+` AND expires_at <= now()
 			ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
