@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // NewSession is what the API knows when a user asks to link WhatsApp.
@@ -39,14 +40,18 @@ func (s *Store) CreateSession(ctx context.Context, n NewSession) (sess Session, 
 			ON CONFLICT (user_id) WHERE desired_state = 'linked' AND status IN `+liveStatuses+` DO NOTHING
 			RETURNING `+sessionColumns,
 			n.UserID, n.SessionID, n.TTL, pairPhone)
-		if err != nil {
-			return Session{}, false, fmt.Errorf("store: insert session: %w", err)
+		if err == nil {
+			sess, err = collectOne(rows)
 		}
-		sess, err = collectOne(rows)
 		if err == nil {
 			return sess, true, nil
 		}
-		if !errors.Is(err, ErrNotFound) {
+		// ON CONFLICT covers only the one-live-session-per-user index. Two
+		// calls in the same millisecond carry the same session id, and the
+		// loser then violates the session_id key instead: the winner's
+		// insert has committed by then, so it is the live session read below.
+		sameID := isUniqueViolation(err, "whatsapp_sessions_session_id_key")
+		if !errors.Is(err, ErrNotFound) && !sameID {
 			return Session{}, false, fmt.Errorf("store: insert session: %w", err)
 		}
 		sess, err = s.LiveSession(ctx, n.UserID)
@@ -55,6 +60,10 @@ func (s *Store) CreateSession(ctx context.Context, n NewSession) (sess Session, 
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return Session{}, false, err
+		}
+		if sameID {
+			// Not a concurrent twin: the id belongs to an earlier session.
+			return Session{}, false, fmt.Errorf("store: insert session: session id %s is already taken", n.SessionID)
 		}
 	}
 	return Session{}, false, fmt.Errorf("store: create session for user: live session kept changing")
@@ -176,4 +185,11 @@ func nullIfEmpty(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// isUniqueViolation reports whether err is a unique violation of the named
+// constraint or index.
+func isUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraint
 }
