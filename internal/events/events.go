@@ -70,16 +70,26 @@ func FromSession(typ string, sess store.Session) Event {
 	return e
 }
 
-// Channel is the pub/sub channel of one user's events.
-func Channel(userID string) string { return "wa:events:user:" + userID }
-
 // Bus publishes and subscribes on the process's shared Redis client.
 type Bus struct {
-	rdb redis.UniversalClient
+	rdb    redis.UniversalClient
+	prefix string
 }
 
-// NewBus returns a Bus on rdb.
-func NewBus(rdb redis.UniversalClient) *Bus { return &Bus{rdb: rdb} }
+// NewBus returns a Bus on rdb. Redis pub/sub channels are server-wide, not
+// per logical database, so the channel names carry the client's database
+// number: two deployments (or test runs) sharing one Redis server on
+// different databases never hear each other's events.
+func NewBus(rdb redis.UniversalClient) *Bus {
+	db := 0
+	if c, ok := rdb.(*redis.Client); ok {
+		db = c.Options().DB
+	}
+	return &Bus{rdb: rdb, prefix: fmt.Sprintf("wa:events:db%d:user:", db)}
+}
+
+// Channel is the pub/sub channel of one user's events.
+func (b *Bus) Channel(userID string) string { return b.prefix + userID }
 
 // Publish sends e to its user's channel.
 func (b *Bus) Publish(ctx context.Context, e Event) error {
@@ -90,7 +100,7 @@ func (b *Bus) Publish(ctx context.Context, e Event) error {
 	if err != nil {
 		return fmt.Errorf("events: encode: %w", err)
 	}
-	if err := b.rdb.Publish(ctx, Channel(e.UserID), payload).Err(); err != nil {
+	if err := b.rdb.Publish(ctx, b.Channel(e.UserID), payload).Err(); err != nil {
 		return fmt.Errorf("events: publish: %w", err)
 	}
 	return nil
@@ -109,7 +119,7 @@ func (s *Subscription) Close() error { return s.ps.Close() }
 // confirmed the subscription, so no event published after it returns is
 // missed. C is closed when the subscription ends or ctx is done.
 func (b *Bus) Subscribe(ctx context.Context, userID string) (*Subscription, error) {
-	ps := b.rdb.Subscribe(ctx, Channel(userID))
+	ps := b.rdb.Subscribe(ctx, b.Channel(userID))
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
 		return nil, fmt.Errorf("events: subscribe: %w", err)

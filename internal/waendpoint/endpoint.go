@@ -88,7 +88,12 @@ func (e Endpoint) InstallRootKey() {
 	if e.IsWhatsApp() {
 		return
 	}
-	whatsmeow.WACertPubKey = e.RootKey
+	// Write only on change: clients of other goroutines read the variable
+	// during their handshakes, and rewriting the same value would still be
+	// a data race.
+	if whatsmeow.WACertPubKey != e.RootKey {
+		whatsmeow.WACertPubKey = e.RootKey
+	}
 }
 
 // Apply makes cli dial e instead of web.whatsapp.com, both before login

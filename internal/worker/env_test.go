@@ -1,0 +1,227 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"wasessions/internal/events"
+	"wasessions/internal/queue"
+	"wasessions/internal/store"
+	"wasessions/internal/testenv"
+	"wasessions/internal/wa"
+	"wasessions/internal/waemu"
+	"wasessions/internal/waendpoint"
+	"wasessions/internal/worker"
+	"wasessions/tasks"
+)
+
+// emuSeed is the key seed of every emulator in this test process: whatsmeow
+// trusts one root key per process.
+var emuSeed = []byte("worker tests: one emulator root key per process")
+
+const (
+	leaseTTL = 3 * time.Second
+	waitFor  = 30 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}
+
+// env is one test's world: its own database, Redis DB and emulator.
+type env struct {
+	t   *testing.T
+	st  *store.Store
+	rdb redis.UniversalClient
+	enq *queue.Enqueuer
+	bus *events.Bus
+	emu *waemu.Server
+	log *slog.Logger
+	dsn string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	st, dsn := testenv.NewStore(t)
+	r := testenv.NewRedisDB(t)
+	rdb := redis.NewClient(r.Options())
+	t.Cleanup(func() { rdb.Close() })
+	emu, err := waemu.Start(context.Background(), waemu.Options{ListenAddr: "127.0.0.1:0", KeySeed: emuSeed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	return &env{
+		t: t, st: st, rdb: rdb, enq: queue.New(rdb), bus: events.NewBus(rdb), emu: emu, dsn: dsn,
+		log: slog.New(slog.NewJSONHandler(&testLog{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+}
+
+// testLog forwards logs to t.Log while the test runs.
+type testLog struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done && testing.Verbose() {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
+}
+
+// workerOpts tweaks a test worker.
+type workerOpts struct {
+	endpoint    *waendpoint.Endpoint
+	maxSessions int
+	pool        *store.Store // another Store (e.g. on a private Postgres)
+}
+
+// startWorker builds a worker on the env's stores and emulator, runs its
+// lease loop, and shuts it down (handing sessions over) at test end unless
+// the test stopped it already.
+func (e *env) startWorker(id string, o workerOpts) *testWorker {
+	e.t.Helper()
+	st := e.st
+	if o.pool != nil {
+		st = o.pool
+	}
+	ep := waendpoint.Endpoint{Addr: e.emu.Addr(), RootKey: e.emu.PubKey()}
+	if o.endpoint != nil {
+		ep = *o.endpoint
+	}
+	if o.maxSessions == 0 {
+		o.maxSessions = 100
+	}
+	db := stdlib.OpenDBFromPool(st.Pool())
+	e.t.Cleanup(func() { db.Close() })
+	log := e.log.With("worker_id", id)
+	w := worker.New(worker.Config{
+		WorkerID: id, LeaseTTL: leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
+		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second,
+	}, worker.Deps{
+		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHost(db, ep, log),
+		Metrics: worker.NewMetrics(prometheus.NewRegistry()), Log: log,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	tw := &testWorker{Worker: w, id: id, cancel: cancel, done: done}
+	e.t.Cleanup(tw.stop)
+	return tw
+}
+
+type testWorker struct {
+	*worker.Worker
+	id     string
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+// stop hands sessions over (graceful shutdown) and ends the lease loop.
+func (w *testWorker) stop() {
+	w.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		w.Shutdown(ctx)
+		w.cancel()
+		<-w.done
+	})
+}
+
+// process runs a task through the worker's mux, as asynq would.
+func (w *testWorker) process(t *testing.T, j tasks.Job) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return w.Mux().ProcessTask(ctx, j.Task)
+}
+
+// newSession inserts a pending session for a fresh user.
+func (e *env) newSession(userID string) store.Session {
+	e.t.Helper()
+	s, created, err := e.st.CreateSession(context.Background(), store.NewSession{
+		UserID: userID, SessionID: fmt.Sprintf("whatsapp_%s_%d", userID, time.Now().UnixNano()), TTL: time.Hour,
+	})
+	if err != nil || !created {
+		e.t.Fatalf("create session: created=%v err=%v", created, err)
+	}
+	return s
+}
+
+// waitSession polls the row until cond holds.
+func (e *env) waitSession(id string, what string, cond func(store.Session) bool) store.Session {
+	e.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	var last store.Session
+	for time.Now().Before(deadline) {
+		s, err := e.st.Get(context.Background(), id)
+		if err == nil {
+			last = s
+			if cond(s) {
+				return s
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Fatalf("session %s never %s; last: status=%s reason=%s err=%s worker=%s", id, what,
+		last.Status, store.Str(last.StatusReason), store.Str(last.LastError), store.Str(last.WorkerID))
+	return last
+}
+
+// waitUntil polls cond.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// link creates a session, hosts it on w, scans its QR with the emulator
+// and waits until it is connected.
+func (e *env) link(w *testWorker, userID, phone, name string) store.Session {
+	e.t.Helper()
+	s := e.newSession(userID)
+	j, _ := tasks.NewCreate(s.SessionID, "test")
+	if err := w.process(e.t, j); err != nil {
+		e.t.Fatalf("create: %v", err)
+	}
+	s = e.waitSession(s.SessionID, "showed a QR", func(s store.Session) bool { return s.QRRaw != nil })
+	if _, err := e.emu.Scan(context.Background(), *s.QRRaw, phone, name); err != nil {
+		e.t.Fatalf("scan: %v", err)
+	}
+	return e.waitSession(s.SessionID, "connected", func(s store.Session) bool { return s.Status == store.StatusConnected })
+}
+
+func (e *env) deviceKeys(jid string) bool {
+	e.t.Helper()
+	ok, err := e.st.DeviceExists(context.Background(), jid)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ok
+}
+
+func (e *env) inspector() *asynq.Inspector { return asynq.NewInspectorFromRedisClient(e.rdb) }
+
+var _ = io.Discard
