@@ -1,0 +1,39 @@
+# wasessions: the two commands are `make run` and `make test` (see README.md).
+# Nothing here needs Docker.
+
+GO      ?= go
+BINS    := api worker scheduler waemu
+ARGS    ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test build lint bench clean
+
+help: ## Show this help.
+	@echo "wasessions — make targets:"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: ## Start Postgres/Redis if needed, then api, worker and scheduler in the foreground; prints URLs and a token.
+	@scripts/run.sh
+
+test: ## go vet and the whole test suite (-race) against Postgres/Redis on loopback; ARGS='-run X ./pkg' narrows it.
+	@scripts/test.sh $(ARGS)
+
+build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
+	@mkdir -p bin
+	$(GO) build -o bin/ $(addprefix ./cmd/,$(BINS))
+
+lint: ## gofmt -l (must list nothing) and go vet.
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: ## Go benchmarks of every package (see docs/BENCHMARKS.md for the load benchmark).
+	@scripts/services.sh
+	$(GO) test -run '^$$' -bench . -benchmem $(or $(ARGS),./...)
+
+# demo: the end-to-end demo against the WhatsApp emulator goes here.
+
+clean: ## Remove bin/, the logs in .run/ and the test cache (keeps the secrets in .run/env).
+	rm -rf bin
+	rm -f .run/*.log .run/*.err
+	$(GO) clean -testcache
