@@ -1,0 +1,162 @@
+// Package httpapi is the service's HTTP API on fiber: the seed's session
+// endpoints and envelopes, the admin endpoints, the live event stream,
+// health, readiness, metrics, the OpenAPI document and asynqmon.
+//
+// New builds the whole app from explicit dependencies (no globals, no init
+// side effects), so a test builds one per test on its own database and
+// Redis, and cmd/api only wires configuration to it. The routes are all in
+// routes.go; handlers are small and return errors, which one error handler
+// (respond.go) turns into the error envelope: apiError as chosen by the
+// handler, Postgres or Redis outages as 503 with a code naming the store,
+// fiber's own errors (404, 405, 413) by status, anything else as a 500 that
+// says nothing about its cause (the cause goes to the log).
+package httpapi
+
+import (
+	"context"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+
+	"wasessions/internal/auth"
+	"wasessions/internal/events"
+	"wasessions/internal/metrics"
+	"wasessions/internal/queue"
+	"wasessions/internal/store"
+)
+
+// BodyLimit is the largest request body accepted (413 above it).
+const BodyLimit = 1 << 20
+
+// Deps are the services the API talks to. All but Metrics and Monitor
+// are required.
+type Deps struct {
+	Store    *store.Store
+	Enqueuer *queue.Enqueuer
+	Bus      *events.Bus
+	// Redis is the process's one client (the one Enqueuer and Bus use),
+	// pinged by /readyz and by the queue metrics.
+	Redis    redis.UniversalClient
+	Verifier *auth.Verifier
+	Log      *slog.Logger
+	// Metrics, when nil, is built on Store and Enqueuer's inspector.
+	Metrics *metrics.Metrics
+	// Monitor is asynqmon (see NewMonitor), served at /monitor behind
+	// basic auth; without it, or without Options.MonitorPassword,
+	// /monitor answers 404.
+	Monitor http.Handler
+}
+
+// Options tune the API; zero values take the documented defaults.
+type Options struct {
+	// SessionTTL is a new session's lifetime until first use (default 24h).
+	SessionTTL time.Duration
+	// QRWait bounds how long a create waits for the worker's first QR code
+	// or pairing code; 0 answers at once with qrCode null.
+	QRWait time.Duration
+	// RequestTimeout bounds each request's work against Postgres and Redis
+	// (default 10s).
+	RequestTimeout time.Duration
+	// Heartbeat is the interval of the event stream's comment lines that
+	// keep proxies from closing an idle stream (default 15s).
+	Heartbeat time.Duration
+	// RetryHint is the reconnect delay the event stream suggests to
+	// EventSource clients (default 3s).
+	RetryHint time.Duration
+	// MonitorUser and MonitorPassword guard /monitor.
+	MonitorUser     string
+	MonitorPassword string
+	// CleanupWaitHosted is how long the admin cleanup waits for workers to
+	// stop expired sessions they host (default 10s).
+	CleanupWaitHosted time.Duration
+	// Static, when set, is served at / without authentication (the
+	// frontend page); API routes take precedence.
+	Static fs.FS
+	// BaseContext is the server's lifetime: when it is done, every open
+	// event stream ends, so a graceful shutdown is not held up by them.
+	// Cancel it before shutting the app down. Default: never done.
+	BaseContext context.Context
+	// Now is the clock for session ids (default time.Now).
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 24 * time.Hour
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 10 * time.Second
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 15 * time.Second
+	}
+	if o.RetryHint <= 0 {
+		o.RetryHint = 3 * time.Second
+	}
+	if o.CleanupWaitHosted <= 0 {
+		o.CleanupWaitHosted = 10 * time.Second
+	}
+	if o.BaseContext == nil {
+		o.BaseContext = context.Background()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// server holds what the handlers share.
+type server struct {
+	deps    Deps
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics.Metrics
+}
+
+// New returns the fiber app serving the whole API.
+func New(deps Deps, opts Options) *fiber.App {
+	opts.defaults()
+	s := &server{deps: deps, opts: opts, log: deps.Log, metrics: deps.Metrics}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.metrics == nil {
+		src := metrics.Sources{Sessions: deps.Store}
+		if deps.Enqueuer != nil {
+			src.Inspector = deps.Enqueuer.Inspector()
+		}
+		if deps.Redis != nil {
+			src.RedisPing = func(ctx context.Context) error { return deps.Redis.Ping(ctx).Err() }
+		}
+		s.metrics = metrics.New(src)
+	}
+	app := fiber.New(fiber.Config{
+		AppName:               "wasessions-api",
+		BodyLimit:             BodyLimit,
+		DisableStartupMessage: true,
+		ErrorHandler:          s.errorHandler,
+		// ReadTimeout also bounds idle keep-alive reads, which lets a
+		// graceful shutdown finish. No WriteTimeout: it would cut event
+		// streams, whose end is driven by BaseContext and write errors.
+		ReadTimeout: 30 * time.Second,
+		IdleTimeout: 90 * time.Second,
+	})
+	s.routes(app)
+	return app
+}
+
+// errorHandler is fiber's last resort: errors that did not pass through
+// the observe middleware (e.g. fasthttp's 413 for a body over the limit,
+// raised before routing).
+func (s *server) errorHandler(c *fiber.Ctx, err error) error {
+	ae := writeError(c, s.log, err)
+	if c.Locals(observedKey) == nil {
+		s.metrics.ObserveHTTP(c.Method(), "unmatched", ae.Status, 0)
+		s.log.InfoContext(c.UserContext(), "request", "method", c.Method(), "route", "unmatched",
+			"status", ae.Status, "error_code", ae.Code)
+	}
+	return nil
+}

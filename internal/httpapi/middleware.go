@@ -1,0 +1,164 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"wasessions/internal/auth"
+)
+
+type localKey int
+
+const (
+	observedKey localKey = iota
+	identityKey
+	sessionIDKey
+)
+
+// observe is the outermost middleware: it answers errors (so the status
+// is known here), then records the request in the metrics and logs one
+// line for it: method, route template, status, duration, user and session
+// where known. The Authorization header is never logged.
+func (s *server) observe(c *fiber.Ctx) error {
+	start := time.Now()
+	c.Locals(observedKey, true)
+	err := c.Next()
+	var code string
+	if err != nil {
+		code = writeError(c, s.log, err).Code
+	}
+	status := c.Response().StatusCode()
+	route := routeLabel(c, status)
+	d := time.Since(start)
+	s.metrics.ObserveHTTP(c.Method(), route, status, d)
+
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case route == "/healthz" || route == "/readyz" || route == "/metrics" || route == "/monitor/*":
+		level = slog.LevelDebug
+	}
+	if !s.log.Enabled(c.UserContext(), level) {
+		return nil
+	}
+	attrs := []any{"method", c.Method(), "route", route, "status", status,
+		"duration_ms", float64(d.Microseconds()) / 1000}
+	if route == "unmatched" {
+		attrs = append(attrs, "path", c.Path())
+	}
+	if id, ok := c.Locals(identityKey).(auth.Identity); ok {
+		attrs = append(attrs, "user_id", id.UserID)
+	}
+	if sid, ok := c.Locals(sessionIDKey).(string); ok {
+		attrs = append(attrs, "session_id", sid)
+	}
+	if code != "" {
+		attrs = append(attrs, "error_code", code)
+	}
+	s.log.Log(c.UserContext(), level, "request", attrs...)
+	return nil
+}
+
+// routeLabel is the route template for metrics and logs: bounded, never
+// the raw path of an unmatched request.
+func routeLabel(c *fiber.Ctx, status int) string {
+	r := c.Route()
+	switch {
+	case len(r.Handlers) == 0:
+		return "unmatched"
+	case r.Method == "USE" && r.Path == "/monitor":
+		return "/monitor/*"
+	case r.Method == "USE" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed):
+		return "unmatched"
+	case r.Method == "USE":
+		return "/*" // static files
+	}
+	return r.Path
+}
+
+// recoverPanic turns a panic in a handler into a 500 whose body says only
+// "internal server error"; the panic value and stack go to the log.
+func (s *server) recoverPanic(c *fiber.Ctx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.ErrorContext(c.UserContext(), "panic in handler", "method", c.Method(), "route", c.Route().Path,
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = &apiError{Status: http.StatusInternalServerError, Code: codeInternal,
+				Message: "internal server error", Err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	return c.Next()
+}
+
+// authenticate requires a valid bearer token and stores the caller's
+// identity for the handler. It is attached to each API route rather than
+// to a prefix, so that an unknown path is a 404 whatever the token.
+func (s *server) authenticate(c *fiber.Ctx) error {
+	id, err := s.deps.Verifier.VerifyHeader(c.Get(fiber.HeaderAuthorization))
+	if err != nil {
+		var ae *auth.Error
+		if !errors.As(err, &ae) {
+			return err
+		}
+		return &apiError{Status: http.StatusUnauthorized, Code: string(ae.Code), Message: ae.Msg,
+			Header: map[string]string{fiber.HeaderWWWAuthenticate: `Bearer realm="wasessions", error="invalid_token"`}}
+	}
+	c.Locals(identityKey, id)
+	return c.Next()
+}
+
+// identity is the caller authenticate verified.
+func identity(c *fiber.Ctx) auth.Identity {
+	id, _ := c.Locals(identityKey).(auth.Identity)
+	return id
+}
+
+// requireAdmin lets only tokens with role admin through (403 otherwise).
+func requireAdmin(c *fiber.Ctx) error {
+	if !identity(c).Admin {
+		return fail(http.StatusForbidden, "forbidden", "this operation needs a token with role admin")
+	}
+	return c.Next()
+}
+
+// noteSession puts the session id into the request's log line.
+func noteSession(c *fiber.Ctx, sessionID string) { c.Locals(sessionIDKey, sessionID) }
+
+// basicAuth guards /monitor. Both user and password are compared in
+// constant time over their hashes, so neither their content nor their
+// length leaks through timing.
+func basicAuth(user, password string) fiber.Handler {
+	wantUser, wantPass := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(password))
+	return func(c *fiber.Ctx) error {
+		scheme, cred, _ := strings.Cut(c.Get(fiber.HeaderAuthorization), " ")
+		if strings.EqualFold(scheme, "Basic") {
+			if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred)); err == nil {
+				u, p, _ := strings.Cut(string(raw), ":")
+				gu, gp := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
+				if subtle.ConstantTimeCompare(gu[:], wantUser[:])&subtle.ConstantTimeCompare(gp[:], wantPass[:]) == 1 {
+					return c.Next()
+				}
+			}
+		}
+		return &apiError{Status: http.StatusUnauthorized, Code: "monitor_unauthorized",
+			Message: "the monitor needs HTTP basic auth (MONITOR_USER, MONITOR_PASSWORD)",
+			Header:  map[string]string{fiber.HeaderWWWAuthenticate: `Basic realm="asynqmon", charset="UTF-8"`}}
+	}
+}
+
+// requestContext bounds a handler's work against the stores.
+func (s *server) requestContext(c *fiber.Ctx) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.UserContext(), s.opts.RequestTimeout)
+}

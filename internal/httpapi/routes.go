@@ -1,0 +1,63 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
+
+	"wasessions/docs"
+)
+
+// routes is the API's whole surface; docs/openapi.yaml describes each one.
+func (s *server) routes(app *fiber.App) {
+	app.Use(s.observe, s.recoverPanic)
+
+	// Unauthenticated: probes, metrics, the contract, the monitor (its own
+	// basic auth; its UI calls its API without tokens).
+	app.Get("/healthz", s.healthz)
+	app.Get("/readyz", s.readyz)
+	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
+	app.Get("/openapi.yaml", serveSpec)
+	if s.deps.Monitor != nil && s.opts.MonitorPassword != "" {
+		app.Use("/monitor", basicAuth(s.opts.MonitorUser, s.opts.MonitorPassword), adaptor.HTTPHandler(s.deps.Monitor))
+	} else {
+		app.All("/monitor", monitorOff)
+		app.All("/monitor/*", monitorOff)
+	}
+
+	// Bearer token on each route, not on a prefix: see authenticate.
+	wa := "/api/integrations/whatsapp"
+	app.Post(wa+"/session", s.authenticate, s.createSession)
+	app.Get(wa+"/qr", s.authenticate, s.qr)
+	app.Get(wa+"/status", s.authenticate, s.status)
+	app.Post(wa+"/disconnect", s.authenticate, s.disconnect)
+	app.Get(wa+"/events", s.authenticate, s.events)
+	app.Get("/api/integrations/sessions/stats", s.authenticate, s.stats)
+	app.Post("/api/integrations/sessions/cleanup", s.authenticate, requireAdmin, s.cleanup)
+
+	// Last: the frontend's static files, reached only by paths no route
+	// above matched.
+	if s.opts.Static != nil {
+		app.Use("/", filesystem.New(filesystem.Config{
+			Root:  http.FS(s.opts.Static),
+			Index: "index.html",
+			Next: func(c *fiber.Ctx) bool {
+				p := c.Path()
+				return strings.HasPrefix(p, "/api/") || p == "/api" || strings.HasPrefix(p, "/monitor")
+			},
+		}))
+	}
+}
+
+func serveSpec(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderContentType, "application/yaml")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	return c.Send(docs.OpenAPI)
+}
+
+func monitorOff(*fiber.Ctx) error {
+	return fail(http.StatusNotFound, codeNotFound, "no such route")
+}

@@ -1,0 +1,383 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"wasessions/internal/events"
+	"wasessions/internal/store"
+	"wasessions/tasks"
+)
+
+// sessionView is a session as the API shows it: the seed's camelCase
+// fields plus what the distributed design adds. Nullable columns are null,
+// never omitted, so clients can rely on every key being there.
+type sessionView struct {
+	SessionID       string     `json:"sessionId"`
+	Status          string     `json:"status"`
+	StatusReason    *string    `json:"statusReason"`
+	DesiredState    string     `json:"desiredState"`
+	IsConnected     bool       `json:"isConnected"`
+	IsAuthenticated bool       `json:"isAuthenticated"`
+	PhoneNumber     *string    `json:"phoneNumber"`
+	UserName        *string    `json:"userName"`
+	PairingCode     *string    `json:"pairingCode"`
+	LastSeen        *time.Time `json:"lastSeen"`
+	ExpiresAt       *time.Time `json:"expiresAt"`
+	CreatedAt       time.Time  `json:"createdAt"`
+	UpdatedAt       time.Time  `json:"updatedAt"`
+	LastError       *string    `json:"lastError"`
+}
+
+// createView is what POST /session answers: the session and, as in the
+// seed, its QR code (null until the worker has one, or for phone pairing).
+type createView struct {
+	sessionView
+	QRCode *string `json:"qrCode"`
+	QRRaw  *string `json:"qrRaw"`
+}
+
+// qrView is what GET /qr answers.
+type qrView struct {
+	SessionID string     `json:"sessionId"`
+	Status    string     `json:"status"`
+	QRCode    string     `json:"qrCode"`
+	QRRaw     string     `json:"qrRaw"`
+	ExpiresAt *time.Time `json:"expiresAt"`
+	UpdatedAt time.Time  `json:"updatedAt"`
+}
+
+func viewOf(s store.Session) sessionView {
+	return sessionView{
+		SessionID:       s.SessionID,
+		Status:          string(s.Status),
+		StatusReason:    s.StatusReason,
+		DesiredState:    s.DesiredState,
+		IsConnected:     s.IsConnected,
+		IsAuthenticated: s.IsAuthenticated,
+		PhoneNumber:     e164(s.PhoneNumber),
+		UserName:        s.UserName,
+		PairingCode:     s.PairingCode,
+		LastSeen:        utc(s.LastSeen),
+		ExpiresAt:       utc(s.ExpiresAt),
+		CreatedAt:       s.CreatedAt.UTC(),
+		UpdatedAt:       s.UpdatedAt.UTC(),
+		LastError:       s.LastError,
+	}
+}
+
+func createViewOf(s store.Session) createView {
+	return createView{sessionView: viewOf(s), QRCode: s.QRCode, QRRaw: s.QRRaw}
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// e164 shows a phone number with its leading '+': workers store the
+// digits of the WhatsApp JID, the API always shows E.164.
+func e164(p *string) *string {
+	if p == nil || *p == "" {
+		return nil
+	}
+	if (*p)[0] == '+' {
+		return p
+	}
+	s := "+" + *p
+	return &s
+}
+
+// ended reports whether nothing will ever happen to s again, or the user
+// asked for it to end: a QR for it is useless.
+func ended(s store.Session) bool {
+	return !s.Status.Live() || s.DesiredState == store.DesiredGone
+}
+
+// phonePattern is E.164: '+', a non-zero country code digit, 7 to 15
+// digits in all.
+var phonePattern = regexp.MustCompile(`^\+[1-9][0-9]{6,14}$`)
+
+// createRequest is POST /session's optional body.
+type createRequest struct {
+	// PhoneNumber asks for pairing by phone code instead of a QR code.
+	PhoneNumber *string `json:"phoneNumber"`
+}
+
+// parseCreate reads the optional JSON body: empty is the QR flow; a body
+// must be application/json holding an object with known fields.
+func parseCreate(c *fiber.Ctx) (createRequest, error) {
+	var req createRequest
+	body := c.Body()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, nil
+	}
+	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	if err != nil || mt != fiber.MIMEApplicationJSON {
+		return req, fail(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"a request body must be JSON with Content-Type: application/json")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
+			return req, fail(http.StatusBadRequest, "invalid_json", "the request body is not valid JSON")
+		case errors.As(err, &typ) && typ.Field == "phoneNumber":
+			return req, fail(http.StatusBadRequest, "invalid_phone_number", "phoneNumber must be a string in E.164 format, e.g. +15551234567")
+		case errors.As(err, &typ):
+			return req, fail(http.StatusBadRequest, "invalid_request", "the request body must be a JSON object")
+		default:
+			// DisallowUnknownFields' error names the field, not a value.
+			return req, fail(http.StatusBadRequest, "invalid_request", "the request body has an unknown field: "+err.Error())
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return req, fail(http.StatusBadRequest, "invalid_json", "the request body must hold a single JSON object")
+	}
+	if req.PhoneNumber != nil && !phonePattern.MatchString(*req.PhoneNumber) {
+		return req, fail(http.StatusBadRequest, "invalid_phone_number", "phoneNumber must be in E.164 format, e.g. +15551234567")
+	}
+	return req, nil
+}
+
+// createSession is POST /api/integrations/whatsapp/session: the caller's
+// live session if there is one (200), else a new one (201), whose first QR
+// code (or pairing code) it waits for, up to QRWait.
+//
+// The row is committed before the task is enqueued and never the other way
+// round: a failed enqueue (Redis down) leaves a durable pending row that
+// the reconciler, or the client's retry, enqueues later; the client gets a
+// 503 now and the same session, 200, on retry.
+func (s *server) createSession(c *fiber.Ctx) error {
+	req, err := parseCreate(c)
+	if err != nil {
+		return err
+	}
+	id := identity(c)
+	ctx, cancel := s.requestContext(c)
+	defer cancel()
+
+	n := store.NewSession{UserID: id.UserID, TTL: s.opts.SessionTTL}
+	if req.PhoneNumber != nil {
+		n.PairPhone = *req.PhoneNumber
+	}
+	sess, created, err := s.insert(ctx, n)
+	if err != nil {
+		return err
+	}
+	noteSession(c, sess.SessionID)
+
+	if !created {
+		// A pending session no worker holds has no task on its way, or it
+		// was lost: queue it again (deduplicated by task id, so a task that
+		// is on its way is not doubled). A failure here is only logged: the
+		// session exists and the reconciler covers it.
+		if sess.Status == store.StatusPending && !sess.LeaseLive {
+			if err := s.enqueueCreate(ctx, sess.SessionID, "api_retry"); err != nil {
+				s.log.WarnContext(ctx, "create: re-enqueue pending session", "session_id", sess.SessionID, "error", err)
+			}
+		}
+		return ok(c, http.StatusOK, createViewOf(sess), "Existing WhatsApp session returned")
+	}
+
+	// Subscribe before enqueueing, so the worker's first event cannot slip
+	// past between the two.
+	var sub *events.Subscription
+	if s.opts.QRWait > 0 {
+		subCtx, subCancel := context.WithCancel(s.opts.BaseContext)
+		defer subCancel()
+		sub, err = s.deps.Bus.Subscribe(subCtx, id.UserID)
+		if err != nil {
+			return queueUnavailable(err, "the session was recorded but Redis is unavailable; retry to get it",
+				fiber.Map{"sessionId": sess.SessionID})
+		}
+		defer sub.Close()
+	}
+	if err := s.enqueueCreate(ctx, sess.SessionID, "created"); err != nil {
+		return queueUnavailable(err, "the session was recorded but could not be queued (Redis is unavailable); retry to get it",
+			fiber.Map{"sessionId": sess.SessionID})
+	}
+	if sub != nil && s.waitFirst(ctx, sub, sess.SessionID) {
+		if fresh, err := s.deps.Store.GetForUser(ctx, id.UserID, sess.SessionID); err == nil {
+			sess = fresh
+		} else {
+			s.log.WarnContext(ctx, "create: re-read session", "session_id", sess.SessionID, "error", err)
+		}
+	}
+	return ok(c, http.StatusCreated, createViewOf(sess), "WhatsApp session created")
+}
+
+// insert creates the session with a fresh id; a same-millisecond id clash
+// with an older session of the user (the only unique violation left once
+// the live-session index has arbitrated) is retried with a new id.
+func (s *server) insert(ctx context.Context, n store.NewSession) (store.Session, bool, error) {
+	for attempt := 0; ; attempt++ {
+		n.SessionID = fmt.Sprintf("whatsapp_%s_%d", n.UserID, s.opts.Now().UnixMilli())
+		sess, created, err := s.deps.Store.CreateSession(ctx, n)
+		var pgErr *pgconn.PgError
+		if err != nil && errors.As(err, &pgErr) && pgErr.Code == "23505" && attempt < 3 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		return sess, created, err
+	}
+}
+
+func (s *server) enqueueCreate(ctx context.Context, sessionID, reason string) error {
+	j, err := tasks.NewCreate(sessionID, reason)
+	if err != nil {
+		return err
+	}
+	return s.enqueue(ctx, j)
+}
+
+// enqueue hands j to asynq and counts the outcome.
+func (s *server) enqueue(ctx context.Context, j tasks.Job) error {
+	res, err := s.deps.Enqueuer.Enqueue(ctx, j, false)
+	if err != nil {
+		s.metrics.ObserveEnqueue(j.Task.Type(), "error")
+		return redisFailure(err)
+	}
+	s.metrics.ObserveEnqueue(j.Task.Type(), res.String())
+	return nil
+}
+
+// waitFirst waits up to QRWait for the event that makes a new session
+// worth showing: its first QR or pairing code, or its end. It reports
+// whether such an event came.
+func (s *server) waitFirst(ctx context.Context, sub *events.Subscription, sessionID string) bool {
+	t := time.NewTimer(s.opts.QRWait)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		case ev, open := <-sub.C:
+			if !open {
+				return false
+			}
+			if ev.SessionID != sessionID {
+				continue
+			}
+			switch {
+			case ev.Type == events.TypeQR, ev.Type == events.TypePairingCode:
+				return true
+			case ev.Type == events.TypeStatus && (ev.Status == string(store.StatusConnected) || !store.Status(ev.Status).Live()):
+				return true
+			}
+		}
+	}
+}
+
+// current is the caller's current session, or the 404 that says there is
+// none.
+func (s *server) current(ctx context.Context, c *fiber.Ctx) (store.Session, error) {
+	sess, err := s.deps.Store.CurrentSession(ctx, identity(c).UserID)
+	if errors.Is(err, store.ErrNotFound) {
+		return sess, fail(http.StatusNotFound, codeSessionNotFound, "no WhatsApp session; create one with POST /api/integrations/whatsapp/session")
+	}
+	if err != nil {
+		return sess, err
+	}
+	noteSession(c, sess.SessionID)
+	return sess, nil
+}
+
+// status is GET /api/integrations/whatsapp/status: the caller's current
+// session (the live one, else the latest).
+func (s *server) status(c *fiber.Ctx) error {
+	ctx, cancel := s.requestContext(c)
+	defer cancel()
+	sess, err := s.current(ctx, c)
+	if err != nil {
+		return err
+	}
+	return ok(c, http.StatusOK, viewOf(sess), "WhatsApp session status")
+}
+
+// qr is GET /api/integrations/whatsapp/qr: the QR code to scan now, or a
+// code that says why there is none.
+func (s *server) qr(c *fiber.Ctx) error {
+	ctx, cancel := s.requestContext(c)
+	defer cancel()
+	sess, err := s.current(ctx, c)
+	if err != nil {
+		return err
+	}
+	switch {
+	case ended(sess):
+		return fail(http.StatusGone, "session_ended", "the session has ended ("+string(sess.Status)+"); create a new one")
+	case sess.IsAuthenticated || sess.Status == store.StatusConnected || sess.Status == store.StatusReconnecting:
+		return fail(http.StatusConflict, "already_linked", "the session is already linked; no QR code is needed")
+	case sess.PairPhone != nil && sess.QRCode == nil:
+		return fail(http.StatusConflict, "pairing_code_session", "the session pairs by phone code; see pairingCode in the status")
+	case sess.QRCode == nil:
+		return fail(http.StatusConflict, "qr_not_ready", "the QR code is not ready yet; retry shortly or listen to the events stream")
+	}
+	return ok(c, http.StatusOK, qrView{
+		SessionID: sess.SessionID, Status: string(sess.Status),
+		QRCode: *sess.QRCode, QRRaw: store.Str(sess.QRRaw),
+		ExpiresAt: utc(sess.ExpiresAt), UpdatedAt: sess.UpdatedAt.UTC(),
+	}, "Scan the QR code with WhatsApp")
+}
+
+// disconnect is POST /api/integrations/whatsapp/disconnect. The intent is
+// recorded in Postgres first (desired state gone); the worker hosting the
+// session, reached through its own queue while its lease is live, logs the
+// device out and ends the row: 202. A disconnect already recorded but not
+// yet carried out is queued again (idempotent): 202. A session already
+// ended: 200 with its status. No session: 404.
+func (s *server) disconnect(c *fiber.Ctx) error {
+	ctx, cancel := s.requestContext(c)
+	defer cancel()
+	userID := identity(c).UserID
+	changed, err := s.deps.Store.RequestDisconnect(ctx, userID)
+	if err != nil {
+		return err
+	}
+	if len(changed) == 0 {
+		cur, err := s.current(ctx, c)
+		if err != nil {
+			return err
+		}
+		if cur.DesiredState != store.DesiredGone || !(cur.Status.Live() || cur.DeviceJID != nil) {
+			return ok(c, http.StatusOK, viewOf(cur), "The WhatsApp session is already disconnected")
+		}
+		changed = []store.Session{cur}
+	}
+	for _, sess := range changed {
+		q := tasks.QueueShared
+		if sess.LeaseLive && sess.WorkerID != nil {
+			q = tasks.WorkerQueue(*sess.WorkerID)
+		}
+		j, err := tasks.NewDisconnect(sess.SessionID, "user_disconnected", q)
+		if err != nil {
+			return err
+		}
+		if err := s.enqueue(ctx, j); err != nil {
+			return queueUnavailable(err, "the disconnect was recorded and will be carried out, but Redis is unavailable now; retry to confirm",
+				fiber.Map{"sessionId": sess.SessionID})
+		}
+	}
+	noteSession(c, changed[0].SessionID)
+	return ok(c, http.StatusAccepted, viewOf(changed[0]), "Disconnect requested; the session is being logged out")
+}
