@@ -1,0 +1,254 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"wasessions/internal/events"
+	"wasessions/internal/queue"
+	"wasessions/internal/reconcile"
+	"wasessions/internal/store"
+	"wasessions/internal/testenv"
+	"wasessions/tasks"
+)
+
+const (
+	leaseTTL   = time.Hour
+	sessionTTL = 24 * time.Hour
+)
+
+type env struct {
+	t    *testing.T
+	ctx  context.Context
+	st   *store.Store
+	rdb  *redis.Client
+	redi testenv.RedisDB
+	insp *asynq.Inspector
+	deps reconcile.Deps
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	st, _ := testenv.NewStore(t)
+	r := testenv.NewRedisDB(t)
+	rdb := redis.NewClient(r.Options())
+	t.Cleanup(func() { rdb.Close() })
+	return &env{
+		t: t, ctx: context.Background(), st: st, rdb: rdb, redi: r,
+		insp: asynq.NewInspectorFromRedisClient(rdb),
+		deps: reconcile.Deps{Store: st, Enqueuer: queue.New(rdb), Bus: events.NewBus(rdb), Log: slog.New(slog.DiscardHandler)},
+	}
+}
+
+var seq atomic.Int64
+
+func (e *env) create() store.Session {
+	e.t.Helper()
+	user := uuid.NewString()
+	s, created, err := e.st.CreateSession(e.ctx, store.NewSession{UserID: user, SessionID: fmt.Sprintf("whatsapp_%s_%d", user, seq.Add(1)), TTL: sessionTTL})
+	if err != nil || !created {
+		e.t.Fatalf("create: %v", err)
+	}
+	return s
+}
+
+// hosted makes a session in a live status hosted by worker.
+func (e *env) hosted(worker string, status store.Status) (store.Session, store.Fence) {
+	e.t.Helper()
+	s := e.create()
+	_, fence, err := e.st.Claim(e.ctx, s.SessionID, worker, leaseTTL, store.ClaimToHost)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	switch status {
+	case store.StatusPending:
+	case store.StatusQR:
+		_, err = e.st.SetQR(e.ctx, fence, "data:image/png;base64,QR", "2@raw")
+	case store.StatusConnected:
+		_, err = e.st.MarkConnected(e.ctx, fence, store.Linked{DeviceJID: fmt.Sprintf("%d:1@s.whatsapp.net", seq.Add(1)), Reason: "paired"}, sessionTTL)
+	default:
+		e.t.Fatalf("status %s", status)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.get(s.SessionID), fence
+}
+
+// dead makes a session whose hosting worker died: its lease lapsed.
+func (e *env) dead(status store.Status) store.Session {
+	e.t.Helper()
+	s, _ := e.hosted("w-dead", status)
+	e.exec(`UPDATE whatsapp_sessions SET lease_until = now() - interval '1 second' WHERE session_id = $1`, s.SessionID)
+	return e.get(s.SessionID)
+}
+
+func (e *env) exec(sql string, args ...any) {
+	e.t.Helper()
+	if _, err := e.st.Pool().Exec(e.ctx, sql, args...); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) expire(sessionID string) {
+	e.t.Helper()
+	e.exec(`UPDATE whatsapp_sessions SET expires_at = now() - interval '1 second' WHERE session_id = $1`, sessionID)
+}
+
+func (e *env) get(sessionID string) store.Session {
+	e.t.Helper()
+	s, err := e.st.Get(e.ctx, sessionID)
+	if err != nil {
+		e.t.Fatalf("get %s: %v", sessionID, err)
+	}
+	return s
+}
+
+func (e *env) disconnect(s store.Session) {
+	e.t.Helper()
+	if got, err := e.st.RequestDisconnect(e.ctx, s.UserID); err != nil || len(got) != 1 {
+		e.t.Fatalf("request disconnect: %v (%d)", err, len(got))
+	}
+}
+
+// tasksIn lists the ids and types of the pending and scheduled tasks of a
+// queue (none if the queue does not exist).
+func (e *env) tasksIn(q string) map[string]string {
+	e.t.Helper()
+	out := map[string]string{}
+	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){e.insp.ListPendingTasks, e.insp.ListScheduledTasks} {
+		infos, err := list(q, asynq.PageSize(1000))
+		if err != nil {
+			if _, qerr := e.insp.GetQueueInfo(q); qerr != nil {
+				return out // no such queue
+			}
+			e.t.Fatalf("list %s: %v", q, err)
+		}
+		for _, info := range infos {
+			out[info.ID] = info.Type
+		}
+	}
+	return out
+}
+
+func (e *env) queues() []string {
+	e.t.Helper()
+	qs, err := e.insp.Queues()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	slices.Sort(qs)
+	return qs
+}
+
+// One pass closes every gap with the right task on the right queue: a new
+// QR for pairing that lost its worker or its create task, a restore (no QR)
+// for a linked session that lost its worker, a disconnect any worker can
+// carry out for a session the user wants gone; it leaves hosted sessions
+// to their workers and ends unhosted expired sessions instead of reviving
+// them. A second pass (another scheduler replica, the next interval)
+// enqueues nothing new.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+
+	createLost := e.create() // row committed, enqueue failed
+	createQueued := e.create()
+	j, err := tasks.NewCreate(createQueued.SessionID, "created")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.deps.Enqueuer.Enqueue(e.ctx, j, false); err != nil {
+		t.Fatal(err)
+	}
+	qrDead := e.dead(store.StatusQR)
+	connectedDead := e.dead(store.StatusConnected)
+	released, fReleased := e.hosted("w-old", store.StatusConnected)
+	if _, err := e.st.Release(e.ctx, fReleased, "worker_shutdown", ""); err != nil {
+		t.Fatal(err)
+	}
+	goneDead := e.dead(store.StatusConnected)
+	e.disconnect(goneDead)
+	goneHosted, _ := e.hosted("w-live", store.StatusConnected)
+	e.disconnect(goneHosted)
+	e.hosted("w-live", store.StatusConnected)
+	e.hosted("w-live", store.StatusPending)
+	expiredPending := e.create()
+	e.expire(expiredPending.SessionID)
+	expiredConnected := e.dead(store.StatusConnected)
+	e.expire(expiredConnected.SessionID)
+	expiredHosted, _ := e.hosted("w-live", store.StatusConnected)
+	e.expire(expiredHosted.SessionID)
+	_, fEnded := e.hosted("w-live", store.StatusConnected)
+	if _, err := e.st.End(e.ctx, fEnded, store.Ending{Status: store.StatusLoggedOut, Reason: "phone_unlinked", KeysDeleted: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	subCtx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	sub, err := e.deps.Bus.Subscribe(subCtx, expiredPending.UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	res, err := reconcile.Run(e.ctx, e.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := reconcile.Result{Expired: 2, Creates: 2, Restores: 2, Disconnects: 1, AlreadyQueued: 1}
+	if res != want {
+		t.Fatalf("first run %+v, want %+v", res, want)
+	}
+	wantTasks := map[string]string{
+		"create:" + createLost.SessionID:     tasks.TypeSessionCreate,
+		"create:" + createQueued.SessionID:   tasks.TypeSessionCreate,
+		"create:" + qrDead.SessionID:         tasks.TypeSessionCreate,
+		"restore:" + connectedDead.SessionID: tasks.TypeSessionRestore,
+		"restore:" + released.SessionID:      tasks.TypeSessionRestore,
+		"disconnect:" + goneDead.SessionID:   tasks.TypeSessionDisconnect,
+	}
+	if got := e.tasksIn(tasks.QueueShared); !maps.Equal(got, wantTasks) {
+		t.Fatalf("wa:shared holds\n%v\nwant\n%v", got, wantTasks)
+	}
+	if qs := e.queues(); !slices.Equal(qs, []string{tasks.QueueShared}) {
+		t.Fatalf("queues %v, want only %s", qs, tasks.QueueShared)
+	}
+	for id, reason := range map[string]string{expiredPending.SessionID: "qr_timeout", expiredConnected.SessionID: "session_expired"} {
+		if s := e.get(id); s.Status != store.StatusExpired || store.Str(s.StatusReason) != reason {
+			t.Errorf("%s: %s/%s, want expired/%s", id, s.Status, store.Str(s.StatusReason), reason)
+		}
+	}
+	if s := e.get(expiredHosted.SessionID); s.Status != store.StatusConnected || !s.LeaseLive {
+		t.Errorf("an expired session its worker still hosts was ended under it: %s live %v", s.Status, s.LeaseLive)
+	}
+	select {
+	case ev := <-sub.C:
+		if ev.SessionID != expiredPending.SessionID || ev.Status != string(store.StatusExpired) || ev.Reason != "qr_timeout" {
+			t.Errorf("event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no event for the expired session")
+	}
+
+	res, err = reconcile.Run(e.ctx, e.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (reconcile.Result{AlreadyQueued: 6}); res != want {
+		t.Fatalf("second run %+v, want %+v", res, want)
+	}
+	if got := e.tasksIn(tasks.QueueShared); !maps.Equal(got, wantTasks) {
+		t.Fatalf("after the second run wa:shared holds\n%v\nwant\n%v", got, wantTasks)
+	}
+}
