@@ -9,6 +9,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -111,9 +112,15 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 // ReapWorkerQueues drains the queues of workers that no running asynq
 // server serves any more back to wa:shared, and deletes them. A worker that
 // comes back simply gets its queue created again on the next enqueue.
-// Tasks that were active on the dead worker are not moved: asynq only
-// recovers them on a server of that queue, and the reconciler already
-// covers the work they stood for.
+//
+// Each waiting disconnect (pending, scheduled or retrying) is enqueued on
+// wa:shared and then deleted from the dead queue, so it is moved once.
+// Tasks that were active on the dead worker (it was killed mid-task) cannot
+// be moved: asynq recovers them only on a server of that queue, and
+// refuses to delete a queue with active tasks. Such a queue is left in
+// place, emptied of everything else, until a worker with that id returns;
+// the reconciler already covers the work its orphaned tasks stood for. It
+// does not stop the other dead queues from being reaped.
 func ReapWorkerQueues(ctx context.Context, e *queue.Enqueuer, log *slog.Logger) (int, error) {
 	in := e.Inspector()
 	queues, err := in.Queues()
@@ -136,35 +143,70 @@ func ReapWorkerQueues(ctx context.Context, e *queue.Enqueuer, log *slog.Logger) 
 		if !ok || served[q] {
 			continue
 		}
-		for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
-			in.ListPendingTasks, in.ListScheduledTasks, in.ListRetryTasks,
-		} {
-			infos, err := list(q, asynq.PageSize(1000))
-			if err != nil {
-				return reaped, fmt.Errorf("list %s: %w", q, err)
+		if err := drainToShared(ctx, e, q); err != nil {
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				continue // another reconciler reaped it meanwhile
 			}
-			for _, info := range infos {
-				if info.Type != tasks.TypeSessionDisconnect {
-					continue
-				}
-				p, err := tasks.ParseSession(asynq.NewTask(info.Type, info.Payload))
-				if err != nil {
-					continue
-				}
-				j, err := tasks.NewDisconnect(p.SessionID, p.Reason, tasks.QueueShared)
-				if err != nil {
-					return reaped, err
-				}
-				if _, err := e.Enqueue(ctx, j, false); err != nil {
-					return reaped, err
-				}
-			}
+			return reaped, err
 		}
 		if err := in.DeleteQueue(q, true); err != nil {
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				continue
+			}
+			if info, ierr := in.GetQueueInfo(q); ierr == nil && info.Active > 0 {
+				log.WarnContext(ctx, "the queue of a worker that is gone keeps tasks it was running when it died; left in place",
+					"worker_id", workerID, "queue", q, "active", info.Active)
+				continue
+			}
 			return reaped, fmt.Errorf("delete %s: %w", q, err)
 		}
 		reaped++
 		log.InfoContext(ctx, "reaped the queue of a worker that is gone", "worker_id", workerID, "queue", q)
 	}
 	return reaped, nil
+}
+
+// drainToShared moves every waiting disconnect task of queue q to
+// wa:shared: enqueued there first (deduplicated by task id), then deleted
+// from q.
+func drainToShared(ctx context.Context, e *queue.Enqueuer, q string) error {
+	in := e.Inspector()
+	const pageSize = 500
+	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
+		in.ListPendingTasks, in.ListScheduledTasks, in.ListRetryTasks,
+	} {
+		// Moved tasks leave the list; the others stay at its head, in
+		// order. Page past those (seen), never past one not yet looked at.
+		seen := map[string]bool{}
+		for page := 1; ; page = len(seen)/pageSize + 1 {
+			infos, err := list(q, asynq.PageSize(pageSize), asynq.Page(page))
+			if err != nil {
+				return fmt.Errorf("list %s: %w", q, err)
+			}
+			for _, info := range infos {
+				if seen[info.ID] {
+					continue
+				}
+				p, err := tasks.ParseSession(asynq.NewTask(info.Type, info.Payload))
+				if info.Type != tasks.TypeSessionDisconnect || err != nil {
+					seen[info.ID] = true
+					continue
+				}
+				j, err := tasks.NewDisconnect(p.SessionID, p.Reason, tasks.QueueShared)
+				if err != nil {
+					return err
+				}
+				if _, err := e.Enqueue(ctx, j, false); err != nil {
+					return err
+				}
+				if err := in.DeleteTask(q, info.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+					return fmt.Errorf("delete %s/%s: %w", q, info.ID, err)
+				}
+			}
+			if len(infos) < pageSize {
+				break
+			}
+		}
+	}
+	return nil
 }
