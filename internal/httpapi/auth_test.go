@@ -48,7 +48,9 @@ func TestAuthMatrix(t *testing.T) {
 		}
 		return c
 	}
-	hs256 := func(c jwt.MapClaims) string { return "Bearer " + rawToken(t, jwt.SigningMethodHS256, []byte(testSecret), c) }
+	hs256 := func(c jwt.MapClaims) string {
+		return "Bearer " + rawToken(t, jwt.SigningMethodHS256, []byte(testSecret), c)
+	}
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)

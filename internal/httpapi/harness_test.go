@@ -265,7 +265,13 @@ func spec(t testing.TB) (*openapi3.T, routers.Router) {
 func checkContract(t testing.TB, method, path string, r response) {
 	t.Helper()
 	doc, router := spec(t)
-	hr := httptest.NewRequest(method, "http://localhost"+path, nil)
+	// OpenAPI path parameters span one segment; asynqmon's paths below
+	// /monitor/ are any depth, described by /monitor/{path}.
+	lookup := path
+	if strings.HasPrefix(path, "/monitor/") {
+		lookup = "/monitor/x"
+	}
+	hr := httptest.NewRequest(method, "http://localhost"+lookup, nil)
 	route, params, err := router.FindRoute(hr)
 	if errors.Is(err, routers.ErrPathNotFound) || errors.Is(err, routers.ErrMethodNotAllowed) {
 		if r.Status != http.StatusNotFound && r.Status != http.StatusMethodNotAllowed {
@@ -395,4 +401,19 @@ func (e *env) doHTTP(base string, r req) response {
 	out := response{Status: res.StatusCode, Header: res.Header, Body: b}
 	checkContract(e.t, r.method, r.path, out)
 	return out
+}
+
+func mustRequest(t testing.TB, method, path string) *http.Request {
+	t.Helper()
+	return httptest.NewRequest(method, "http://localhost"+path, nil)
+}
+
+func readAll(t testing.TB, res *http.Response) string {
+	t.Helper()
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -154,7 +155,7 @@ func New(deps Deps, opts Options) *fiber.App {
 func (s *server) errorHandler(c *fiber.Ctx, err error) error {
 	ae := writeError(c, s.log, err)
 	if c.Locals(observedKey) == nil {
-		s.metrics.ObserveHTTP(c.Method(), "unmatched", ae.Status, 0)
+		s.metrics.ObserveHTTP(strings.Clone(c.Method()), "unmatched", ae.Status, 0)
 		s.log.InfoContext(c.UserContext(), "request", "method", c.Method(), "route", "unmatched",
 			"status", ae.Status, "error_code", ae.Code)
 	}

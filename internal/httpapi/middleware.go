@@ -33,15 +33,20 @@ const (
 func (s *server) observe(c *fiber.Ctx) error {
 	start := time.Now()
 	c.Locals(observedKey, true)
+	self := c.Route()
 	err := c.Next()
 	var code string
 	if err != nil {
 		code = writeError(c, s.log, err).Code
 	}
 	status := c.Response().StatusCode()
-	route := routeLabel(c, status)
+	route := routeLabel(c, self, status)
 	d := time.Since(start)
-	s.metrics.ObserveHTTP(c.Method(), route, status, d)
+	// fiber's strings point into buffers reused by the next request: a
+	// label value must be a copy (the route template is not: it is the
+	// registered path).
+	method := strings.Clone(c.Method())
+	s.metrics.ObserveHTTP(method, route, status, d)
 
 	level := slog.LevelInfo
 	switch {
@@ -53,7 +58,7 @@ func (s *server) observe(c *fiber.Ctx) error {
 	if !s.log.Enabled(c.UserContext(), level) {
 		return nil
 	}
-	attrs := []any{"method", c.Method(), "route", route, "status", status,
+	attrs := []any{"method", method, "route", route, "status", status,
 		"duration_ms", float64(d.Microseconds()) / 1000}
 	if route == "unmatched" {
 		attrs = append(attrs, "path", c.Path())
@@ -72,17 +77,18 @@ func (s *server) observe(c *fiber.Ctx) error {
 }
 
 // routeLabel is the route template for metrics and logs: bounded, never
-// the raw path of an unmatched request.
-func routeLabel(c *fiber.Ctx, status int) string {
+// the raw path of an unmatched request. self is observe's own route: if
+// it is still the current one, no other route matched.
+func routeLabel(c *fiber.Ctx, self *fiber.Route, status int) string {
 	r := c.Route()
 	switch {
-	case len(r.Handlers) == 0:
+	case r == self || len(r.Handlers) == 0:
 		return "unmatched"
-	case r.Method == "USE" && r.Path == "/monitor":
+	case strings.HasPrefix(r.Path, "/monitor"):
 		return "/monitor/*"
-	case r.Method == "USE" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed):
-		return "unmatched"
-	case r.Method == "USE":
+	case r.Path == "/" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed):
+		return "unmatched" // the static files had nothing there
+	case r.Path == "/":
 		return "/*" // static files
 	}
 	return r.Path
