@@ -1,0 +1,266 @@
+// Command api serves the wasessions HTTP API (internal/httpapi): it reads
+// its configuration from the environment, brings the database schema up to
+// date, and serves until SIGINT or SIGTERM, then shuts down gracefully.
+//
+//	api                                      serve
+//	api token --user UUID [--admin] [--ttl 1h]  print a signed bearer token
+//
+// Exit codes: 0 on a clean stop, 2 on invalid configuration or usage, 1 on
+// any other failure (e.g. Postgres unreachable at start for longer than the
+// migration retry window).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"wasessions/internal/auth"
+	"wasessions/internal/config"
+	"wasessions/internal/events"
+	"wasessions/internal/httpapi"
+	"wasessions/internal/logging"
+	"wasessions/internal/migrate"
+	"wasessions/internal/queue"
+	"wasessions/internal/redisconn"
+	"wasessions/internal/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "api:", err)
+	}
+	os.Exit(exitCode(err))
+}
+
+// exitError carries the process exit code with the error that caused it.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError is an error the operator fixes in the environment or the
+// command line: exit code 2.
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+// Timings of start and stop; variables so tests can shorten them.
+var (
+	// migrateRetryWindow bounds how long start waits for Postgres.
+	migrateRetryWindow = 60 * time.Second
+	// shutdownTimeout bounds the graceful shutdown of open requests.
+	shutdownTimeout = 15 * time.Second
+)
+
+// run is the whole program, with its environment passed in.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 && args[1] == "token" {
+		return runToken(args[2:], getenv, stdout, stderr)
+	}
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: api                                        serve the HTTP API (configured by environment variables)")
+		fmt.Fprintln(stderr, "       api token --user UUID [--admin] [--ttl 1h]  print a signed bearer token")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError("%v", err)
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return usageError("unknown command %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := logging.New(stdout, cfg.LogLevel, "api")
+	return serve(ctx, cfg, log)
+}
+
+// loadConfig reads and validates the API's configuration; any problem is
+// a usage error naming the variable.
+func loadConfig(getenv func(string) string) (config.Config, error) {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return cfg, usageError("invalid configuration: %v", err)
+	}
+	if err := cfg.Validate(config.API); err != nil {
+		return cfg, usageError("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	return cfg, nil
+}
+
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	pool, err := store.Connect(ctx, cfg.PostgresURL(), cfg.DBMaxConns)
+	if err != nil {
+		return usageError("DATABASE_URL / DB_*: %v", err)
+	}
+	defer pool.Close()
+	if err := migrateWithRetry(ctx, pool, log, migrateRetryWindow); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for Postgres
+		}
+		return fmt.Errorf("database schema: %w", err)
+	}
+
+	rdb, err := redisconn.Open(cfg.RedisURL)
+	if err != nil {
+		return usageError("REDIS_URL: %v", err)
+	}
+	defer rdb.Close()
+
+	verifier, err := auth.NewVerifier(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: 30 * time.Second})
+	if err != nil {
+		return usageError("JWT_SECRET: %v", err)
+	}
+	deps := httpapi.Deps{
+		Store:    store.New(pool),
+		Enqueuer: queue.New(rdb),
+		Bus:      events.NewBus(rdb),
+		Redis:    rdb,
+		Verifier: verifier,
+		Log:      log,
+	}
+	if cfg.MonitorPassword != "" {
+		mon, err := httpapi.NewMonitor(cfg.RedisURL)
+		if err != nil {
+			return usageError("REDIS_URL: %v", err)
+		}
+		defer mon.Close()
+		deps.Monitor = mon
+	}
+	// Streams live until shutdown begins, not until ctx (a signal) ends:
+	// the order below is signal, end streams, drain requests.
+	streams, endStreams := context.WithCancel(context.Background())
+	defer endStreams()
+	app := httpapi.New(deps, httpapi.Options{
+		SessionTTL:      cfg.SessionTTL,
+		QRWait:          cfg.QRWait,
+		MonitorUser:     cfg.MonitorUser,
+		MonitorPassword: cfg.MonitorPassword,
+		BaseContext:     streams,
+	})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	log.Info("api listening", "addr", ln.Addr().String(), "monitor", deps.Monitor != nil,
+		"qr_wait", cfg.QRWait.String(), "session_ttl", cfg.SessionTTL.String(),
+		"jwt_issuer", cfg.JWTIssuer, "jwt_audience", cfg.JWTAudience)
+	served := make(chan error, 1)
+	go func() { served <- app.Listener(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("api shutting down")
+	endStreams()
+	if err := app.ShutdownWithTimeout(shutdownTimeout); err != nil {
+		log.Warn("api shutdown: requests still open at the deadline", "error", err)
+	}
+	<-served
+	log.Info("api stopped")
+	return nil
+}
+
+// migrateWithRetry applies the migrations, waiting with backoff while
+// Postgres does not answer (a deploy may start the API before the
+// database), for at most within. Other errors fail at once.
+func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, within time.Duration) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	deadline := time.Now().Add(within)
+	backoff := 250 * time.Millisecond
+	for {
+		err := migrate.Up(ctx, db, log)
+		if err == nil {
+			return nil
+		}
+		if !store.IsUnavailable(err) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		log.Warn("Postgres is not reachable yet; retrying the migrations", "error", err, "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// runToken is `api token`: it prints a token signed with JWT_SECRET (and
+// JWT_ISSUER, JWT_AUDIENCE when set) for an operator or a developer.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("api token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	user := fs.String("user", "", "the user's UUID (the token's sub); required")
+	admin := fs.Bool("admin", false, `add role "admin" (global stats, cleanup)`)
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError("token: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageError("token: unexpected argument %q", fs.Arg(0))
+	}
+	if *user == "" {
+		return usageError("token: --user UUID is required")
+	}
+	if *ttl <= 0 {
+		return usageError("token: --ttl must be positive, got %s", *ttl)
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	signer, err := auth.NewSigner(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
+	if err != nil {
+		return usageError("JWT_SECRET: %v", err)
+	}
+	tok, err := signer.Sign(*user, *admin, *ttl)
+	if err != nil {
+		return usageError("token: --user: %v", err)
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"wasessions/internal/auth"
+	"wasessions/internal/testenv"
+)
+
+const secret = "cmd-api-test-secret-0123456789abcdef"
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestBadConfigurationExits2(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no secret", map[string]string{}, nil, "JWT_SECRET"},
+		{"short secret", map[string]string{"JWT_SECRET": "short"}, nil, "JWT_SECRET"},
+		{"bad duration", map[string]string{"JWT_SECRET": secret, "QR_WAIT": "soon"}, nil, "QR_WAIT"},
+		{"bad addr", map[string]string{"JWT_SECRET": secret, "HTTP_ADDR": "nope"}, nil, "HTTP_ADDR"},
+		{"bad redis url", map[string]string{"JWT_SECRET": secret, "REDIS_URL": "http://x"}, nil, "REDIS_URL"},
+		{"unknown flag", map[string]string{"JWT_SECRET": secret}, []string{"--bogus"}, "bogus"},
+		{"unknown command", map[string]string{"JWT_SECRET": secret}, []string{"serve-please"}, "serve-please"},
+		{"token without user", map[string]string{"JWT_SECRET": secret}, []string{"token"}, "--user"},
+		{"token bad uuid", map[string]string{"JWT_SECRET": secret}, []string{"token", "--user", "alice"}, "UUID"},
+		{"token bad ttl", map[string]string{"JWT_SECRET": secret}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890", "--ttl", "-1h"}, "ttl"},
+		{"token no secret", map[string]string{}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890"}, "JWT_SECRET"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), append([]string{"api"}, tc.args...), envOf(tc.env), &out, &errOut)
+			if exitCode(err) != 2 {
+				t.Fatalf("exit code %d (%v), want 2", exitCode(err), err)
+			}
+			if !strings.Contains(err.Error()+errOut.String(), tc.want) {
+				t.Fatalf("message does not name %s: %v / %s", tc.want, err, errOut.String())
+			}
+			if out.Len() > 0 {
+				t.Fatalf("printed to stdout: %q", out.String())
+			}
+		})
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	t.Parallel()
+	user := "6F1C2D3E-4A5B-4C6D-8E7F-901234567890"
+	env := map[string]string{"JWT_SECRET": secret, "JWT_ISSUER": "iss-x", "JWT_AUDIENCE": "aud-y"}
+	for _, admin := range []bool{false, true} {
+		args := []string{"api", "token", "--user", user, "--ttl", "5m"}
+		if admin {
+			args = append(args, "--admin")
+		}
+		var out bytes.Buffer
+		if err := run(context.Background(), args, envOf(env), &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		v, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret), Issuer: "iss-x", Audience: "aud-y"})
+		id, err := v.Verify(strings.TrimSpace(out.String()))
+		if err != nil {
+			t.Fatalf("the printed token does not verify: %v", err)
+		}
+		if id.UserID != strings.ToLower(user) || id.Admin != admin {
+			t.Fatalf("identity %+v", id)
+		}
+		// Another issuer's verifier refuses it.
+		other, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret), Issuer: "someone-else"})
+		if _, err := other.Verify(strings.TrimSpace(out.String())); err == nil {
+			t.Fatal("token accepted by a verifier expecting another issuer")
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while run writes its logs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestServeMigratesServesAndStops(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.NewDatabase(t) // empty: run applies the migrations
+	rdb := testenv.NewRedisDB(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := map[string]string{
+		"JWT_SECRET": secret, "DATABASE_URL": dsn, "REDIS_URL": rdb.URL(), "HTTP_ADDR": addr,
+		"MONITOR_PASSWORD": "pw-for-monitor", "QR_WAIT": "0s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"api"}, envOf(env), logs, io.Discard) }()
+
+	base := "http://" + addr
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res, err := http.Get(base + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	var tok bytes.Buffer
+	if err := run(context.Background(), []string{"api", "token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890"}, envOf(env), &tok, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	hr, _ := http.NewRequest("POST", base+"/api/integrations/whatsapp/session", nil)
+	hr.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok.String()))
+	res, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("create through the served API: %d", res.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", base+"/monitor", nil)
+	req.SetBasicAuth("admin", "pw-for-monitor")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("monitor: %d", res.StatusCode)
+	}
+	// An open event stream must not hold up the shutdown.
+	sreq, _ := http.NewRequest("GET", base+"/api/integrations/whatsapp/events", nil)
+	sreq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok.String()))
+	sres, err := http.DefaultClient.Do(sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sres.Body.Close()
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(shutdownTimeout - time.Second):
+		t.Fatal("shutdown held up (by the open event stream?)")
+	}
+	l := logs.String()
+	if !strings.Contains(l, `"msg":"api listening"`) || !strings.Contains(l, addr) {
+		t.Fatalf("no start line with the address:\n%s", l)
+	}
+	if strings.Contains(l, secret) || strings.Contains(l, "pw-for-monitor") || strings.Contains(l, strings.TrimSpace(tok.String())) {
+		t.Fatal("a secret or token was logged")
+	}
+}
+
+// Not parallel: it shortens the package's retry window, and parallel tests
+// only resume once the sequential ones are done.
+func TestUnreachablePostgresExits1(t *testing.T) {
+	port := testenv.FreePort(t) // nothing listens there
+	env := map[string]string{
+		"JWT_SECRET": secret, "DATABASE_URL": fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", port),
+	}
+	old := migrateRetryWindow
+	migrateRetryWindow = 2 * time.Second
+	defer func() { migrateRetryWindow = old }()
+	logs := &syncBuffer{}
+	err := run(context.Background(), []string{"api"}, envOf(env), logs, io.Discard)
+	if exitCode(err) != 1 {
+		t.Fatalf("exit code %d (%v), want 1", exitCode(err), err)
+	}
+	if !strings.Contains(logs.String(), "retrying the migrations") {
+		t.Fatalf("no retry was logged:\n%s", logs.String())
+	}
+}
