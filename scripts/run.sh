@@ -52,8 +52,8 @@ fi
 
 # --- 3. build ---------------------------------------------------------------
 mkdir -p bin .run
-say "building bin/api bin/worker bin/scheduler bin/waemu"
-go build -o bin/ ./cmd/api ./cmd/worker ./cmd/scheduler ./cmd/waemu ||
+say "building bin/api bin/worker bin/scheduler"
+go build -o bin/ ./cmd/api ./cmd/worker ./cmd/scheduler ||
 	die "go build failed"
 
 # --- 4. secrets -------------------------------------------------------------
