@@ -28,6 +28,15 @@ func (s *Store) Unhosted(ctx context.Context, limit int) ([]Session, error) {
 	return collectAll(rows)
 }
 
+// expireSet ends an unhosted live session as expired: why (an unscanned QR
+// timed out, or a linked session went unused), no client, no QR, and no
+// lease. Clearing the lapsed lease fences its former holder off (see
+// ExpireUnhosted).
+const expireSet = `status = 'expired',
+	status_reason = CASE WHEN status IN ('pending','qr') THEN 'qr_timeout' ELSE 'session_expired' END,
+	is_connected = false, qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
+	worker_id = NULL, lease_until = NULL, updated_at = now()`
+
 // ExpireUnhosted ends, as expired, up to limit live sessions past their
 // expiry that no worker hosts (no client to stop), and returns them.
 // Claim refuses expired sessions, so no worker can race this. The lapsed
@@ -36,11 +45,7 @@ func (s *Store) Unhosted(ctx context.Context, limit int) ([]Session, error) {
 // reports the session lost and its writes fail instead of bringing an
 // expired session back to life.
 func (s *Store) ExpireUnhosted(ctx context.Context, limit int) ([]Session, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions SET
-			status = 'expired',
-			status_reason = CASE WHEN status IN ('pending','qr') THEN 'qr_timeout' ELSE 'session_expired' END,
-			is_connected = false, qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
-			worker_id = NULL, lease_until = NULL, updated_at = now()
+	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions SET `+expireSet+`
 		WHERE id IN (SELECT id FROM whatsapp_sessions
 			WHERE status IN `+liveStatuses+` AND `+leaseFree+` AND expires_at <= now()
 			ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)

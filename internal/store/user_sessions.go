@@ -23,9 +23,18 @@ type NewSession struct {
 // user's live session if there is one (created is then false). The partial
 // unique index uq_whatsapp_sessions_live_user makes this safe under any
 // number of concurrent calls: exactly one insert wins, the others see it.
+//
+// A live session past its expiry that no worker hosts is ended as expired
+// first, as the next sweep would: no worker can claim it any more, so
+// returning it would leave the user with a session that never shows a QR.
 func (s *Store) CreateSession(ctx context.Context, n NewSession) (sess Session, created bool, err error) {
 	if _, err := s.pool.Exec(ctx, `INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, n.UserID); err != nil {
 		return Session{}, false, fmt.Errorf("store: upsert user: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE whatsapp_sessions SET `+expireSet+`
+		WHERE user_id = $1 AND desired_state = 'linked' AND status IN `+liveStatuses+`
+		  AND expires_at <= now() AND `+leaseFree, n.UserID); err != nil {
+		return Session{}, false, fmt.Errorf("store: expire stale session: %w", err)
 	}
 	var pairPhone *string
 	if n.PairPhone != "" {
@@ -50,6 +59,7 @@ func (s *Store) CreateSession(ctx context.Context, n NewSession) (sess Session, 
 		// calls in the same millisecond carry the same session id, and the
 		// loser then violates the session_id key instead: the winner's
 		// insert has committed by then, so it is the live session read below.
+		insertErr := err
 		sameID := isUniqueViolation(err, "whatsapp_sessions_session_id_key")
 		if !errors.Is(err, ErrNotFound) && !sameID {
 			return Session{}, false, fmt.Errorf("store: insert session: %w", err)
@@ -63,7 +73,9 @@ func (s *Store) CreateSession(ctx context.Context, n NewSession) (sess Session, 
 		}
 		if sameID {
 			// Not a concurrent twin: the id belongs to an earlier session.
-			return Session{}, false, fmt.Errorf("store: insert session: session id %s is already taken", n.SessionID)
+			// The unique violation stays in the chain: the caller retries
+			// with a new id.
+			return Session{}, false, fmt.Errorf("store: insert session: session id %s is already taken: %w", n.SessionID, insertErr)
 		}
 	}
 	return Session{}, false, fmt.Errorf("store: create session for user: live session kept changing")

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"wasessions/internal/store"
 )
@@ -87,6 +88,24 @@ func TestCreateSessionAfterEnd(t *testing.T) {
 		{"qr is returned", func() store.Session { s, _ := f.hosted("w", store.StatusQR); return s }, false},
 		{"connected is returned", func() store.Session { s, _ := f.hosted("w", store.StatusConnected); return s }, false},
 		{"reconnecting unhosted is returned", func() store.Session { return f.unhosted(store.StatusReconnecting) }, false},
+		{"expired but hosted is returned (its worker ends it)", func() store.Session {
+			s, _ := f.hosted("w", store.StatusQR)
+			f.expire(s.SessionID)
+			return s
+		}, false},
+		// Past its expiry with no worker, a live session can never be
+		// hosted again (Claim refuses it): returning it would leave the
+		// user with a session that never shows a QR until the next sweep.
+		{"expired pending unhosted", func() store.Session {
+			s := f.create()
+			f.expire(s.SessionID)
+			return s
+		}, true},
+		{"expired connected unhosted", func() store.Session {
+			s := f.unhosted(store.StatusConnected)
+			f.expire(s.SessionID)
+			return s
+		}, true},
 		{"disconnected", func() store.Session { return f.ended(store.StatusDisconnected, true) }, true},
 		{"logged out", func() store.Session { return f.ended(store.StatusLoggedOut, true) }, true},
 		{"expired", func() store.Session { return f.ended(store.StatusExpired, false) }, true},
@@ -119,6 +138,9 @@ func TestCreateSessionAfterEnd(t *testing.T) {
 			cur, err := f.st.CurrentSession(f.ctx, old.UserID)
 			if err != nil || cur.SessionID != s.SessionID {
 				t.Fatalf("current session %s, %v; want %s", cur.SessionID, err, s.SessionID)
+			}
+			if prev := f.get(old.SessionID); tc.isNew && prev.Status.Live() && prev.DesiredState == store.DesiredLinked {
+				t.Fatalf("the replaced session is still live: %s", prev.Status)
 			}
 		})
 	}
@@ -223,7 +245,8 @@ func TestStats(t *testing.T) {
 }
 
 // A session id that an earlier session of the user already carries is an
-// error, not a silent return of some other session.
+// error (a unique violation, which the API retries with a new id), not a
+// silent return of some other session.
 func TestCreateSessionReusedID(t *testing.T) {
 	t.Parallel()
 	f := newFx(t)
@@ -231,6 +254,10 @@ func TestCreateSessionReusedID(t *testing.T) {
 	_, _, err := f.st.CreateSession(f.ctx, store.NewSession{UserID: old.UserID, SessionID: old.SessionID, TTL: sessionTTL})
 	if err == nil {
 		t.Fatal("a reused session id created a session")
+	}
+	// The API retries a unique violation with a fresh id: keep it visible.
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		t.Fatalf("reused id: %v, want a unique violation in the chain", err)
 	}
 	if _, err := f.st.LiveSession(f.ctx, old.UserID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("live session after a refused create: %v", err)
