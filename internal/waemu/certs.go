@@ -6,10 +6,18 @@ import (
 	"fmt"
 
 	"go.mau.fi/libsignal/ecc"
+	signallog "go.mau.fi/libsignal/logger"
 	"go.mau.fi/whatsmeow/proto/waCert"
 	"go.mau.fi/whatsmeow/util/keys"
 	"google.golang.org/protobuf/proto"
 )
+
+// libsignal creates its package logger lazily, unsynchronised, on the first
+// signature; two goroutines signing at once race on it. Creating it here, in
+// single-threaded package initialisation, makes concurrent signing safe for
+// the emulator and for the whatsmeow clients in the same process. The debug
+// line it "logs" is discarded by libsignal's default logger.
+func init() { signallog.Debug("waemu: libsignal logger initialised") }
 
 // intermediateSerial is the serial of the emulator's intermediate
 // certificate; the leaf names it as its issuer. whatsmeow requires the

@@ -3,6 +3,7 @@ package waemu_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -159,6 +160,20 @@ func (c *client) count(match func(any) bool) int {
 // waitN waits until n recorded events match and returns the n-th.
 func (c *client) waitN(what string, n int, match func(any) bool) any {
 	c.t.Helper()
+	e, err := c.waitNErr(what, n, match)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return e
+}
+
+func (c *client) wait(what string, match func(any) bool) any {
+	c.t.Helper()
+	return c.waitN(what, 1, match)
+}
+
+// waitNErr is waitN for goroutines other than the test's.
+func (c *client) waitNErr(what string, n int, match func(any) bool) (any, error) {
 	deadline := time.NewTimer(waitTimeout)
 	defer deadline.Stop()
 	for {
@@ -169,7 +184,7 @@ func (c *client) waitN(what string, n int, match func(any) bool) any {
 				seen++
 				if seen == n {
 					c.mu.Unlock()
-					return e
+					return e, nil
 				}
 			}
 		}
@@ -178,15 +193,9 @@ func (c *client) waitN(what string, n int, match func(any) bool) any {
 		case <-c.notify:
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline.C:
-			c.t.Fatalf("timed out waiting for %s (#%d); events: %s", what, n, c.describe())
-			return nil
+			return nil, fmt.Errorf("timed out waiting for %s (#%d); events: %s", what, n, c.describe())
 		}
 	}
-}
-
-func (c *client) wait(what string, match func(any) bool) any {
-	c.t.Helper()
-	return c.waitN(what, 1, match)
 }
 
 func (c *client) describe() string {
@@ -277,48 +286,93 @@ func (l *recLog) problems() []string {
 // first code.
 func firstQR(t testing.TB, c *client) (<-chan whatsmeow.QRChannelItem, string) {
 	t.Helper()
-	qr, err := c.GetQRChannel(context.Background())
+	qr, code, err := firstQRErr(c)
 	if err != nil {
-		t.Fatalf("GetQRChannel: %v", err)
+		t.Fatal(err)
 	}
-	if err := c.Connect(); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	item := nextQR(t, qr)
-	if item.Event != whatsmeow.QRChannelEventCode {
-		t.Fatalf("first QR channel item is %q, want a code", item.Event)
-	}
-	return qr, item.Code
+	return qr, code
 }
 
-func nextQR(t testing.TB, qr <-chan whatsmeow.QRChannelItem) whatsmeow.QRChannelItem {
+func firstQRErr(c *client) (<-chan whatsmeow.QRChannelItem, string, error) {
+	qr, err := c.GetQRChannel(context.Background())
+	if err != nil {
+		return nil, "", fmt.Errorf("GetQRChannel: %w", err)
+	}
+	if err := c.Connect(); err != nil {
+		return nil, "", fmt.Errorf("Connect: %w", err)
+	}
+	item, err := c.nextQRErr(qr)
+	if err != nil {
+		return nil, "", err
+	}
+	if item.Event != whatsmeow.QRChannelEventCode {
+		return nil, "", fmt.Errorf("first QR channel item is %q, want a code", item.Event)
+	}
+	return qr, item.Code, nil
+}
+
+func nextQR(t testing.TB, c *client, qr <-chan whatsmeow.QRChannelItem) whatsmeow.QRChannelItem {
 	t.Helper()
+	item, err := c.nextQRErr(qr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return item
+}
+
+// nextQRErr receives the next QR channel item.
+//
+// whatsmeow's QR channel (qrchan.go) sends codes from one goroutine and
+// closes the channel from the event dispatcher without synchronising the
+// two, which the race detector reports. After each receive this takes the
+// recorder's lock, which the dispatcher takes too (our handler runs before
+// the QR channel's), so the close is ordered after the send.
+func (c *client) nextQRErr(qr <-chan whatsmeow.QRChannelItem) (whatsmeow.QRChannelItem, error) {
 	select {
 	case item, ok := <-qr:
+		c.mu.Lock()
+		c.mu.Unlock()
 		if !ok {
-			t.Fatal("QR channel closed")
+			return item, errors.New("QR channel closed")
 		}
-		return item
+		return item, nil
 	case <-time.After(waitTimeout):
-		t.Fatal("timed out waiting for the QR channel")
+		return whatsmeow.QRChannelItem{}, errors.New("timed out waiting for the QR channel")
 	}
-	return whatsmeow.QRChannelItem{}
 }
 
 // pairQR links a new device by QR and waits until it is connected.
 func pairQR(t testing.TB, emu *waemu.Server, container *sqlstore.Container, phone, name string) (*client, string) {
 	t.Helper()
-	c := newClient(t, emu, container.NewDevice())
-	qr, code := firstQR(t, c)
+	c, jid, err := pairQRErr(t, emu, container.NewDevice(), phone, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, jid
+}
+
+// pairQRErr is pairQR for goroutines other than the test's.
+func pairQRErr(t testing.TB, emu *waemu.Server, dev *store.Device, phone, name string) (*client, string, error) {
+	c := newClient(t, emu, dev)
+	qr, code, err := firstQRErr(c)
+	if err != nil {
+		return nil, "", err
+	}
 	jid, err := emu.Scan(context.Background(), code, phone, name)
 	if err != nil {
-		t.Fatalf("Scan: %v", err)
+		return nil, "", fmt.Errorf("Scan: %w", err)
 	}
-	if item := nextQR(t, qr); item != whatsmeow.QRChannelSuccess {
-		t.Fatalf("QR channel after scan: %+v, want success", item)
+	item, err := c.nextQRErr(qr)
+	if err != nil {
+		return nil, "", err
 	}
-	c.wait("Connected after pairing", isConnected)
-	return c, jid
+	if item != whatsmeow.QRChannelSuccess {
+		return nil, "", fmt.Errorf("QR channel after scan: %+v, want success", item)
+	}
+	if _, err := c.waitNErr("Connected after pairing", 1, isConnected); err != nil {
+		return nil, "", err
+	}
+	return c, jid, nil
 }
 
 // eventually polls cond until it holds or the wait times out.
