@@ -47,6 +47,14 @@ type hosted struct {
 	stopped    bool
 
 	// Loop-goroutine state.
+	//
+	// deviceJID is the linked device, once there is one: from the row when
+	// hosting began from stored keys, from PairSuccess or the first
+	// Connected otherwise. The loop keeps its own copy instead of reading
+	// client.Store.ID, which whatsmeow writes from its own goroutines: on
+	// an unlink it clears it (Store.Delete) while the LoggedOut event is
+	// already on its way here.
+	deviceJID       string
 	connectedBefore bool
 	codeRequested   bool
 	loginTimer      *time.Timer
@@ -74,6 +82,7 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 		log:        w.log.With("session_id", sess.SessionID),
 		restored:   restored,
 		pairPhone:  store.Str(sess.PairPhone),
+		deviceJID:  store.Str(sess.DeviceJID),
 		inbox:      make(chan any, 64),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -244,6 +253,7 @@ func (h *hosted) handle(m any) {
 
 	case *waevents.PairSuccess:
 		h.log.Info("paired", "platform", e.Platform)
+		h.deviceJID = e.ID.String()
 		h.loginTimer = time.AfterFunc(h.w.cfg.ConnectTimeout, func() { h.send(loginTimeout{}) })
 		h.write("", func(ctx context.Context) (store.Session, error) {
 			return h.w.deps.Store.MarkDevice(ctx, h.fence, e.ID.String(), wa.PhoneOf(&e.ID), e.BusinessName)
@@ -253,7 +263,7 @@ func (h *hosted) handle(m any) {
 	case *waevents.Connected:
 		h.onConnected()
 	case *waevents.Disconnected:
-		if h.client.Store.ID == nil {
+		if h.deviceJID == "" {
 			return // still pairing: the QR channel reports this as a timeout
 		}
 		h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
@@ -366,13 +376,16 @@ func (h *hosted) onConnected() {
 	}
 	h.connectedBefore = true
 	dev := h.client.Store
-	if dev.ID == nil {
+	id := dev.ID // read once: whatsmeow's goroutines may clear it (see deviceJID)
+	if id == nil {
 		h.log.Error("connected without a device id")
 		return
 	}
+	jid := *id
+	h.deviceJID = jid.String()
 	if _, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
 		return h.w.deps.Store.MarkConnected(ctx, h.fence, store.Linked{
-			DeviceJID: dev.ID.String(), Phone: wa.PhoneOf(dev.ID), Name: wa.NameOf(dev), Reason: reason,
+			DeviceJID: jid.String(), Phone: wa.PhoneOf(&jid), Name: wa.NameOf(dev), Reason: reason,
 		}, h.w.cfg.SessionTTL)
 	}); ok {
 		h.log.Info("session connected", "reason", reason)
@@ -389,7 +402,7 @@ func (h *hosted) onEnd(reason string) {
 		status = store.StatusExpired
 	}
 	var lastErr string
-	if h.client.Store.ID != nil {
+	if h.deviceJID != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		err := h.client.Logout(ctx)
 		cancel()
@@ -405,10 +418,10 @@ func (h *hosted) onEnd(reason string) {
 // deleteKeys makes sure the device's keys are gone from Postgres, whether
 // or not whatsmeow already deleted them.
 func (h *hosted) deleteKeys() {
-	if h.client.Store.ID == nil {
+	if h.deviceJID == "" {
 		return
 	}
-	jid := h.client.Store.ID.String()
+	jid := h.deviceJID
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := h.w.deps.Store.DeleteDeviceKeys(ctx, jid); err != nil {
