@@ -36,6 +36,7 @@ import (
 	"wasessions/internal/queue"
 	"wasessions/internal/redisconn"
 	"wasessions/internal/store"
+	"wasessions/internal/web"
 )
 
 func main() {
@@ -173,6 +174,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MonitorUser:     cfg.MonitorUser,
 		MonitorPassword: cfg.MonitorPassword,
 		BaseContext:     streams,
+		Static:          web.FS(), // the session page at /
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -1,0 +1,301 @@
+// The session page: links the caller's WhatsApp account by QR code or by a
+// pairing code, and shows the session's state live from the event stream.
+//
+// The token comes from the URL fragment (#token=..., which `make run`
+// prints; the fragment never reaches a server) or is pasted; it is kept in
+// sessionStorage only and sent only in the Authorization header. That is
+// why the stream is read with fetch and not EventSource, which cannot send
+// headers. The server sends the current state first on every (re)connect,
+// so the page only ever renders what it was last told.
+'use strict';
+(() => {
+  const API = '/api/integrations/whatsapp';
+  const TOKEN_KEY = 'wasessions.token';
+  const LIVE = ['pending', 'qr', 'connected', 'reconnecting'];
+  const $ = (id) => document.getElementById(id);
+  const app = $('app');
+  const views = ['token-view', 'start-view', 'pending-view', 'qr-view', 'code-view', 'linked-view', 'ended-view'];
+
+  let token = null;
+  let stream = null; // AbortController of the running event stream
+  let cur = { status: 'loading' }; // the session as last known
+  let busy = false;
+
+  // --- rendering -------------------------------------------------------------
+
+  function show(state, text, view) {
+    app.dataset.state = state;
+    $('status').textContent = text;
+    for (const v of views) $(v).hidden = v !== view;
+    $('forget').hidden = !token;
+  }
+
+  function setError(msg) {
+    $('error').textContent = msg || '';
+    $('error').hidden = !msg;
+  }
+
+  function detail(s) {
+    const d = s.lastError || s.reason;
+    return d ? ` (${d}).` : '.';
+  }
+
+  const who = (s) => (s.phoneNumber || 'unknown number') + (s.userName ? ` (${s.userName})` : '');
+
+  // Messages for sessions that have ended, by status.
+  const ended = {
+    expired: (s) => s.reason === 'qr_timeout'
+      ? (s.byPhone ? 'The pairing code expired before it was entered.' : 'The QR code expired before it was scanned.')
+      : 'The session expired after being unused for too long.',
+    logged_out: (s) => s.reason === 'phone_unlinked'
+      ? 'WhatsApp was unlinked from your phone (Linked devices → Log out).'
+      : 'WhatsApp logged this device out' + detail(s),
+    failed: (s) => 'Linking WhatsApp failed' + detail(s),
+    disconnected: () => "WhatsApp is disconnected. This device was removed from your phone's linked devices.",
+  };
+
+  function render() {
+    const s = cur;
+    if (s.gone && LIVE.includes(s.status)) return show('disconnecting', 'Disconnecting…', 'pending-view');
+    switch (s.status) {
+      case 'loading': return show('loading', 'Loading…', 'pending-view');
+      case 'none': return show('none', 'Link your WhatsApp account to continue.', 'start-view');
+      case 'pending': return show('pending', 'Starting…', 'pending-view');
+      case 'qr':
+        if (s.pairingCode) {
+          $('pairing-code').textContent = s.pairingCode;
+          return show('code', `Enter this code on the phone with ${s.pairPhone || 'your number'}`, 'code-view');
+        }
+        if (s.qrCode) {
+          const img = $('qr');
+          if (img.getAttribute('src') !== s.qrCode) img.src = s.qrCode;
+          img.dataset.qr = s.qrRaw || '';
+          return show('qr', 'Scan this QR code with WhatsApp', 'qr-view');
+        }
+        return show('pending', 'Preparing the code…', 'pending-view');
+      case 'connected': return show('connected', 'Connected as ' + who(s), 'linked-view');
+      case 'reconnecting': return show('reconnecting', `Reconnecting… (still linked as ${who(s)})`, 'linked-view');
+      default: {
+        const msg = ended[s.status] ? ended[s.status](s) : `The session is ${s.status}` + detail(s);
+        return show(s.status, msg, 'ended-view');
+      }
+    }
+  }
+
+  // --- state -------------------------------------------------------------------
+
+  // fromSession maps an API session (a create or disconnect answer) to the
+  // shape of a stream event.
+  const fromSession = (d) => ({
+    sessionId: d.sessionId, status: d.status, reason: d.statusReason, lastError: d.lastError,
+    phoneNumber: d.phoneNumber, userName: d.userName, qrCode: d.qrCode, qrRaw: d.qrRaw,
+    pairingCode: d.pairingCode, at: d.updatedAt, gone: d.desiredState === 'gone',
+  });
+
+  // apply merges an update (a stream event or an API answer) into cur and
+  // renders. Updates older than what is shown are ignored, so a slow answer
+  // cannot undo a newer event.
+  function apply(u) {
+    if (u.sessionId !== cur.sessionId) cur = { sessionId: u.sessionId, pairPhone: cur.pairPhone };
+    const at = Date.parse(u.at);
+    if (at < cur.at) return;
+    if (at) cur.at = at;
+    const keep = cur.gone;
+    if (u.type === 'status' || !u.type) Object.assign(cur, { reason: u.reason, lastError: u.lastError });
+    for (const [k, v] of Object.entries(u)) if (v !== undefined && v !== null && k !== 'at') cur[k] = v;
+    cur.gone = keep || !!u.gone;
+    if (cur.pairingCode) cur.byPhone = true;
+    if (cur.status !== 'qr') for (const k of ['qrCode', 'qrRaw', 'pairingCode']) delete cur[k];
+    render();
+  }
+
+  // --- the API -------------------------------------------------------------------
+
+  async function apiError(res) {
+    let code = '', msg = '';
+    try {
+      const b = await res.json();
+      code = b.error.code;
+      msg = b.error.message;
+    } catch { /* not an envelope */ }
+    let text = msg || `The request failed (HTTP ${res.status}).`;
+    if (res.status === 401) text = 'Your token is invalid or expired. Paste a valid one.';
+    else if (res.status === 503) text = `The service is briefly unavailable (${msg || code}). Try again in a moment.`;
+    return Object.assign(new Error(text), { status: res.status, code });
+  }
+
+  async function call(method, path, body) {
+    const opt = { method, cache: 'no-store', headers: { Authorization: 'Bearer ' + token } };
+    if (body) {
+      opt.headers['Content-Type'] = 'application/json';
+      opt.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(API + path, opt);
+    } catch {
+      throw new Error('The server cannot be reached. Check the connection and try again.');
+    }
+    if (!res.ok) {
+      const err = await apiError(res);
+      if (res.status === 401) rejectToken(err.message);
+      throw err;
+    }
+    return (await res.json()).data;
+  }
+
+  async function act(pendingText, fn) {
+    if (busy) return;
+    busy = true;
+    setError('');
+    show('pending', pendingText, 'pending-view');
+    try {
+      await fn();
+    } catch (e) {
+      setError(e.message);
+      if (e.status !== 401) render();
+    } finally {
+      busy = false;
+    }
+  }
+
+  const connect = (phoneNumber) => act(phoneNumber ? 'Requesting a pairing code…' : 'Starting…', async () => {
+    cur.pairPhone = phoneNumber;
+    apply(fromSession(await call('POST', '/session', phoneNumber ? { phoneNumber } : undefined)));
+  });
+
+  const disconnect = () => act('Disconnecting…', async () => {
+    apply(fromSession(await call('POST', '/disconnect')));
+  });
+
+  // --- the event stream ----------------------------------------------------------
+
+  function parseFrame(frame, hint) {
+    let type = 'message';
+    const data = [];
+    for (const line of frame.split('\n')) {
+      if (!line || line[0] === ':') continue;
+      const c = line.indexOf(':');
+      const field = c < 0 ? line : line.slice(0, c);
+      let val = c < 0 ? '' : line.slice(c + 1);
+      if (val[0] === ' ') val = val.slice(1);
+      if (field === 'event') type = val;
+      else if (field === 'data') data.push(val);
+      else if (field === 'retry' && /^\d+$/.test(val)) hint.retry = Number(val);
+    }
+    if (!data.length) return null;
+    try {
+      return { ...JSON.parse(data.join('\n')), type };
+    } catch {
+      return null;
+    }
+  }
+
+  const sleep = (ms, signal) => new Promise((done) => {
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', () => { clearTimeout(t); done(); }, { once: true });
+  });
+
+  function note(text) {
+    $('note').textContent = text || '';
+    $('note').hidden = !text;
+  }
+
+  // listen reads the event stream until ctl is aborted, reconnecting with
+  // exponential backoff (from the server's retry hint up to 30 s).
+  async function listen(ctl) {
+    const hint = { retry: 1000 };
+    let delay = 0;
+    while (!ctl.signal.aborted) {
+      try {
+        const res = await fetch(API + '/events', {
+          cache: 'no-store', signal: ctl.signal,
+          headers: { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' },
+        });
+        if (!res.ok) {
+          const err = await apiError(res);
+          if (res.status === 401) return rejectToken(err.message);
+          throw err;
+        }
+        note('');
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value.replace(/\r\n?/g, '\n');
+          let i;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const ev = parseFrame(buf.slice(0, i), hint);
+            buf = buf.slice(i + 2);
+            if (ev) {
+              delay = 0;
+              apply(ev);
+            }
+          }
+        }
+        throw new Error('the stream ended');
+      } catch (e) {
+        if (ctl.signal.aborted) return;
+        delay = Math.min(delay ? delay * 2 : hint.retry, 30000);
+        note(`Live updates interrupted (${e.message}); reconnecting in ${Math.round(delay / 1000)} s…`);
+      }
+      await sleep(delay * (0.8 + Math.random() * 0.4), ctl.signal);
+    }
+  }
+
+  // --- the token -----------------------------------------------------------------
+
+  function useToken(t) {
+    if (stream) stream.abort();
+    stream = null;
+    token = t || null;
+    cur = { status: 'loading' };
+    note('');
+    if (!token) return show('token', 'Paste your access token to continue.', 'token-view');
+    render();
+    stream = new AbortController();
+    listen(stream);
+  }
+
+  function rejectToken(msg) {
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* storage off */ }
+    useToken(null);
+    setError(msg);
+  }
+
+  function tokenFromFragment() {
+    const t = new URLSearchParams(location.hash.slice(1)).get('token');
+    if (!t) return;
+    // Off the address bar (and history) at once; kept for this tab only.
+    history.replaceState(null, '', location.pathname + location.search);
+    try { sessionStorage.setItem(TOKEN_KEY, t); } catch { /* storage off */ }
+    return t;
+  }
+
+  function start() {
+    let t = tokenFromFragment();
+    if (!t) try { t = sessionStorage.getItem(TOKEN_KEY); } catch { /* storage off */ }
+    setError('');
+    useToken(t);
+  }
+
+  $('token-view').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const t = $('token-input').value.trim().replace(/^Bearer\s+/i, '');
+    $('token-input').value = '';
+    try { sessionStorage.setItem(TOKEN_KEY, t); } catch { /* storage off */ }
+    setError('');
+    useToken(t);
+  });
+  $('connect').addEventListener('click', () => connect());
+  $('again').addEventListener('click', () => connect());
+  $('phone-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    connect($('phone-input').value.trim());
+  });
+  $('disconnect').addEventListener('click', disconnect);
+  $('forget').addEventListener('click', () => rejectToken(''));
+  window.addEventListener('hashchange', start);
+  start();
+})();

@@ -1,0 +1,149 @@
+package web_test
+
+import (
+	"io"
+	"io/fs"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"wasessions/docs"
+	"wasessions/internal/httpapi"
+	"wasessions/internal/web"
+)
+
+func read(t *testing.T, name string) string {
+	t.Helper()
+	b, err := fs.ReadFile(web.FS(), name)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return string(b)
+}
+
+// The page is three files at the root of FS, and index.html loads the
+// other two by relative paths (so the page works under any prefix).
+func TestFSHoldsThePage(t *testing.T) {
+	index := read(t, "index.html")
+	for _, name := range []string{"app.js", "style.css"} {
+		if read(t, name) == "" {
+			t.Errorf("%s is empty", name)
+		}
+	}
+	for _, ref := range []string{`src="app.js"`, `href="style.css"`, `name="viewport"`} {
+		if !strings.Contains(index, ref) {
+			t.Errorf("index.html lacks %s", ref)
+		}
+	}
+}
+
+// Every element app.js looks up by id exists in index.html: a renamed id
+// would otherwise only show as a broken page.
+func TestScriptFindsEveryElement(t *testing.T) {
+	index, js := read(t, "index.html"), read(t, "app.js")
+	ids := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\bid="([^"]+)"`).FindAllStringSubmatch(index, -1) {
+		ids[m[1]] = true
+	}
+	var used []string
+	for _, m := range regexp.MustCompile(`\$\('([^']+)'\)`).FindAllStringSubmatch(js, -1) {
+		used = append(used, m[1])
+	}
+	views := regexp.MustCompile(`const views = \[([^\]]*)\]`).FindStringSubmatch(js)
+	if views == nil {
+		t.Fatal("app.js: no views list")
+	}
+	for _, m := range regexp.MustCompile(`'([^']+)'`).FindAllStringSubmatch(views[1], -1) {
+		used = append(used, m[1])
+	}
+	if len(used) < 10 {
+		t.Fatalf("found only %d id lookups in app.js: the pattern no longer matches", len(used))
+	}
+	for _, id := range used {
+		if !ids[id] {
+			t.Errorf("app.js uses #%s, which index.html does not have", id)
+		}
+	}
+}
+
+// The fields app.js reads from API answers (d.*) and from stream events
+// (u.*, s.*: merged events) are the ones docs/openapi.yaml defines.
+func TestScriptReadsDocumentedFields(t *testing.T) {
+	js := read(t, "app.js")
+	doc, err := openapi3.NewLoader().LoadFromData(docs.OpenAPI)
+	if err != nil {
+		t.Fatalf("docs/openapi.yaml: %v", err)
+	}
+	props := func(schema string) []string {
+		ref := doc.Components.Schemas[schema]
+		if ref == nil || ref.Value == nil {
+			t.Fatalf("docs/openapi.yaml has no schema %s", schema)
+		}
+		var names []string
+		for n := range ref.Value.Properties {
+			names = append(names, n)
+		}
+		return names
+	}
+	// Fields of the page's own making, kept beside the session's.
+	local := []string{"gone", "byPhone", "pairPhone", "type"}
+	tests := []struct {
+		name, variable, schema string
+	}{
+		{"API session (create, disconnect)", "d", "CreatedSession"},
+		{"stream event", "u", "SessionEvent"},
+		{"rendered state", "s", "SessionEvent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			known := props(tt.schema)
+			seen := 0
+			pattern := `\b` + tt.variable + `\.([a-zA-Z]+)`
+			for _, m := range regexp.MustCompile(pattern).FindAllStringSubmatch(js, -1) {
+				seen++
+				if !slices.Contains(known, m[1]) && !slices.Contains(local, m[1]) {
+					t.Errorf("app.js reads %s.%s, which schema %s does not define (it has %v)", tt.variable, m[1], tt.schema, known)
+				}
+			}
+			if seen == 0 {
+				t.Errorf("no field reads of %s. in app.js: the pattern no longer matches", tt.variable)
+			}
+		})
+	}
+}
+
+// Mounted as httpapi.Options.Static, the page is served at / without a
+// token, with content types a browser accepts.
+func TestServedByTheAPI(t *testing.T) {
+	app := httpapi.New(httpapi.Deps{}, httpapi.Options{Static: web.FS()})
+	tests := []struct {
+		path, contentType, contains string
+	}{
+		{"/", "text/html", `data-testid="connect"`},
+		{"/app.js", "javascript", "text/event-stream"},
+		{"/style.css", "text/css", ".qr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, err := app.Test(httptest.NewRequest("GET", tt.path, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET %s: %d %s", tt.path, resp.StatusCode, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.Contains(ct, tt.contentType) {
+				t.Errorf("GET %s: Content-Type %q, want %s", tt.path, ct, tt.contentType)
+			}
+			if !strings.Contains(string(body), tt.contains) {
+				t.Errorf("GET %s: body lacks %q", tt.path, tt.contains)
+			}
+		})
+	}
+}
