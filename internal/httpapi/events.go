@@ -96,7 +96,7 @@ func (s *server) events(c *fiber.Ctx) error {
 	c.Status(fiber.StatusOK)
 
 	heartbeat, retry := s.opts.Heartbeat, s.opts.RetryHint
-	log, m := s.log, s.metrics
+	log, m, rdb := s.log, s.metrics, s.deps.Redis
 	m.StreamOpened()
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		start := time.Now()
@@ -133,6 +133,17 @@ func (s *server) events(c *fiber.Ctx) error {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
+				// Pub/sub drops what is published while its connection is
+				// down. If Redis does not answer, end the stream: the client
+				// reconnects (503 until Redis is back) and then gets the
+				// current state first, so it misses nothing for good.
+				pingCtx, pingCancel := context.WithTimeout(ctx, 2*time.Second)
+				err := rdb.Ping(pingCtx).Err()
+				pingCancel()
+				if err != nil {
+					log.Warn("event stream: Redis is unavailable; ending the stream", "user_id", userID, "error", err)
+					return
+				}
 				w.WriteString(": ping\n\n")
 				if w.Flush() != nil {
 					return // the client is gone

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -416,4 +418,29 @@ func readAll(t testing.TB, res *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// oversized sends a POST announcing a body one byte over the limit and
+// reads the answer without sending the body: the server answers from the
+// header and closes the connection, so a client still writing the body
+// could see a reset instead of the answer.
+func (e *env) oversized(base, path, token string) response {
+	e.t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	head := "POST " + path + " HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + token +
+		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(httpapi.BodyLimit+1) + "\r\n\r\n"
+	if _, err := conn.Write([]byte(head)); err != nil {
+		e.t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := response{Status: res.StatusCode, Header: res.Header, Body: []byte(readAll(e.t, res))}
+	checkContract(e.t, "POST", path, out)
+	return out
 }

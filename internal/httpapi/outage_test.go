@@ -18,8 +18,21 @@ func TestRedisDownGives503AndRecovers(t *testing.T) {
 	e := newEnv(t, func(s *setup) { s.redisURL = rs.URL(); s.opts.QRWait = time.Second })
 	user := newUser()
 	tok := e.token(user, false)
+	base := e.serve()
+	stream := e.openStream(t, base, tok)
+	stream.next(10 * time.Second)
 
 	rs.Stop()
+	// An open event stream ends (at its next heartbeat) rather than stay
+	// silently deaf: pub/sub loses what is published meanwhile.
+	waitFor(t, "the event stream to end", 30*time.Second, func() bool {
+		select {
+		case _, open := <-stream.events:
+			return !open
+		default:
+			return false
+		}
+	})
 	// The row is committed before the enqueue: 503 names the session kept.
 	r := e.do(req{method: "POST", path: sessionPath, token: tok})
 	env := r.wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
