@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 
+	signallog "go.mau.fi/libsignal/logger"
 	"go.mau.fi/whatsmeow"
 	wastore "go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/store/sqlstore"
@@ -19,6 +20,13 @@ import (
 
 	"wasessions/internal/waendpoint"
 )
+
+// libsignal, under whatsmeow, creates its package logger lazily and
+// unsynchronised on the first signature: two devices created or restored at
+// once (a mass restore, parallel pairings) race on it. Creating it here, in
+// single-threaded package initialisation, makes that safe. The default
+// logger discards debug lines, so this one is never printed.
+func init() { signallog.Debug("wa: libsignal logger initialised") }
 
 // Host makes whatsmeow clients for the sessions a worker hosts.
 type Host struct {
