@@ -125,7 +125,10 @@ func New(deps Deps, opts Options) *fiber.App {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.metrics == nil {
-		src := metrics.Sources{Sessions: deps.Store}
+		var src metrics.Sources
+		if deps.Store != nil {
+			src.Sessions = deps.Store
+		}
 		if deps.Enqueuer != nil {
 			src.Inspector = deps.Enqueuer.Inspector()
 		}
@@ -153,11 +156,15 @@ func New(deps Deps, opts Options) *fiber.App {
 // the observe middleware (e.g. fasthttp's 413 for a body over the limit,
 // raised before routing).
 func (s *server) errorHandler(c *fiber.Ctx, err error) error {
-	ae := writeError(c, s.log, err)
+	ae := writeError(c, err)
 	if c.Locals(observedKey) == nil {
-		s.metrics.ObserveHTTP(strings.Clone(c.Method()), "unmatched", ae.Status, 0)
-		s.log.InfoContext(c.UserContext(), "request", "method", c.Method(), "route", "unmatched",
-			"status", ae.Status, "error_code", ae.Code)
+		method := strings.Clone(c.Method())
+		s.metrics.ObserveHTTP(method, "unmatched", ae.Status, 0)
+		attrs := []any{"method", method, "route", "unmatched", "path", c.Path(), "status", ae.Status, "error_code", ae.Code}
+		if ae.Status >= 500 && ae.Err != nil {
+			attrs = append(attrs, "error", ae.Err.Error())
+		}
+		s.log.Log(c.UserContext(), levelFor(ae.Status, "unmatched"), "request", attrs...)
 	}
 	return nil
 }

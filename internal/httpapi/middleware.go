@@ -35,9 +35,9 @@ func (s *server) observe(c *fiber.Ctx) error {
 	c.Locals(observedKey, true)
 	self := c.Route()
 	err := c.Next()
-	var code string
+	var failed *apiError
 	if err != nil {
-		code = writeError(c, s.log, err).Code
+		failed = writeError(c, err)
 	}
 	status := c.Response().StatusCode()
 	route := routeLabel(c, self, status)
@@ -48,13 +48,7 @@ func (s *server) observe(c *fiber.Ctx) error {
 	method := strings.Clone(c.Method())
 	s.metrics.ObserveHTTP(method, route, status, d)
 
-	level := slog.LevelInfo
-	switch {
-	case status >= 500:
-		level = slog.LevelError
-	case route == "/healthz" || route == "/readyz" || route == "/metrics" || route == "/monitor/*":
-		level = slog.LevelDebug
-	}
+	level := levelFor(status, route)
 	if !s.log.Enabled(c.UserContext(), level) {
 		return nil
 	}
@@ -69,11 +63,29 @@ func (s *server) observe(c *fiber.Ctx) error {
 	if sid, ok := c.Locals(sessionIDKey).(string); ok {
 		attrs = append(attrs, "session_id", sid)
 	}
-	if code != "" {
-		attrs = append(attrs, "error_code", code)
+	if failed != nil {
+		attrs = append(attrs, "error_code", failed.Code)
+		if failed.Status >= 500 && failed.Err != nil {
+			attrs = append(attrs, "error", failed.Err.Error())
+		}
 	}
 	s.log.Log(c.UserContext(), level, "request", attrs...)
 	return nil
+}
+
+// levelFor is a request line's log level: errors for 500s, warnings for
+// 503s (a store is down: the API is fine, the cause is logged), debug for
+// probes, scrapes and the monitor's polling, info for the rest.
+func levelFor(status int, route string) slog.Level {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		return slog.LevelWarn
+	case status >= 500:
+		return slog.LevelError
+	case route == "/healthz" || route == "/readyz" || route == "/metrics" || route == "/monitor/*":
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 // routeLabel is the route template for metrics and logs: bounded, never

@@ -46,6 +46,9 @@ func TestRedisDownGives503AndRecovers(t *testing.T) {
 	if _, err := e.store.Get(context.Background(), sid); err != nil {
 		t.Fatalf("the session was not kept: %v", err)
 	}
+	if l := e.logs.String(); !strings.Contains(l, `"level":"WARN","msg":"request"`) || !strings.Contains(l, `"error_code":"redis_unavailable","error":"`) {
+		t.Fatalf("the 503 was not logged with its cause:\n%s", l)
+	}
 	e.do(req{method: "GET", path: "/readyz"}).wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
 	e.do(req{method: "GET", path: eventsPath, token: tok}).wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
 	// Postgres-only reads still work.

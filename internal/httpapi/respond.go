@@ -3,7 +3,6 @@ package httpapi
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 
@@ -146,13 +145,10 @@ func classify(err error) *apiError {
 		Message: "internal server error", Err: err}
 }
 
-// writeError answers err and returns what was sent, for the log line.
-func writeError(c *fiber.Ctx, log *slog.Logger, err error) *apiError {
+// writeError answers err and returns what was sent; the caller logs it
+// (with the cause, for a 5xx) in the request's one log line.
+func writeError(c *fiber.Ctx, err error) *apiError {
 	ae := classify(err)
-	if ae.Status >= 500 && ae.Status != http.StatusServiceUnavailable {
-		log.ErrorContext(c.UserContext(), "request failed", "method", c.Method(), "path", c.Path(),
-			"status", ae.Status, "error", ae.Err)
-	}
 	for k, v := range ae.Header {
 		c.Set(k, v)
 	}

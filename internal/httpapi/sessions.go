@@ -214,7 +214,10 @@ func (s *server) createSession(c *fiber.Ctx) error {
 		return queueUnavailable(err, "the session was recorded but could not be queued (Redis is unavailable); retry to get it",
 			fiber.Map{"sessionId": sess.SessionID})
 	}
-	if sub != nil && s.waitFirst(ctx, sub, sess.SessionID) {
+	if sub != nil {
+		s.waitFirst(ctx, sub, sess.SessionID)
+		// Read the row whatever the wait ended with: it holds the QR even
+		// if its event was missed.
 		if fresh, err := s.deps.Store.GetForUser(ctx, id.UserID, sess.SessionID); err == nil {
 			sess = fresh
 		} else {
@@ -260,29 +263,28 @@ func (s *server) enqueue(ctx context.Context, j tasks.Job) error {
 }
 
 // waitFirst waits up to QRWait for the event that makes a new session
-// worth showing: its first QR or pairing code, or its end. It reports
-// whether such an event came.
-func (s *server) waitFirst(ctx context.Context, sub *events.Subscription, sessionID string) bool {
+// worth showing: its first QR or pairing code, its link, or its end.
+func (s *server) waitFirst(ctx context.Context, sub *events.Subscription, sessionID string) {
 	t := time.NewTimer(s.opts.QRWait)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			return false
+			return
 		case <-ctx.Done():
-			return false
+			return
 		case ev, open := <-sub.C:
 			if !open {
-				return false
+				return
 			}
 			if ev.SessionID != sessionID {
 				continue
 			}
 			switch {
 			case ev.Type == events.TypeQR, ev.Type == events.TypePairingCode:
-				return true
+				return
 			case ev.Type == events.TypeStatus && (ev.Status == string(store.StatusConnected) || !store.Status(ev.Status).Live()):
-				return true
+				return
 			}
 		}
 	}
