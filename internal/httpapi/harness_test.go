@@ -405,11 +405,6 @@ func (e *env) doHTTP(base string, r req) response {
 	return out
 }
 
-func mustRequest(t testing.TB, method, path string) *http.Request {
-	t.Helper()
-	return httptest.NewRequest(method, "http://localhost"+path, nil)
-}
-
 func readAll(t testing.TB, res *http.Response) string {
 	t.Helper()
 	defer res.Body.Close()

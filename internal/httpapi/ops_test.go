@@ -86,18 +86,13 @@ func TestStaticFilesMountAtRoot(t *testing.T) {
 	e := newEnv(t, func(s *setup) {
 		s.opts.Static = fstest.MapFS{"index.html": {Data: []byte(page)}, "app.js": {Data: []byte("console.log(1)")}}
 	})
-	// The hook is outside the contract (the page is not written yet), so
-	// these go straight to the app.
 	for path, want := range map[string]string{"/": page, "/app.js": "console.log(1)"} {
-		res, err := e.app.Test(mustRequest(t, "GET", path), 10_000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := readAll(t, res)
-		if res.StatusCode != 200 || b != want {
-			t.Fatalf("%s: %d %q", path, res.StatusCode, b)
+		r := e.do(req{method: "GET", path: path})
+		if r.Status != 200 || string(r.Body) != want {
+			t.Fatalf("%s: %d %q", path, r.Status, r.Body)
 		}
 	}
+	e.do(req{method: "GET", path: "/missing.css"}).wantError(t, http.StatusNotFound, "not_found")
 	// API routes still need their token; unknown API paths are still 404.
 	e.do(req{method: "GET", path: statusPath}).wantError(t, http.StatusUnauthorized, "token_missing")
 	e.do(req{method: "GET", path: "/api/nothing"}).wantError(t, http.StatusNotFound, "not_found")
