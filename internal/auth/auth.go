@@ -53,6 +53,7 @@ type Error struct {
 	Err  error
 }
 
+// Error reads "code: message"; like Msg, it never contains the token.
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Msg }
 
 // Unwrap exposes the jwt library's error for errors.Is.
