@@ -238,7 +238,8 @@
       } catch (e) {
         if (ctl.signal.aborted) return;
         delay = Math.min(delay ? delay * 2 : hint.retry, 30000);
-        note(`Live updates interrupted (${e.message}); reconnecting in ${Math.round(delay / 1000)} s…`);
+        const why = e.status ? e.message : 'The connection to the server was lost.';
+        note(`${why} Reconnecting in ${Math.round(delay / 1000)} s…`);
       }
       await sleep(delay * (0.8 + Math.random() * 0.4), ctl.signal);
     }

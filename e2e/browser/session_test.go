@@ -1,0 +1,397 @@
+package browser
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
+
+	"wasessions/internal/events"
+)
+
+// qrRefs is the emulator's number of QR codes per pairing. With fewer than
+// six, whatsmeow shows each for 20 s: two give a refresh 20 s in and an
+// expiry 40 s in, short enough for a test.
+const qrRefs = "2"
+
+// figures collects the measured latencies of all subtests.
+type figures struct {
+	mu            sync.Mutex
+	qrShown       []time.Duration // qr event received → image shown
+	scanConnected []time.Duration // scan answered → page shows connected
+	codeConnected []time.Duration // code entered (answered) → page shows connected
+}
+
+func (f *figures) add(dst *[]time.Duration, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	*dst = append(*dst, d)
+}
+
+// received is one event as the test's own subscription got it.
+type received struct {
+	ev events.Event
+	at time.Time
+}
+
+// recorder keeps a user's events as they are published, with the time the
+// test received each: the same Redis pub/sub the API's stream listens to.
+type recorder struct {
+	mu  sync.Mutex
+	got []received
+}
+
+func record(t *testing.T, bus *events.Bus, userID string) *recorder {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	sub, err := bus.Subscribe(ctx, userID)
+	if err != nil {
+		t.Fatalf("subscribe to %s's events: %v", userID, err)
+	}
+	r := &recorder{}
+	go func() {
+		for ev := range sub.C {
+			at := time.Now()
+			r.mu.Lock()
+			r.got = append(r.got, received{ev, at})
+			r.mu.Unlock()
+		}
+	}()
+	return r
+}
+
+func (r *recorder) qrEvents() []received {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []received
+	for _, g := range r.got {
+		if g.ev.Type == events.TypeQR {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// TestSessionPage drives the session page in Chromium through every state
+// a user meets: linking by QR code (with a refresh) and by pairing code,
+// an expired QR code, a rejected token, and a disconnect. The subtests
+// share one stack and one browser and run in parallel, each as its own
+// user in its own browser context.
+func TestSessionPage(t *testing.T) {
+	start := time.Now()
+	shots := artifactsDir(t)
+	s := newStack(t, "-qr-refs", qrRefs)
+	rdb := redis.NewClient(s.redis.Options())
+	t.Cleanup(func() { rdb.Close() })
+	bus := events.NewBus(rdb)
+	browser := newBrowser(t, s)
+	t.Logf("stack and browser ready in %s", time.Since(start).Round(time.Millisecond))
+
+	var f figures
+	t.Run("flows", func(t *testing.T) {
+		t.Run("qr", func(t *testing.T) {
+			t.Parallel()
+			qrFlow(t, s, bus, browser, shots, &f)
+		})
+		t.Run("phone_code", func(t *testing.T) {
+			t.Parallel()
+			codeFlow(t, s, browser, shots, &f)
+		})
+		t.Run("expired", func(t *testing.T) {
+			t.Parallel()
+			expiredFlow(t, s, browser, shots)
+		})
+		t.Run("bad_token", func(t *testing.T) {
+			t.Parallel()
+			badTokenFlow(t, s, browser, shots)
+		})
+	})
+
+	// Sequential: it restarts the api, which every page listens to.
+	t.Run("stream_reconnect", func(t *testing.T) {
+		reconnectFlow(t, s, browser, shots)
+	})
+
+	for _, l := range []struct {
+		name string
+		ds   []time.Duration
+	}{
+		{"qr_event_to_image_shown", f.qrShown},
+		{"scan_to_connected_shown", f.scanConnected},
+		{"pairing_code_to_connected_shown", f.codeConnected},
+	} {
+		t.Logf("FIGURE %s: %s", l.name, summary(l.ds))
+	}
+	t.Logf("screenshots in %s; whole test %s", shots, time.Since(start).Round(time.Millisecond))
+}
+
+// summary lists the durations and their median.
+func summary(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "no samples"
+	}
+	sorted := slices.Clone(ds)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = ms(d)
+	}
+	return "samples [" + strings.Join(parts, ", ") + "], median " + ms(sorted[len(sorted)/2])
+}
+
+func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+
+// qrFlow: open with a token → Connect WhatsApp → QR → refreshed QR → scan
+// it → connected → disconnect → disconnected, and the phone no longer
+// lists the device.
+func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, shots string, f *figures) {
+	user := newUserID()
+	rec := record(t, bus, user)
+	p := newPage(t, browser, s, "qr", shots)
+	token := s.token(t, user)
+	p.open(token)
+
+	v := p.waitState("none", 20*time.Second)
+	if v.Hash != "" || strings.Contains(v.URL, token) {
+		t.Errorf("the token is still in the address bar: %s", v.URL)
+	}
+	if got := eval[string](p, `sessionStorage.getItem('wasessions.token') || ''`); got != token {
+		t.Errorf("sessionStorage holds %.20q…, want the token", got)
+	}
+	if got := p.visibleText("connect"); got != "Connect WhatsApp" {
+		t.Errorf("the connect button says %q", got)
+	}
+	p.shot("1-start")
+
+	p.click("connect")
+	p.waitState("qr", 20*time.Second)
+	first := p.imgSrc()
+	if !strings.HasPrefix(first, "data:image/png;base64,") {
+		t.Fatalf("the QR image's src is %.40q, want a PNG data URL", first)
+	}
+	if alt := eval[string](p, `document.getElementById('qr').alt`); alt == "" {
+		t.Error("the QR image has no alt text")
+	}
+	if how := p.visibleText("status"); how != "Scan this QR code with WhatsApp" {
+		t.Errorf("status %q", how)
+	}
+	p.shot("2-qr")
+
+	// The next QR code replaces the image by itself (20 s on).
+	deadline := time.Now().Add(35 * time.Second)
+	for p.imgSrc() == first {
+		if time.Now().After(deadline) {
+			t.Fatalf("the QR image was not replaced within 35s; the page shows %s", p.viewNow())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.waitState("qr", time.Second)
+	p.shot("3-qr-refreshed")
+
+	raw, err := p.scanQR()
+	if err != nil {
+		t.Fatalf("read the QR code off the page: %v", err)
+	}
+	qrs := rec.qrEvents()
+	if n := len(qrs); n < 2 || qrs[n-1].ev.QRRaw != raw {
+		t.Fatalf("the page shows QR %.30q…, want the latest of %d published", raw, n)
+	}
+	// Each published QR was shown, in order, once its event arrived.
+	shown := p.shownQRs()
+	for i, q := range qrs {
+		j := slices.IndexFunc(shown, func(s shownQR) bool { return s.Src == q.ev.QRCode })
+		if j < 0 {
+			t.Errorf("published QR #%d was never shown", i+1)
+			continue
+		}
+		d := millis(shown[j].Shown - unixMilli(q.at))
+		f.add(&f.qrShown, d)
+		t.Logf("QR #%d: published → shown %s (src set after %s)", i+1, ms(d), ms(millis(shown[j].Set-unixMilli(q.at))))
+	}
+
+	const phone, name = "15550001111", "Ann"
+	scanStart := time.Now()
+	var linked struct {
+		JID string `json:"jid"`
+	}
+	if err := s.emuCall("POST", "/phone/scan", map[string]string{"qr": raw, "phone": phone, "name": name}, &linked); err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+	scanned := time.Now()
+	v = p.waitState("connected", 30*time.Second)
+	if want := "Connected as +" + phone + " (" + name + ")"; v.Status != want {
+		t.Errorf("the page says %q, want %q", v.Status, want)
+	}
+	if c, ok := firstState(p.states(), "connected", unixMilli(scanStart)); ok {
+		d := millis(c.T - unixMilli(scanned))
+		f.add(&f.scanConnected, d)
+		t.Logf("scan answered after %s; page connected %s after that", ms(scanned.Sub(scanStart)), ms(d))
+	} else {
+		t.Error("the observer recorded no connected state")
+	}
+	p.visibleText("disconnect")
+	p.shot("4-connected")
+
+	p.click("disconnect")
+	v = p.waitState("disconnected", 30*time.Second)
+	if !strings.Contains(v.Status, "disconnected") {
+		t.Errorf("after disconnect the page says %q", v.Status)
+	}
+	if got := p.visibleText("connect-again"); got != "Connect again" {
+		t.Errorf("the button after disconnect says %q", got)
+	}
+	p.shot("5-disconnected")
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		jids, err := s.devices()
+		if err == nil && !slices.Contains(jids, linked.JID) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the emulator still lists device %s 15s after the page showed disconnected (err %v)", linked.JID, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var pairingCode = regexp.MustCompile(`^[A-Z0-9]{4}-[A-Z0-9]{4}$`)
+
+// codeFlow: link with a phone number instead → the pairing code shown →
+// entered on the phone → connected → disconnect.
+func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *figures) {
+	p := newPage(t, browser, s, "code", shots)
+	p.open(s.token(t, newUserID()))
+	p.waitState("none", 20*time.Second)
+
+	// A malformed number is refused with the API's message.
+	p.click("phone-toggle")
+	p.typeInto("phone-input", "+1555")
+	p.do("submit the form", chromedp.Evaluate[chromedp.Void](`document.getElementById('phone-form').requestSubmit()`))
+	// The browser's own validation (pattern) stops it before the API.
+	if got := eval[bool](p, `document.getElementById('phone-input').validity.valid`); got {
+		t.Error("the phone input accepts +1555")
+	}
+	p.waitState("none", time.Second)
+
+	const phone, name = "+15550002222", "Bea"
+	p.do("clear the phone input", chromedp.Evaluate[chromedp.Void](`document.getElementById('phone-input').value = ''`))
+	p.typeInto("phone-input", phone)
+	p.shot("1-phone-number")
+	p.click("phone-submit")
+	v := p.waitState("code", 20*time.Second)
+	code := p.visibleText("pairing-code")
+	if !pairingCode.MatchString(code) {
+		t.Fatalf("the page shows pairing code %q", code)
+	}
+	if !containsAll(v.Status, phone) {
+		t.Errorf("the status %q does not name %s", v.Status, phone)
+	}
+	p.shot("2-pairing-code")
+
+	entered := time.Now()
+	if err := s.emuCall("POST", "/phone/code", map[string]string{"code": code, "phone": phone, "name": name}, nil); err != nil {
+		t.Fatalf("enter the code: %v", err)
+	}
+	answered := time.Now()
+	v = p.waitState("connected", 30*time.Second)
+	if want := "Connected as " + phone + " (" + name + ")"; v.Status != want {
+		t.Errorf("the page says %q, want %q", v.Status, want)
+	}
+	if c, ok := firstState(p.states(), "connected", unixMilli(entered)); ok {
+		f.add(&f.codeConnected, millis(c.T-unixMilli(answered)))
+	}
+	p.shot("3-connected")
+	p.click("disconnect")
+	p.waitState("disconnected", 30*time.Second)
+}
+
+// expiredFlow: nobody scans; the page says the QR code expired and offers
+// to connect again.
+func expiredFlow(t *testing.T, s *stack, browser context.Context, shots string) {
+	p := newPage(t, browser, s, "expired", shots)
+	p.open(s.token(t, newUserID()))
+	p.waitState("none", 20*time.Second)
+	p.click("connect")
+	p.waitState("qr", 20*time.Second)
+	v := p.waitState("expired", 60*time.Second) // two codes of 20 s
+	if want := "The QR code expired before it was scanned."; v.Status != want {
+		t.Errorf("the page says %q, want %q", v.Status, want)
+	}
+	p.visibleText("connect-again")
+	p.shot("1-qr-expired")
+}
+
+// badTokenFlow: a token the API refuses is reported as such, and a pasted
+// valid token then works.
+func badTokenFlow(t *testing.T, s *stack, browser context.Context, shots string) {
+	p := newPage(t, browser, s, "token", shots)
+	p.open("not-a-token")
+	v := p.waitState("token", 20*time.Second)
+	if want := "Your token is invalid or expired. Paste a valid one."; v.Error != want {
+		t.Errorf("the page's error is %q, want %q", v.Error, want)
+	}
+	if got := eval[string](p, `sessionStorage.getItem('wasessions.token') || ''`); got != "" {
+		t.Errorf("a refused token stays in sessionStorage: %q", got)
+	}
+	p.shot("1-invalid")
+
+	p.typeInto("token-input", s.token(t, newUserID()))
+	p.click("token-submit")
+	v = p.waitState("none", 20*time.Second)
+	if v.Error != "" {
+		t.Errorf("the error %q stays after a valid token", v.Error)
+	}
+	p.visibleText("connect")
+	p.shot("2-pasted")
+}
+
+// reconnectFlow: the api restarts (a deploy); the page says live updates
+// were interrupted, reconnects by itself, and shows what happened
+// meanwhile (a session created elsewhere) from the state sent first.
+func reconnectFlow(t *testing.T, s *stack, browser context.Context, shots string) {
+	user := newUserID()
+	token := s.token(t, user)
+	p := newPage(t, browser, s, "reconnect", shots)
+	p.open(token)
+	p.waitState("none", 20*time.Second)
+
+	s.stopAPI(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.viewNow().Note == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no note about the lost stream 10s after the api stopped; the page shows %s", p.viewNow())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.shot("1-interrupted")
+	s.startAPI(t)
+
+	// Created by another tab, say: only the resumed stream tells the page.
+	req, err := http.NewRequest("POST", s.base+"/api/integrations/whatsapp/session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := s.http.Do(req)
+	if err != nil {
+		t.Fatalf("create a session: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create a session: %d", resp.StatusCode)
+	}
+	v := p.waitState("qr", 40*time.Second) // retries back off from 3 s
+	if v.Note != "" {
+		t.Errorf("the note %q stays after the stream resumed", v.Note)
+	}
+	p.shot("2-resumed")
+}
