@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh
+# Debian's chromium for the browser test (e2e/browser); installed if absent.
+scripts/chromium.sh
 
 # Where the tests find their servers (internal/testenv); the defaults are
 # what services.sh provides.
