@@ -3,6 +3,7 @@ package browser
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -24,10 +25,12 @@ const qrRefs = "2"
 
 // figures collects the measured latencies of all subtests.
 type figures struct {
-	mu            sync.Mutex
-	qrShown       []time.Duration // qr event received → image shown
-	scanConnected []time.Duration // scan answered → page shows connected
-	codeConnected []time.Duration // code entered (answered) → page shows connected
+	mu                  sync.Mutex
+	qrShown             []time.Duration // qr event received → image shown
+	qrShownFromRow      []time.Duration // the event's at (the row's write) → image shown
+	scanConnected       []time.Duration // scan answered → page shows connected
+	connectedEventShown []time.Duration // connected event received → page shows connected
+	codeConnected       []time.Duration // code entered (answered) → page shows connected
 }
 
 func (f *figures) add(dst *[]time.Duration, d time.Duration) {
@@ -67,6 +70,18 @@ func record(t *testing.T, bus *events.Bus, userID string) *recorder {
 		}
 	}()
 	return r
+}
+
+// first is the first event that matches.
+func (r *recorder) first(match func(events.Event) bool) (received, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range r.got {
+		if match(g.ev) {
+			return g, true
+		}
+	}
+	return received{}, false
 }
 
 func (r *recorder) qrEvents() []received {
@@ -126,7 +141,9 @@ func TestSessionPage(t *testing.T) {
 		ds   []time.Duration
 	}{
 		{"qr_event_to_image_shown", f.qrShown},
+		{"qr_row_written_to_image_shown", f.qrShownFromRow},
 		{"scan_to_connected_shown", f.scanConnected},
+		{"connected_event_to_connected_shown", f.connectedEventShown},
 		{"pairing_code_to_connected_shown", f.codeConnected},
 	} {
 		t.Logf("FIGURE %s: %s", l.name, summary(l.ds))
@@ -134,7 +151,8 @@ func TestSessionPage(t *testing.T) {
 	t.Logf("screenshots in %s; whole test %s", shots, time.Since(start).Round(time.Millisecond))
 }
 
-// summary lists the durations and their median.
+// summary lists the durations and their median (of the middle two for an
+// even count).
 func summary(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "no samples"
@@ -145,14 +163,16 @@ func summary(ds []time.Duration) string {
 	for i, d := range ds {
 		parts[i] = ms(d)
 	}
-	return "samples [" + strings.Join(parts, ", ") + "], median " + ms(sorted[len(sorted)/2])
+	n := len(sorted)
+	median := (sorted[(n-1)/2] + sorted[n/2]) / 2
+	return "samples [" + strings.Join(parts, ", ") + "], median " + ms(median)
 }
 
 func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
 
 // qrFlow: open with a token → Connect WhatsApp → QR → refreshed QR → scan
-// it → connected → disconnect → disconnected, and the phone no longer
-// lists the device.
+// it → connected → socket dropped: reconnecting → connected → disconnect →
+// disconnected, and the phone no longer lists the device.
 func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, shots string, f *figures) {
 	user := newUserID()
 	rec := record(t, bus, user)
@@ -201,6 +221,9 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	if err != nil {
 		t.Fatalf("read the QR code off the page: %v", err)
 	}
+	if known := eval[string](p, `document.getElementById('qr').dataset.qr`); known != raw {
+		t.Errorf("the image reads %.30q…, but the page's data-qr is %.30q…", raw, known)
+	}
 	qrs := rec.qrEvents()
 	if n := len(qrs); n < 2 || qrs[n-1].ev.QRRaw != raw {
 		t.Fatalf("the page shows QR %.30q…, want the latest of %d published", raw, n)
@@ -214,8 +237,11 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 			continue
 		}
 		d := millis(shown[j].Shown - unixMilli(q.at))
+		fromRow := millis(shown[j].Shown - unixMilli(q.ev.At))
 		f.add(&f.qrShown, d)
-		t.Logf("QR #%d: published → shown %s (src set after %s)", i+1, ms(d), ms(millis(shown[j].Set-unixMilli(q.at))))
+		f.add(&f.qrShownFromRow, fromRow)
+		t.Logf("QR #%d: published → shown %s (src set after %s); row written → shown %s",
+			i+1, ms(d), ms(millis(shown[j].Set-unixMilli(q.at))), ms(fromRow))
 	}
 
 	const phone, name = "15550001111", "Ann"
@@ -235,11 +261,49 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 		d := millis(c.T - unixMilli(scanned))
 		f.add(&f.scanConnected, d)
 		t.Logf("scan answered after %s; page connected %s after that", ms(scanned.Sub(scanStart)), ms(d))
+		// Where that time goes: the worker's login, or the way to the page.
+		if ev, ok := rec.first(func(e events.Event) bool {
+			return e.Type == events.TypeStatus && e.Status == "connected"
+		}); ok {
+			toPage := millis(c.T - unixMilli(ev.at))
+			f.add(&f.connectedEventShown, toPage)
+			t.Logf("connected event published %s after the scan answered; shown %s after that",
+				ms(ev.at.Sub(scanned)), ms(toPage))
+		} else {
+			t.Error("no connected event was published")
+		}
 	} else {
 		t.Error("the observer recorded no connected state")
 	}
 	p.visibleText("disconnect")
 	p.shot("4-connected")
+
+	// The network drops the socket: the page says it is reconnecting, then
+	// connected again, with no new scan.
+	dropped := time.Now()
+	var drop struct {
+		Dropped bool `json:"dropped"`
+	}
+	if err := s.emuCall("POST", "/devices/"+url.PathEscape(linked.JID)+"/drop", nil, &drop); err != nil || !drop.Dropped {
+		t.Fatalf("drop the device's socket: %v (dropped %v)", err, drop.Dropped)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		states := p.states()
+		r, ok := firstState(states, "reconnecting", unixMilli(dropped))
+		if ok {
+			if c, ok := firstState(states, "connected", r.T); ok {
+				if !strings.Contains(r.Text, "Reconnecting") || !strings.Contains(c.Text, "Connected as +"+phone) {
+					t.Errorf("after a drop the page said %q, then %q", r.Text, c.Text)
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page did not go reconnecting → connected within 30s of a dropped socket; states since: %+v", states)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	p.click("disconnect")
 	v = p.waitState("disconnected", 30*time.Second)
@@ -266,7 +330,7 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 var pairingCode = regexp.MustCompile(`^[A-Z0-9]{4}-[A-Z0-9]{4}$`)
 
 // codeFlow: link with a phone number instead → the pairing code shown →
-// entered on the phone → connected → disconnect.
+// entered on the phone → connected → unlinked on the phone.
 func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *figures) {
 	p := newPage(t, browser, s, "code", shots)
 	p.open(s.token(t, newUserID()))
@@ -310,8 +374,27 @@ func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *
 		f.add(&f.codeConnected, millis(c.T-unixMilli(answered)))
 	}
 	p.shot("3-connected")
-	p.click("disconnect")
-	p.waitState("disconnected", 30*time.Second)
+
+	// The user unlinks the device on the phone.
+	jids, err := s.devices()
+	if err != nil || len(jids) == 0 {
+		t.Fatalf("the emulator lists no device (%v)", err)
+	}
+	var jid string
+	for _, j := range jids {
+		if strings.HasPrefix(j, strings.TrimPrefix(phone, "+")) {
+			jid = j
+		}
+	}
+	if err := s.emuCall("POST", "/devices/"+url.PathEscape(jid)+"/unlink", nil, nil); err != nil {
+		t.Fatalf("unlink %q on the phone: %v", jid, err)
+	}
+	v = p.waitState("logged_out", 30*time.Second)
+	if want := "WhatsApp was unlinked from your phone (Linked devices → Log out)."; v.Status != want {
+		t.Errorf("the page says %q, want %q", v.Status, want)
+	}
+	p.visibleText("connect-again")
+	p.shot("4-unlinked-on-phone")
 }
 
 // expiredFlow: nobody scans; the page says the QR code expired and offers
