@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// linked is a session the phone scanned.
+type linked struct {
+	user      string
+	sessionID string
+	jid       string
+	phone     string
+	name      string
+}
+
+func newUser() string { return uuid.NewString() }
+
+// phoneOf is the n-th test phone number, E.164.
+func phoneOf(n int) string { return fmt.Sprintf("+1555%07d", n) }
+
+// qrOf returns the QR code a new session shows: the one POST /session
+// answered with, or, if the worker had none yet, GET /qr once it has.
+func (s *stack) qrOf(user string, created session) (dataURL, raw string, err error) {
+	if created.QRCode != nil {
+		return *created.QRCode, str(created.QRRaw), nil
+	}
+	err = poll(waitLong, 100*time.Millisecond, func() (bool, string) {
+		q, r, err := s.client.qr(user)
+		if err != nil {
+			return false, err.Error()
+		}
+		if r.Status == http.StatusOK {
+			dataURL, raw = q.QRCode, q.QRRaw
+			return true, ""
+		}
+		return false, r.String()
+	})
+	return dataURL, raw, err
+}
+
+// linkE does what a user does: create a session through the API, point the
+// phone at the QR image (decoded, as a camera would), and wait until the
+// API says connected.
+func (s *stack) linkE(user, phone, name string) (linked, error) {
+	l := linked{user: user, phone: phone, name: name}
+	sess, code, err := s.client.create(user)
+	if err != nil {
+		return l, err
+	}
+	if code != http.StatusCreated {
+		return l, fmt.Errorf("create: %d, want 201 (a new session)", code)
+	}
+	l.sessionID = sess.SessionID
+	dataURL, _, err := s.qrOf(user, sess)
+	if err != nil {
+		return l, fmt.Errorf("session %s: no QR: %w", l.sessionID, err)
+	}
+	qr, err := decodeQR(dataURL)
+	if err != nil {
+		return l, fmt.Errorf("session %s: %w", l.sessionID, err)
+	}
+	if l.jid, err = s.phone.scan(qr, phone, name); err != nil {
+		return l, fmt.Errorf("session %s: scan: %w", l.sessionID, err)
+	}
+	err = poll(waitLong, 200*time.Millisecond, func() (bool, string) {
+		st, err := s.client.status(user)
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.Status == "connected" && st.IsConnected && st.IsAuthenticated,
+			fmt.Sprintf("status=%s reason=%s", st.Status, st.reason())
+	})
+	if err != nil {
+		return l, fmt.Errorf("session %s: connected after the scan: %w", l.sessionID, err)
+	}
+	return l, nil
+}
+
+// link is linkE for the test goroutine.
+func (s *stack) link(user, phone, name string) linked {
+	s.t.Helper()
+	l, err := s.linkE(user, phone, name)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return l
+}
+
+// linkMany links n sessions for new users, parallel at most conc at a
+// time.
+func (s *stack) linkMany(n, conc int) []linked {
+	s.t.Helper()
+	out := make([]linked, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = s.linkE(newUser(), phoneOf(1000+i), fmt.Sprintf("User %d", i))
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func sessionIDs(ls []linked) []string {
+	ids := make([]string, len(ls))
+	for i, l := range ls {
+		ids[i] = l.sessionID
+	}
+	return ids
+}
+
+// hostedCount is how many of ids Postgres shows connected under a live
+// lease, per worker.
+func (s *stack) hostedCount(ids []string) (map[string]int, error) {
+	rows, err := s.db.Pool().Query(context.Background(), `SELECT worker_id, count(*) FROM whatsapp_sessions
+		WHERE session_id = ANY($1) AND status = 'connected' AND is_connected AND worker_id IS NOT NULL AND lease_until > now()
+		GROUP BY worker_id`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var w string
+		var n int
+		if err := rows.Scan(&w, &n); err != nil {
+			return nil, err
+		}
+		out[w] = n
+	}
+	return out, rows.Err()
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// waitAllConnected waits until every session in ids is connected under a
+// live lease and the emulator sees as many connected devices, and returns
+// how long that took.
+func (s *stack) waitAllConnected(ids []string, within time.Duration) time.Duration {
+	s.t.Helper()
+	start := time.Now()
+	s.waitFor(fmt.Sprintf("all %d sessions connected", len(ids)), within, func() (bool, string) {
+		m, err := s.hostedCount(ids)
+		if err != nil {
+			return false, err.Error()
+		}
+		return total(m) == len(ids), fmt.Sprintf("connected per worker: %v", m)
+	})
+	took := time.Since(start)
+	s.waitFor(fmt.Sprintf("the emulator to see %d connected devices", len(ids)), within, func() (bool, string) {
+		n, err := s.phone.connectedDevices()
+		return err == nil && n == len(ids), fmt.Sprintf("%d connected (err %v)", n, err)
+	})
+	return took
+}
+
+// checkHostedOnce checks that the workers' hosted gauges add up to n and
+// that the emulator sees exactly n connected devices: no session is hosted
+// twice, none is lost.
+func (s *stack) checkHostedOnce(n int) {
+	s.t.Helper()
+	s.waitFor(fmt.Sprintf("workers hosting %d clients in all", n), 10*time.Second, func() (bool, string) {
+		sum, per := 0, map[string]int{}
+		for _, id := range s.workerIDs {
+			if !s.workers[id].running() {
+				continue
+			}
+			h, err := s.hosted(id)
+			if err != nil {
+				return false, err.Error()
+			}
+			per[id] = h
+			sum += h
+		}
+		return sum == n, fmt.Sprintf("hosted per worker: %v", per)
+	})
+	if c, err := s.phone.connectedDevices(); err != nil || c != n {
+		s.t.Fatalf("the emulator sees %d connected devices (err %v), want %d", c, err, n)
+	}
+}
