@@ -6,17 +6,20 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test build lint bench clean
+.PHONY: help run demo test test-e2e build lint bench clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: ## Start Postgres/Redis if needed, then api, worker and scheduler in the foreground; prints URLs and a token.
 	@scripts/run.sh
 
-test: ## go vet and the whole test suite (-race) against Postgres/Redis on loopback; ARGS='-run X ./pkg' narrows it.
+test: ## go vet, the unit tests (-race), then the end-to-end suite (./e2e/...); ARGS='-run X ./pkg' narrows it.
 	@scripts/test.sh $(ARGS)
+
+test-e2e: ## Only the end-to-end suite: the real programs as processes against the WhatsApp emulator.
+	@TEST_SUITES=e2e scripts/test.sh $(ARGS)
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin
@@ -31,7 +34,8 @@ bench: ## Go benchmarks of every package (see docs/BENCHMARKS.md for the load be
 	@scripts/services.sh
 	$(GO) test -run '^$$' -bench . -benchmem $(or $(ARGS),./...)
 
-# demo: the end-to-end demo against the WhatsApp emulator goes here.
+demo: ## The whole stack against the WhatsApp emulator (no internet): link a session in a minute.
+	@scripts/demo.sh
 
 clean: ## Remove bin/, the logs in .run/ and the test cache (keeps the secrets in .run/env).
 	rm -rf bin

@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# test.sh (`make test`): Postgres and Redis on loopback (scripts/services.sh),
-# then go vet and the whole test suite with the race detector.
+# test.sh (`make test`, `make test-e2e`): Postgres and Redis on loopback
+# (scripts/services.sh), then go vet and the tests.
 #
-# Extra arguments go to go test: flags, and packages (./... when none is
-# named), e.g.
+# With no package named, two suites run one after the other, so that they
+# never compete for the CPUs:
+#   unit  every package but ./e2e/..., with the race detector;
+#   e2e   ./e2e/... one package at a time: the end-to-end suite (e2e), which
+#         builds api, worker, scheduler and waemu with -race and runs them as
+#         processes, and the browser test (e2e/browser).
+# TEST_SUITES=unit or TEST_SUITES=e2e runs one of them (`make test-e2e` is
+# the latter).
+#
+# Extra arguments go to go test: flags, and packages (then exactly those
+# run, with -race), e.g.
 #   scripts/test.sh ./internal/queue -run TestEnqueue -v
 #   make test ARGS='-run Replicas'
+#   make test-e2e ARGS='-run TestCrashFailover -v'
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+suites=${TEST_SUITES:-unit e2e}
+
 scripts/services.sh
 # Debian's chromium for the browser test (e2e/browser); installed if absent.
-scripts/chromium.sh
+case $suites in *e2e*) scripts/chromium.sh ;; esac
 
 # Where the tests find their servers (internal/testenv); the defaults are
 # what services.sh provides.
@@ -25,8 +37,27 @@ has_pkg=0
 for a in "$@"; do
 	case $a in ./* | wasessions*) has_pkg=1 ;; esac
 done
-if [ $has_pkg = 0 ]; then
-	set -- "$@" ./...
+if [ $has_pkg = 1 ]; then
+	echo "test: go test -race -count=1 -timeout 30m $*" >&2
+	exec go test -race -count=1 -timeout 30m "$@"
 fi
-echo "test: go test -race -count=1 -timeout 30m $*" >&2
-go test -race -count=1 -timeout 30m "$@"
+
+for suite in $suites; do
+	case $suite in
+	unit)
+		mapfile -t pkgs < <(go list ./... | grep -Ev '^wasessions/e2e(/|$)')
+		echo "test: unit: go test -race -count=1 -timeout 30m $* (every package but ./e2e/...)" >&2
+		go test -race -count=1 -timeout 30m "$@" "${pkgs[@]}"
+		;;
+	e2e)
+		# The programs under test carry the race detector (built by the
+		# suite); the harness does not need it.
+		echo "test: e2e: go test -p 1 -count=1 -timeout 20m $* ./e2e/..." >&2
+		go test -p 1 -count=1 -timeout 20m "$@" ./e2e/...
+		;;
+	*)
+		echo "test: unknown suite '$suite' in TEST_SUITES (unit, e2e)" >&2
+		exit 2
+		;;
+	esac
+done

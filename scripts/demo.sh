@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# demo.sh (`make demo`): the whole service on this machine against the
+# WhatsApp protocol emulator (cmd/waemu), with no internet, in the
+# foreground:
+#
+#   1. Postgres and Redis on loopback (scripts/services.sh),
+#   2. bin/api, bin/worker, bin/scheduler and bin/waemu built,
+#   3. the secrets of `make run` (.run/env),
+#   4. waemu started with a fixed development key seed and its state in
+#      .run/waemu-state.json (so linked devices survive a demo restart, as
+#      their keys do in Postgres), then worker, scheduler and api pointed at
+#      it (WA_SERVER_ADDR, WA_SERVER_PUBKEY),
+#   5. wait for GET /readyz, then print how to create a session and how to
+#      "scan" its QR code with the emulated phone (scripts/demo-scan.sh),
+#      and wait: Ctrl-C stops everything.
+#
+# Ports: the API on HTTP_ADDR (:8080), the worker's metrics on METRICS_ADDR
+# (:9091), the emulator on WAEMU_LISTEN (127.0.0.1:5280) with its control
+# API on WAEMU_CONTROL (127.0.0.1:5281). The database is wasessions_demo
+# (DB_NAME), apart from `make run`'s. Any configuration variable from
+# README.md may be set in the environment.
+set -euo pipefail
+
+start_ns=$(date +%s%N)
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+LIB_NAME=demo
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+# The demo user every printed token belongs to (the same as `make run`'s).
+DEMO_USER=00000000-0000-4000-8000-000000000001
+READY_WAIT=${READY_WAIT:-90}
+# A fixed, public development seed: the emulator's root key, which the
+# worker trusts, stays the same across demo runs. Never a real key.
+DEMO_KEY_SEED=7761736573736f6e732d64656d6f2d6b65792d736565642d6e6f742d736563
+WAEMU_LISTEN=${WAEMU_LISTEN:-127.0.0.1:5280}
+WAEMU_CONTROL=${WAEMU_CONTROL:-127.0.0.1:5281}
+
+# Its own database, so that `make run` (real WhatsApp) never tries to
+# restore the demo's emulated devices, nor the demo `make run`'s.
+export DB_NAME=${DB_NAME:-wasessions_demo}
+
+# --- 1. services ------------------------------------------------------------
+scripts/services.sh
+
+# --- 2. ports (before the slow build, to fail fast) ------------------------
+export HTTP_ADDR=${HTTP_ADDR:-:8080}
+export MONITOR_USER=${MONITOR_USER:-admin}
+export METRICS_ADDR=${METRICS_ADDR:-:9091}
+
+port=${HTTP_ADDR##*:}
+host=${HTTP_ADDR%:*}
+case $host in '' | 0.0.0.0 | '[::]') host=127.0.0.1 ;; esac
+base="http://$host:$port"
+control="http://$WAEMU_CONTROL"
+
+need_port "$port" "HTTP_ADDR=:8081 make demo"
+need_port "${METRICS_ADDR##*:}" "METRICS_ADDR=:9191 make demo (the worker's METRICS_ADDR)"
+need_port "${WAEMU_LISTEN##*:}" "WAEMU_LISTEN=127.0.0.1:5380 make demo (the emulator)"
+need_port "${WAEMU_CONTROL##*:}" "WAEMU_CONTROL=127.0.0.1:5381 make demo (the emulator's control API)"
+
+# --- 3. build ---------------------------------------------------------------
+mkdir -p bin .run
+say "building bin/api bin/worker bin/scheduler bin/waemu"
+go build -o bin/ ./cmd/api ./cmd/worker ./cmd/scheduler ./cmd/waemu ||
+	die "go build failed"
+
+# --- 4. secrets -------------------------------------------------------------
+load_secrets
+
+# --- 5. start ---------------------------------------------------------------
+stop_on_exit
+say "starting the WhatsApp emulator on $WAEMU_LISTEN (control API $control)"
+start waemu -- -listen "$WAEMU_LISTEN" -control "$WAEMU_CONTROL" -key-seed "$DEMO_KEY_SEED" \
+	-state .run/waemu-state.json
+wait_ok "$control/pubkey" 30 waemu
+# Its first stdout line names the root key the worker must trust.
+pubkey=$(sed -n 's/.*"pubkey":"\([0-9a-f]\{64\}\)".*/\1/p' .run/waemu.log | head -n 1)
+[ -n "$pubkey" ] || die "no root key in the emulator's ready line; see .run/waemu.log"
+export WA_SERVER_ADDR=$WAEMU_LISTEN WA_SERVER_PUBKEY=$pubkey
+
+say "starting worker, scheduler and api (logs in .run/)"
+start worker WORKER_ID="${WORKER_ID:-local-1}"
+start scheduler
+start api
+
+# --- 6. ready ---------------------------------------------------------------
+wait_ok "$base/readyz" "$READY_WAIT" api
+elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
+
+token=$(bin/api token --user "$DEMO_USER" --ttl 24h 2>.run/token.err) ||
+	die "bin/api token failed: $(tr '\n' ' ' <.run/token.err)"
+# What scripts/demo-scan.sh reads.
+umask 077
+printf 'DEMO_API=%s\nDEMO_CONTROL=%s\nDEMO_TOKEN=%s\n' "$base" "$control" "$token" >.run/demo.env
+umask 022
+
+cat <<EOF
+
+  wasessions demo is ready ($(printf '%d.%03d' $((elapsed_ms / 1000)) $((elapsed_ms % 1000)))s from start)
+  WhatsApp is the emulator (cmd/waemu) on $WAEMU_LISTEN; the emulated phone is its control API.
+
+  1. Create a session (what a frontend's "Connect WhatsApp" does):
+       TOKEN='$token'
+       curl -s -X POST -H "Authorization: Bearer \$TOKEN" $base/api/integrations/whatsapp/session
+     or open the page:
+       $base/#token=$token
+
+  2. Scan its QR code with the emulated phone:
+       scripts/demo-scan.sh
+     (it reads the QR string from GET /api/integrations/whatsapp/qr and posts it to the
+     emulator's POST $control/phone/scan; it creates the session first if there is none)
+
+  3. See it linked:
+       curl -s -H "Authorization: Bearer \$TOKEN" $base/api/integrations/whatsapp/status
+
+  Then try: Ctrl-C and \`make demo\` again (the session comes back without a scan),
+  curl -s -X POST $control/devices/<jid>/unlink (the phone unlinks it), or
+  curl -s -X POST -H "Authorization: Bearer \$TOKEN" $base/api/integrations/whatsapp/disconnect
+
+  Emulator   $control/devices   $control/stats
+  Monitor    $base/monitor   user: $MONITOR_USER   password: $MONITOR_PASSWORD
+  Logs       $root/.run/waemu.log  api.log  worker.log  scheduler.log
+  Stop       Ctrl-C (stops api, worker, scheduler and the emulator)
+
+EOF
+
+# --- wait -------------------------------------------------------------------
+wait_forever
