@@ -53,7 +53,11 @@ func startEmu(t testing.TB, opts waemu.Options) *waemu.Server {
 		w := &testWriter{t: t}
 		// Registered before Close's cleanup, so it runs after it.
 		t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-		opts.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		level := slog.LevelInfo
+		if _, bench := t.(*testing.B); bench {
+			level = slog.LevelWarn
+		}
+		opts.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	}
 	emu, err := waemu.Start(context.Background(), opts)
 	if err != nil {
@@ -251,9 +255,18 @@ func (l *recLog) add(level, msg string, args []any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.all = append(r.all, line)
-	if level == "ERROR" || level == "WARN" {
+	if (level == "ERROR" || level == "WARN") && !benign(line) {
 		r.bad = append(r.bad, line)
 	}
+}
+
+// benign reports whatsmeow warnings that come from the client alone: its
+// keepalive loop can fire while the client closes its own socket (after a
+// 515 restart or Disconnect) and then fails to write on it. The emulator
+// cannot cause or prevent that; the short test keepalive interval makes it
+// show up now and then among 200 clients.
+func benign(line string) bool {
+	return strings.Contains(line, "Failed to send keepalive") && strings.Contains(line, "use of closed network connection")
 }
 
 func (l *recLog) Errorf(msg string, args ...any) { l.add("ERROR", msg, args) }

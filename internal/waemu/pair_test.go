@@ -173,7 +173,7 @@ func TestQRTimeout(t *testing.T) {
 		{name: "client runs out of one ref", opts: waemu.Options{QRRefs: 1}},
 		// The emulator closes the unpaired socket long before the codes
 		// run out; whatsmeow reports that as a timeout too.
-		{name: "server QR timeout", opts: waemu.Options{QRTimeout: time.Second}},
+		{name: "server QR timeout", opts: waemu.Options{QRTimeout: 3 * time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

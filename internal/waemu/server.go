@@ -137,6 +137,9 @@ type retiredRef struct {
 	at  time.Time
 }
 
+// saveInterval is the least time between two writes of the state file.
+const saveInterval = 200 * time.Millisecond
+
 // retiredTTL bounds how long retired refs are remembered.
 const retiredTTL = time.Hour
 
@@ -431,6 +434,13 @@ func (s *Server) saveLoop() {
 			if err := s.save(); err != nil {
 				s.log.Error("save state", "err", err)
 			}
+		}
+		// Coalesce bursts (a thousand pairings) into a few writes; Close
+		// saves whatever is still pending.
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(saveInterval):
 		}
 	}
 }
