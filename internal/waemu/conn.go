@@ -259,9 +259,7 @@ func (c *conn) endWith(node waBinary.Node) {
 
 // closeAfter closes the socket after d unless it closes first.
 func (c *conn) closeAfter(d time.Duration) {
-	c.srv.connWG.Add(1) // the socket handler's own count is still held
-	go func() {
-		defer c.srv.connWG.Done()
+	ok := c.srv.spawn(func() {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
@@ -269,7 +267,10 @@ func (c *conn) closeAfter(d time.Duration) {
 		case <-t.C:
 		}
 		c.close()
-	}()
+	})
+	if !ok {
+		c.close() // the server is closing anyway
+	}
 }
 
 // serverAttrs are the attributes of a node the server originates.

@@ -59,11 +59,9 @@ func (c *conn) login() {
 	if old != nil {
 		log.Warn("second connection for a device: replacing the older one")
 		s.markDirty()
-		s.connWG.Add(1) // the socket handler's own count is still held
-		go func() {
-			defer s.connWG.Done()
-			old.endWith(streamErrorReplaced())
-		}()
+		if !s.spawn(func() { old.endWith(streamErrorReplaced()) }) {
+			old.close()
+		}
 	}
 	now := time.Now().Unix()
 	err := c.send(waBinary.Node{Tag: "success", Attrs: waBinary.Attrs{

@@ -97,9 +97,7 @@ func (c *conn) startPairing() error {
 
 // unpairedTimeout closes the connection after d unless it is pairing by then.
 func (c *conn) unpairedTimeout(d time.Duration) {
-	c.srv.connWG.Add(1)
-	go func() {
-		defer c.srv.connWG.Done()
+	c.srv.spawn(func() {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
@@ -114,7 +112,7 @@ func (c *conn) unpairedTimeout(d time.Duration) {
 			c.log.Info("QR timeout: closing unpaired connection", "after", d.String())
 			c.close()
 		}
-	}()
+	})
 }
 
 func newRef() string {
@@ -191,6 +189,10 @@ func (s *Server) Scan(ctx context.Context, qr, phone, name string) (string, erro
 		}
 	}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", ErrClosed
+	}
 	c := s.refs[q.ref]
 	if c == nil {
 		r, ok := s.retired[q.ref]

@@ -268,3 +268,18 @@ func TestScanRefused(t *testing.T) {
 	}
 	c.assertHealthy()
 }
+
+func TestQRRefsCount(t *testing.T) {
+	t.Parallel()
+	for _, refs := range []int{1, 3, waemu.DefaultQRRefs} {
+		emu := startEmu(t, waemu.Options{QRRefs: refs})
+		container := newContainer(t)
+		c := newClient(t, emu, container.NewDevice())
+		firstQR(t, c)
+		qrEvt := c.wait("QR event", func(e any) bool { _, ok := e.(*events.QR); return ok }).(*events.QR)
+		if len(qrEvt.Codes) != refs {
+			t.Fatalf("QRRefs %d: the client got %d codes", refs, len(qrEvt.Codes))
+		}
+		c.Disconnect()
+	}
+}

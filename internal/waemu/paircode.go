@@ -100,6 +100,10 @@ func (s *Server) PairCode(ctx context.Context, code, phone, name string) (jid st
 	}
 
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", ErrClosed
+	}
 	var c *conn
 	var h *codeHello
 	pending := 0

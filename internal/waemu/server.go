@@ -287,6 +287,23 @@ func (s *Server) Close() error {
 	return err
 }
 
+// spawn runs f in a goroutine that Close waits for, unless the server is
+// closing (then it reports false and does not run f). Adding to connWG
+// under mu before Close sets closed keeps Add from racing Close's Wait.
+func (s *Server) spawn(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.connWG.Add(1)
+	go func() {
+		defer s.connWG.Done()
+		f()
+	}()
+	return true
+}
+
 // enter registers a socket handler unless the server is closing.
 func (s *Server) enter() bool {
 	s.mu.Lock()
@@ -400,8 +417,15 @@ func (s *Server) Drop(jid string) (bool, error) {
 	return true, nil
 }
 
-// RefuseLogins makes logins of known devices fail with 503 for d (whatsmeow
-// backs off and retries); d <= 0 stops refusing. Pairing is not affected.
+// RefuseLogins makes logins of known devices fail for d, as a WhatsApp
+// outage would; d <= 0 stops refusing. Pairing is not affected.
+//
+// A refused login gets <failure reason="503"/> after the handshake rather
+// than HTTP 503 on the upgrade: whatsmeow treats both as retryable, but an
+// HTTP error makes the first Connect call return it (unless the client set
+// InitialAutoReconnect), while the failure node lets Connect succeed and the
+// client then reconnects by itself with growing delays (0 s, 2 s, 4 s, ...;
+// client.go autoReconnect), never logging the device out.
 func (s *Server) RefuseLogins(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"go.mau.fi/whatsmeow"
 )
 
 const key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -87,5 +89,23 @@ func TestRewriterSendsWhatsAppToAddr(t *testing.T) {
 	resp.Body.Close()
 	if gotPath != "/other" {
 		t.Fatalf("pass-through request reached path %q", gotPath)
+	}
+}
+
+func TestInstallRootKey(t *testing.T) {
+	orig := whatsmeow.WACertPubKey
+	t.Cleanup(func() { whatsmeow.WACertPubKey = orig })
+
+	Endpoint{}.InstallRootKey()
+	if whatsmeow.WACertPubKey != orig {
+		t.Fatal("the zero Endpoint changed the trusted WhatsApp key")
+	}
+	e, err := Parse("127.0.0.1:5280", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.InstallRootKey()
+	if whatsmeow.WACertPubKey != e.RootKey {
+		t.Fatalf("WACertPubKey = %x, want %x", whatsmeow.WACertPubKey, e.RootKey)
 	}
 }
