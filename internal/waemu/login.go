@@ -47,6 +47,9 @@ func (c *conn) login() {
 		return
 	}
 	old := s.live[jid]
+	if old != nil && old.ctx.Err() != nil {
+		old = nil // its socket already ended; it is just not forgotten yet
+	}
 	s.live[jid] = c
 	c.jid = jid
 	if old != nil {

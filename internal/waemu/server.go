@@ -30,12 +30,14 @@ type Options struct {
 	// only through Server.Handler.
 	ControlAddr string
 	// StatePath, when set, keeps devices, accounts and the key seed in this
-	// JSON file across restarts; it is rewritten after every change.
-	// Empty keeps everything in memory.
+	// JSON file (mode 0600) across restarts; it is rewritten shortly after
+	// every change (at most every 200 ms) and at Close. Empty keeps
+	// everything in memory.
 	StatePath string
 	// KeySeed derives the root, intermediate and Noise static keys, so an
 	// emulator restarted with the same seed is trusted by the same clients.
-	// Nil takes the seed from the state file, or a random one.
+	// Empty takes the seed from the state file, or a random one (which the
+	// state file then keeps).
 	KeySeed []byte
 	// QRRefs is how many pair-device refs a pairing connection gets
 	// (default DefaultQRRefs). With any count other than 6 whatsmeow shows
@@ -252,7 +254,21 @@ func (s *Server) ControlAddr() string {
 // PubKey is the root key a client must trust (whatsmeow.WACertPubKey).
 func (s *Server) PubKey() [32]byte { return *s.certs.root.Pub }
 
-// Handler is the control API, for httptest or mounting elsewhere.
+// Handler is the JSON control API, for httptest or mounting elsewhere:
+//
+//	GET  /pubkey                 {"pubkey": "<64 hex>"}
+//	POST /phone/scan             {"qr", "phone"?, "name"?} → {"jid"}
+//	POST /phone/code             {"code", "phone"?, "name"?} → {"jid"}
+//	GET  /devices                [DeviceInfo...]
+//	GET  /devices/{jid}          DeviceInfo
+//	POST /devices/{jid}/unlink   {"jid", "unlinked": true}
+//	POST /devices/{jid}/drop     {"jid", "dropped": bool}
+//	GET  /stats                  Stats
+//	POST /refuse-logins          {"seconds": N} (0 stops refusing)
+//
+// Errors are {"error": "reason"} with a 4xx status (404 for unknown
+// devices, QR codes and paths; 400 malformed; 409 already used; 410 expired)
+// or 5xx when the client misbehaves.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close closes every connection and listener, waits for them to end and
@@ -413,7 +429,10 @@ func (s *Server) Drop(jid string) (bool, error) {
 		return false, nil
 	}
 	s.log.Info("dropping socket", "jid", d.JID)
-	c.ws.CloseNow()
+	// close, not just CloseNow: the device must be off the live list before
+	// the client's immediate reconnect logs in, or that would count as a
+	// second connection.
+	c.close()
 	return true, nil
 }
 
