@@ -7,7 +7,6 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -322,14 +321,4 @@ func firstState(states []stateAt, want string, since float64) (stateAt, bool) {
 		}
 	}
 	return stateAt{}, false
-}
-
-// within reports whether the text contains every part.
-func containsAll(text string, parts ...string) bool {
-	for _, p := range parts {
-		if !strings.Contains(text, p) {
-			return false
-		}
-	}
-	return true
 }

@@ -193,7 +193,7 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	p.shot("1-start")
 
 	p.click("connect")
-	p.waitState("qr", 20*time.Second)
+	p.waitState("qr", 30*time.Second)
 	first := p.imgSrc()
 	if !strings.HasPrefix(first, "data:image/png;base64,") {
 		t.Fatalf("the QR image's src is %.40q, want a PNG data URL", first)
@@ -217,16 +217,39 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	p.waitState("qr", time.Second)
 	p.shot("3-qr-refreshed")
 
-	raw, err := p.scanQR()
+	// A camera gets a few looks; a page whose QR never reads fails.
+	var raw string
+	var err error
+	for try := 0; try < 3; try++ {
+		if raw, err = p.scanQR(); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if err != nil {
+		p.shot("unreadable-qr")
 		t.Fatalf("read the QR code off the page: %v", err)
 	}
 	if known := eval[string](p, `document.getElementById('qr').dataset.qr`); known != raw {
 		t.Errorf("the image reads %.30q…, but the page's data-qr is %.30q…", raw, known)
 	}
-	qrs := rec.qrEvents()
-	if n := len(qrs); n < 2 || qrs[n-1].ev.QRRaw != raw {
-		t.Fatalf("the page shows QR %.30q…, want the latest of %d published", raw, n)
+	// The page shows the second QR published. The test's own subscription
+	// may hear of it a moment after the page under load.
+	var qrs []received
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		qrs = rec.qrEvents()
+		if n := len(qrs); n >= 2 && qrs[n-1].ev.QRRaw == raw {
+			break
+		}
+		if time.Now().After(deadline) {
+			var got []string
+			for _, q := range qrs {
+				got = append(got, q.ev.QRRaw)
+			}
+			t.Fatalf("the page shows QR %q, want the latest of those published: %q", raw, got)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// Each published QR was shown, in order, once its event arrived.
 	shown := p.shownQRs()
@@ -356,7 +379,7 @@ func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *
 	if !pairingCode.MatchString(code) {
 		t.Fatalf("the page shows pairing code %q", code)
 	}
-	if !containsAll(v.Status, phone) {
+	if !strings.Contains(v.Status, phone) {
 		t.Errorf("the status %q does not name %s", v.Status, phone)
 	}
 	p.shot("2-pairing-code")
