@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	signallog "go.mau.fi/libsignal/logger"
 	"go.mau.fi/whatsmeow"
@@ -42,13 +43,19 @@ type Host struct {
 // list it, so call it once per process.
 func NewHost(db *sql.DB, endpoint waendpoint.Endpoint, log *slog.Logger) *Host {
 	endpoint.InstallRootKey()
-	wastore.SetOSInfo("wasessions", [3]uint32{1, 0, 0})
+	setOSInfo()
 	return &Host{
 		container: sqlstore.NewWithDB(db, "postgres", NewLogger(log.With("component", "sqlstore"))),
 		endpoint:  endpoint,
 		log:       log,
 	}
 }
+
+// setOSInfo names the linked device (whatsmeow's process-global client
+// payload) once: clients read that payload on every handshake, so writing
+// it again, even with the same values, races with clients already
+// connecting (several hosts in one test process).
+var setOSInfo = sync.OnceFunc(func() { wastore.SetOSInfo("wasessions", [3]uint32{1, 0, 0}) })
 
 // NewDevice returns a fresh, unsaved device for pairing; whatsmeow saves it
 // when the phone accepts the link.
