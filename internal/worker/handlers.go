@@ -54,6 +54,32 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	if w.Hosted() >= w.cfg.MaxSessions {
 		return errWorkerFull // retried later, maybe by another worker
 	}
+
+	// Pace restores: a bounded number connect at once, with jitter, so a
+	// thousand sessions coming back do not storm the server. The wait comes
+	// before the claim: a lease is renewed only once its client is in the
+	// registry, so a claim made first would run out while it queued for a
+	// slot, and its client would be stopped by the fence check right after
+	// connecting (and the session restored again).
+	cur, err := w.deps.Store.Get(ctx, sessionID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errSkipped
+	case err != nil:
+		return err
+	}
+	if cur.DeviceJID != nil && cur.Status.Live() && cur.DesiredState == store.DesiredLinked {
+		select {
+		case w.restoreSlots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-w.restoreSlots }()
+		w.deps.Metrics.RestoresInFlight.Inc()
+		defer w.deps.Metrics.RestoresInFlight.Dec()
+		time.Sleep(rand.N(200 * time.Millisecond))
+	}
+
 	sent := time.Now()
 	sess, fence, err := w.deps.Store.Claim(ctx, sessionID, w.cfg.WorkerID, w.cfg.LeaseTTL, store.ClaimToHost)
 	switch {
@@ -64,21 +90,6 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	}
 	log := w.log.With("session_id", sessionID)
 	linked := sess.DeviceJID != nil
-
-	if linked {
-		// Pace restores: a bounded number connect at once, with jitter, so
-		// a thousand sessions coming back do not storm the server.
-		select {
-		case w.restoreSlots <- struct{}{}:
-		case <-ctx.Done():
-			w.releaseClaim(fence, "restore_cancelled", "")
-			return ctx.Err()
-		}
-		defer func() { <-w.restoreSlots }()
-		w.deps.Metrics.RestoresInFlight.Inc()
-		defer w.deps.Metrics.RestoresInFlight.Dec()
-		time.Sleep(rand.N(200 * time.Millisecond))
-	}
 
 	var dev = w.deps.Host.NewDevice()
 	if linked {
