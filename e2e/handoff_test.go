@@ -225,3 +225,39 @@ func durations(ds []time.Duration) string {
 	return fmt.Sprintf("[%s] min %s median %s max %s", strings.Join(parts, " "),
 		sorted[0].Round(time.Millisecond), sorted[len(sorted)/2].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond))
 }
+
+// A mass handoff while WhatsApp refuses logins for a while: w2, hosting
+// every session, stops; w1 restores them at most RESTORE_CONCURRENCY (2) at
+// a time, and the first ones hold their slots until the refusal ends. The
+// sessions still waiting for a slot must not have their leases running out
+// meanwhile (w1 would stop each client right after it connected and the
+// session would have to be restored once more): every session is restored
+// exactly once, and w1 loses no lease.
+func TestMassHandoffWhileLoginsRefused(t *testing.T) {
+	const n = 12
+	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, env: map[string]string{"RESTORE_CONCURRENCY": "2"}})
+	s.workers["w1"].stop(45 * time.Second)
+	ls := s.linkMany(n, 6)
+	ids := sessionIDs(ls)
+	s.startWorker("w1")
+	if per, err := s.hostedCount(ids); err != nil || per["w2"] != n {
+		t.Fatalf("sessions per worker %v (%v), want all %d on w2", per, err, n)
+	}
+
+	before := s.emuStats()
+	if err := s.phone.refuseLogins(3 * leaseTTL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s.workers["w2"].stop(45 * time.Second)
+	s.waitAllConnected(ids, 2*waitLong)
+	t.Logf("all %d sessions connected on w1 %s after w2 was stopped (logins refused for %s)", n, time.Since(start).Round(time.Millisecond), 3*leaseTTL)
+	after := s.emuStats()
+	if got := after.Logins - before.Logins; got != n {
+		t.Errorf("%d logins for %d sessions: some were restored more than once (emulator before %+v, after %+v)", got, n, before, after)
+	}
+	if lost := s.metric("w1", "wasessions_worker_leases_lost_total"); lost != 0 {
+		t.Errorf("w1 lost %v leases of sessions it was restoring", lost)
+	}
+	s.checkHostedOnce(n)
+}

@@ -386,17 +386,44 @@ func httpGet(c *http.Client, url string) (int, string) {
 
 // hosted is the worker's wasessions_worker_hosted_sessions gauge.
 func (s *stack) hosted(id string) (int, error) {
+	v, err := s.metricE(id, "wasessions_worker_hosted_sessions")
+	return int(v), err
+}
+
+// metricE is the sum of every series of a metric the worker serves (0 when
+// it has none yet).
+func (s *stack) metricE(id, name string) (float64, error) {
 	code, body := httpGet(s.client.http, "http://"+s.metricsAddr[id]+"/metrics")
 	if code != http.StatusOK {
 		return 0, fmt.Errorf("worker %s /metrics: %d %s", id, code, body)
 	}
+	var sum float64
 	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, "wasessions_worker_hosted_sessions "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(f), err
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
 		}
+		f := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("worker %s: %s: %q: %w", id, name, line, err)
+		}
+		sum += v
 	}
-	return 0, fmt.Errorf("worker %s: no hosted gauge", id)
+	return sum, nil
+}
+
+// metric is metricE for the test goroutine.
+func (s *stack) metric(id, name string) float64 {
+	s.t.Helper()
+	v, err := s.metricE(id, name)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return v
 }
 
 // row reads a session straight from Postgres (the API does not show the
