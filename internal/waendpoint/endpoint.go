@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"go.mau.fi/whatsmeow"
 )
@@ -90,11 +91,19 @@ func (e Endpoint) InstallRootKey() {
 	}
 	// Write only on change: clients of other goroutines read the variable
 	// during their handshakes, and rewriting the same value would still be
-	// a data race.
+	// a data race. The lock orders the first write against the compare of
+	// any other goroutine installing the same key at the same moment (tests
+	// that start several hosts in parallel); a client connects only after
+	// its own host's call, so it reads after that write too.
+	rootKeyMu.Lock()
+	defer rootKeyMu.Unlock()
 	if whatsmeow.WACertPubKey != e.RootKey {
 		whatsmeow.WACertPubKey = e.RootKey
 	}
 }
+
+// rootKeyMu serialises InstallRootKey.
+var rootKeyMu sync.Mutex
 
 // Apply makes cli dial e instead of web.whatsapp.com, both before login
 // (pairing) and after, by giving it HTTP clients whose transport rewrites
