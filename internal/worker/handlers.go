@@ -125,6 +125,12 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	}
 
 	if err := w.connect(ctx, h, linked); err != nil {
+		if errors.Is(err, errHostingEnded) {
+			// Stopped before it was up (a handoff, a lost lease): its
+			// state is written by whoever stopped it.
+			log.Info("hosting ended before the client connected")
+			return nil
+		}
 		if linked {
 			// Not a network error (whatsmeow retries those itself): let
 			// the reconciler try again later, maybe elsewhere.
@@ -169,10 +175,10 @@ func (w *Worker) connect(ctx context.Context, h *hosted, linked bool) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-h.ctx.Done():
-				return errors.New("hosting ended")
+				return errHostingEnded
 			}
 		}
-		if err = h.client.Connect(); err == nil || linked {
+		if err = h.connectClient(); err == nil || linked || errors.Is(err, errHostingEnded) {
 			return err
 		}
 		h.log.Warn("connect failed", "attempt", i+1, "error", err)

@@ -176,6 +176,35 @@ func (h *hosted) stop() {
 	h.signalFirst(errors.New("hosting ended"))
 }
 
+// errHostingEnded: the session stopped being hosted here before its
+// client connected.
+var errHostingEnded = errors.New("hosting ended")
+
+// connectClient dials, unless hosting has already ended. stop can run at any
+// moment, from the loop (a handoff), the heartbeat (a lost lease) or the
+// fence check. If it runs while Connect dials, whatsmeow's Disconnect waits
+// for the dial and closes it; but if it ran just before Connect began, the
+// client would connect after its Disconnect, and stay connected with no one
+// hosting it and no lease: a second client the moment another worker
+// restores the session. Hence the check on both sides of Connect.
+func (h *hosted) connectClient() error {
+	if h.isStopped() {
+		return errHostingEnded
+	}
+	err := h.client.Connect()
+	if h.isStopped() {
+		h.client.Disconnect()
+		return errHostingEnded
+	}
+	return err
+}
+
+func (h *hosted) isStopped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stopped
+}
+
 // abandon stops the client without writing anything: the lease is lost,
 // so this worker has no right to touch the row any more.
 func (h *hosted) abandon(cause string) {
