@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh: the pieces scripts/run.sh (`make run`) and scripts/demo.sh
 # (`make demo`) share: messages, port checks, the generated secrets, and
 # starting, watching and stopping the programs. Source it after setting
