@@ -26,6 +26,10 @@ const fifty = 50
 // has counted no conflict.
 func TestFiftySessionsSurviveFullRestarts(t *testing.T) {
 	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}})
+	idle, err := s.workers["w1"].rssKiB()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// 1. Link 50 sessions, ten users at a time.
 	start := time.Now()
@@ -88,7 +92,8 @@ func TestFiftySessionsSurviveFullRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("FIGURE worker RSS hosting %d sessions (race=%v): %.1f MiB", fifty, bins.race, float64(rss)/1024)
+	t.Logf("FIGURE worker RSS hosting %d sessions (race=%v): %.1f MiB (%.1f MiB when it had just started, hosting none)",
+		fifty, bins.race, float64(rss)/1024, float64(idle)/1024)
 }
 
 // checkNoRepairing fails the test if the emulator has seen more pairings
