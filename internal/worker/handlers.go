@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	wastore "go.mau.fi/whatsmeow/store"
 	waevents "go.mau.fi/whatsmeow/types/events"
 
 	"wasessions/internal/cleanup"
@@ -91,8 +92,10 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	log := w.log.With("session_id", sessionID)
 	linked := sess.DeviceJID != nil
 
-	var dev = w.deps.Host.NewDevice()
-	if linked {
+	var dev *wastore.Device
+	if !linked {
+		dev = w.deps.Host.NewDevice() // fresh keys, saved by whatsmeow once paired
+	} else {
 		dev, err = w.deps.Host.LoadDevice(ctx, *sess.DeviceJID)
 		if err != nil {
 			w.releaseClaim(fence, "restore_failed", err.Error())
