@@ -29,6 +29,10 @@ const (
 	// TypeSessionDisconnect carries out a session whose desired state is
 	// "gone": log the device out, delete its keys, end the row.
 	TypeSessionDisconnect = "session:disconnect"
+	// TypeSessionHandoff moves a connected session from the worker whose
+	// queue it is on to another worker (rebalancing): disconnect, release,
+	// restore on the target.
+	TypeSessionHandoff = "session:handoff"
 	// TypeSessionsReconcile compares desired and actual state of every
 	// session and enqueues what closes the gap.
 	TypeSessionsReconcile = "sessions:reconcile"
@@ -79,12 +83,14 @@ const (
 	disconnectTimeout = 1 * time.Minute
 	reconcileTimeout  = 1 * time.Minute
 	cleanupTimeout    = 10 * time.Minute
+	handoffTimeout    = 1 * time.Minute
 
 	createMaxRetry     = 3
 	restoreMaxRetry    = 3
 	disconnectMaxRetry = 8
 	reconcileMaxRetry  = 1
 	cleanupMaxRetry    = 3
+	handoffMaxRetry    = 1
 )
 
 // Job is a task plus the options it is enqueued with. ID and Queue stay
@@ -117,7 +123,41 @@ func NewCreate(sessionID, reason string) (Job, error) {
 
 // NewRestore is the task that reconnects a linked session on any worker.
 func NewRestore(sessionID, reason string) (Job, error) {
-	return newSessionTask(TypeSessionRestore, "restore:", sessionID, reason, QueueShared, restoreMaxRetry, restoreTimeout)
+	return NewRestoreOn(sessionID, reason, QueueShared)
+}
+
+// NewRestoreOn is NewRestore for a given queue: a worker's own queue when a
+// session is handed to that worker on purpose (rebalancing).
+func NewRestoreOn(sessionID, reason, queue string) (Job, error) {
+	return newSessionTask(TypeSessionRestore, "restore:", sessionID, reason, queue, restoreMaxRetry, restoreTimeout)
+}
+
+// HandoffPayload names the session to move and the worker to move it to.
+type HandoffPayload struct {
+	SessionID string `json:"session_id"`
+	To        string `json:"to"`
+}
+
+// NewHandoff is the task, on the queue of the worker that hosts sessionID,
+// that makes it hand the session to worker to.
+func NewHandoff(sessionID, from, to string) (Job, error) {
+	if sessionID == "" || from == "" || to == "" || from == to {
+		return Job{}, fmt.Errorf("tasks: %s: need a session and two different workers", TypeSessionHandoff)
+	}
+	return newJob(TypeSessionHandoff, HandoffPayload{SessionID: sessionID, To: to}, "handoff:"+sessionID,
+		WorkerQueue(from), handoffMaxRetry, handoffTimeout, 0)
+}
+
+// ParseHandoff decodes a handoff payload.
+func ParseHandoff(t *asynq.Task) (HandoffPayload, error) {
+	var p HandoffPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("tasks: %s payload: %w: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	if p.SessionID == "" || p.To == "" {
+		return p, fmt.Errorf("tasks: %s payload without session_id or to: %w", t.Type(), asynq.SkipRetry)
+	}
+	return p, nil
 }
 
 // NewDisconnect is the task that ends a session. queue is the owner's

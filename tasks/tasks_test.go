@@ -44,6 +44,10 @@ func taskCases() []taskCase {
 			TypeSessionDisconnect, "disconnect:whatsapp_u_1", "wa:w:w-1", disconnectMaxRetry, disconnectTimeout, 0},
 		{"disconnect on the shared queue", func() (Job, error) { return NewDisconnect("whatsapp_u_1", "user", QueueShared) },
 			TypeSessionDisconnect, "disconnect:whatsapp_u_1", QueueShared, disconnectMaxRetry, disconnectTimeout, 0},
+		{"restore handed to one worker", func() (Job, error) { return NewRestoreOn("whatsapp_u_1", "rebalance", WorkerQueue("w-2")) },
+			TypeSessionRestore, "restore:whatsapp_u_1", "wa:w:w-2", restoreMaxRetry, restoreTimeout, 0},
+		{"handoff on the donor's queue", func() (Job, error) { return NewHandoff("whatsapp_u_1", "w-1", "w-2") },
+			TypeSessionHandoff, "handoff:whatsapp_u_1", "wa:w:w-1", handoffMaxRetry, handoffTimeout, 0},
 		{"reconcile", func() (Job, error) { return NewReconcile(noon, time.Minute) },
 			TypeSessionsReconcile, "reconcile:1772366400", QueueShared, reconcileMaxRetry, reconcileTimeout, 2 * time.Minute},
 		{"reconcile, slot given in another zone", func() (Job, error) { return NewReconcile(noon.In(kolkata), time.Minute) },
@@ -91,9 +95,11 @@ func TestSlotIDsDiffer(t *testing.T) {
 
 func TestEmptySessionIDIsRejected(t *testing.T) {
 	for name, build := range map[string]func() (Job, error){
-		"create":     func() (Job, error) { return NewCreate("", "x") },
-		"restore":    func() (Job, error) { return NewRestore("", "x") },
-		"disconnect": func() (Job, error) { return NewDisconnect("", "x", QueueShared) },
+		"create":            func() (Job, error) { return NewCreate("", "x") },
+		"restore":           func() (Job, error) { return NewRestore("", "x") },
+		"disconnect":        func() (Job, error) { return NewDisconnect("", "x", QueueShared) },
+		"handoff":           func() (Job, error) { return NewHandoff("", "a", "b") },
+		"handoff to itself": func() (Job, error) { return NewHandoff("s", "a", "a") },
 	} {
 		if _, err := build(); err == nil {
 			t.Errorf("%s accepted an empty session id", name)

@@ -106,6 +106,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		SessionTTL:         cfg.SessionTTL,
 		MaxSessions:        cfg.WorkerMaxSessions,
 		RestoreConcurrency: cfg.RestoreConcurrency,
+		RebalanceMaxMoves:  cfg.RebalanceMaxMoves,
 	}, worker.Deps{
 		Store:    store.New(pool),
 		Enqueuer: queue.New(rdb),

@@ -76,6 +76,11 @@ type Config struct {
 	// once in one worker, so a mass restore does not storm WhatsApp.
 	RestoreConcurrency int `env:"RESTORE_CONCURRENCY" envDefault:"4"`
 
+	// RebalanceMaxMoves caps how many sessions one reconcile pass moves from
+	// the most to the least loaded workers (each move is a sub-second
+	// reconnect, never a QR); 0 turns rebalancing off.
+	RebalanceMaxMoves int `env:"REBALANCE_MAX_MOVES" envDefault:"20"`
+
 	// MonitorUser and MonitorPassword guard asynqmon at /monitor; without a
 	// password the monitor is not served at all.
 	MonitorUser     string `env:"MONITOR_USER" envDefault:"admin"`
@@ -229,6 +234,9 @@ func (c Config) Validate(p Program) error {
 			if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 				bad("METRICS_ADDR", "must be [host]:port or empty, got %q", c.MetricsAddr)
 			}
+		}
+		if c.RebalanceMaxMoves < 0 {
+			bad("REBALANCE_MAX_MOVES", "must be 0 (off) or more, got %d", c.RebalanceMaxMoves)
 		}
 		if c.RestoreConcurrency < 1 {
 			bad("RESTORE_CONCURRENCY", "must be at least 1, got %d", c.RestoreConcurrency)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 
 	"github.com/hibiken/asynq"
 
@@ -27,6 +28,9 @@ type Deps struct {
 	Enqueuer *queue.Enqueuer
 	Bus      *events.Bus
 	Log      *slog.Logger
+	// MaxMoves caps the sessions one pass moves between workers to even
+	// out their load (see Rebalance); 0 turns rebalancing off.
+	MaxMoves int
 }
 
 // Result counts what a run enqueued, by task kind.
@@ -40,6 +44,8 @@ type Result struct {
 	// ReapedQueues are worker queues with no server left, drained to
 	// wa:shared and deleted.
 	ReapedQueues int
+	// Moves are sessions asked to move to a less loaded worker.
+	Moves int
 }
 
 // Limit bounds the sessions one run looks at; the next run takes the rest.
@@ -106,7 +112,115 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 		d.Log.WarnContext(ctx, "reconcile: reap worker queues", "error", err)
 	}
 	res.ReapedQueues = n
+
+	if d.MaxMoves > 0 {
+		moves, err := Rebalance(ctx, d)
+		if err != nil {
+			// Balance is an optimisation; every session is hosted either way.
+			d.Log.WarnContext(ctx, "reconcile: rebalance", "error", err)
+		}
+		res.Moves = moves
+	}
 	return res, nil
+}
+
+// Rebalance evens out how many sessions each running worker hosts. Sessions
+// never move back on their own: after a rolling deploy (each worker in turn
+// hands its sessions to the others) nearly all of them would sit on the
+// worker restarted last. Rebalance asks the most loaded workers to hand up
+// to d.MaxMoves connected sessions to the least loaded ones, through a
+// session:handoff task on the donor's own queue; the donor disconnects
+// without logging out, releases the lease and enqueues the restore on the
+// receiver's queue, exactly as in a graceful shutdown, so the user sees a
+// reconnect of well under a second and never a QR. A worker is a donor only
+// when it holds more than its fair share (ceil(total/workers)) and at least
+// two more than the least loaded one, so a balanced cluster stays still.
+func Rebalance(ctx context.Context, d Deps) (int, error) {
+	servers, err := d.Enqueuer.Inspector().Servers()
+	if err != nil {
+		return 0, fmt.Errorf("list servers: %w", err)
+	}
+	counts := map[string]int{}
+	for _, srv := range servers {
+		for q := range srv.Queues {
+			if id, ok := tasks.WorkerIDFromQueue(q); ok {
+				counts[id] = 0
+			}
+		}
+	}
+	if len(counts) < 2 {
+		return 0, nil
+	}
+	hosted, err := d.Store.HostedCounts(ctx)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for id := range counts {
+		counts[id] = hosted[id]
+		total += hosted[id]
+	}
+	fair := (total + len(counts) - 1) / len(counts)
+
+	workers := make([]string, 0, len(counts))
+	for id := range counts {
+		workers = append(workers, id)
+	}
+	// The most loaded first; ties by id, so every run decides alike.
+	sort.Slice(workers, func(i, j int) bool {
+		if counts[workers[i]] != counts[workers[j]] {
+			return counts[workers[i]] > counts[workers[j]]
+		}
+		return workers[i] < workers[j]
+	})
+	receiver := func() string {
+		best := ""
+		for _, id := range workers {
+			if counts[id] < fair && (best == "" || counts[id] < counts[best]) {
+				best = id
+			}
+		}
+		return best
+	}
+
+	moves := 0
+	for _, donor := range workers {
+		excess := counts[donor] - fair
+		if excess <= 0 || moves >= d.MaxMoves {
+			break
+		}
+		if to := receiver(); to == "" || counts[donor]-counts[to] < 2 {
+			continue
+		}
+		ids, err := d.Store.Movable(ctx, donor, min(excess, d.MaxMoves-moves))
+		if err != nil {
+			return moves, err
+		}
+		for _, sid := range ids {
+			to := receiver()
+			if to == "" || counts[donor]-counts[to] < 2 {
+				break
+			}
+			j, err := tasks.NewHandoff(sid, donor, to)
+			if err != nil {
+				return moves, err
+			}
+			r, err := d.Enqueuer.Enqueue(ctx, j, false)
+			if err != nil {
+				return moves, fmt.Errorf("session %s: %w", sid, err)
+			}
+			counts[donor]--
+			counts[to]++
+			if r == queue.Enqueued {
+				moves++
+			}
+		}
+	}
+	if moves > 0 {
+		d.Log.InfoContext(ctx, "rebalancing: sessions asked to move to less loaded workers",
+			"moves", moves, "workers", len(counts), "sessions", total, "fair_share", fair)
+	}
+	return moves, nil
 }
 
 // ReapWorkerQueues drains the queues of workers that no running asynq

@@ -345,15 +345,41 @@ func (h *hosted) requestEnd(ctx context.Context, reason string) error {
 	return nil
 }
 
+// handleHandoff moves a session this worker hosts to another worker
+// (rebalancing, see reconcile.Rebalance).
+func (w *Worker) handleHandoff(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.ParseHandoff(t)
+	if err != nil {
+		return err
+	}
+	h := w.lookup(p.SessionID)
+	if h == nil || p.To == w.cfg.WorkerID {
+		return errSkipped // not here any more (ended, or moved already)
+	}
+	done := make(chan struct{})
+	if !h.send(cmdHandoff{to: p.To, done: done}) {
+		return errSkipped
+	}
+	select {
+	case <-done:
+	case <-h.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
 // handleReconcile runs one reconcile pass (see internal/reconcile).
 func (w *Worker) handleReconcile(ctx context.Context, t *asynq.Task) error {
-	res, err := reconcile.Run(ctx, reconcile.Deps{Store: w.deps.Store, Enqueuer: w.deps.Enqueuer, Bus: w.deps.Bus, Log: w.log})
+	res, err := reconcile.Run(ctx, reconcile.Deps{Store: w.deps.Store, Enqueuer: w.deps.Enqueuer, Bus: w.deps.Bus, Log: w.log,
+		MaxMoves: w.cfg.RebalanceMaxMoves})
 	if err != nil {
 		return err
 	}
 	if res != (reconcile.Result{}) {
 		w.log.InfoContext(ctx, "reconciled", "expired", res.Expired, "creates", res.Creates, "restores", res.Restores,
-			"disconnects", res.Disconnects, "already_queued", res.AlreadyQueued, "reaped_queues", res.ReapedQueues)
+			"disconnects", res.Disconnects, "already_queued", res.AlreadyQueued, "reaped_queues", res.ReapedQueues,
+			"moves", res.Moves)
 	}
 	return nil
 }

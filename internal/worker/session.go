@@ -68,7 +68,12 @@ type (
 		reason string
 		done   chan struct{}
 	}
-	cmdHandoff struct{ done chan struct{} }
+	// cmdHandoff hands the session to another worker: to names it
+	// (rebalancing), "" means any (shutdown).
+	cmdHandoff struct {
+		to   string
+		done chan struct{}
+	}
 )
 
 func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsmeow.Client, validUntil time.Time, restored bool) *hosted {
@@ -277,7 +282,16 @@ func (h *hosted) handle(m any) {
 		h.onEnd(e.reason)
 		close(e.done)
 	case cmdHandoff:
-		h.release("worker_shutdown", "")
+		switch {
+		case e.to == "":
+			h.release("worker_shutdown", "")
+		case h.deviceJID != "" && h.connectedBefore:
+			h.releaseTo("rebalance", "", tasks.WorkerQueue(e.to))
+		default:
+			// Still pairing or not yet logged in: moving it would cost the
+			// user a new QR or a longer outage. Stays here.
+			h.log.Info("not moved: session is not connected yet", "to_worker", e.to)
+		}
 		close(e.done)
 
 	case *waevents.PairSuccess:
@@ -461,6 +475,12 @@ func (h *hosted) deleteKeys() {
 // release hands the session to another worker: disconnect without logout,
 // give the lease up, and enqueue the task that picks it up again.
 func (h *hosted) release(reason, lastErr string) {
+	h.releaseTo(reason, lastErr, tasks.QueueShared)
+}
+
+// releaseTo is release with the takeover enqueued on queue: wa:shared for
+// any worker, or one worker's own queue to hand the session to it.
+func (h *hosted) releaseTo(reason, lastErr, queue string) {
 	// An expected disconnect: whatsmeow emits no event for it, and the
 	// lease is still ours until Release commits, so no other worker can
 	// have connected yet.
@@ -477,7 +497,7 @@ func (h *hosted) release(reason, lastErr string) {
 		err error
 	)
 	if s.DeviceJID != nil {
-		j, err = tasks.NewRestore(s.SessionID, reason)
+		j, err = tasks.NewRestoreOn(s.SessionID, reason, queue)
 	} else {
 		j, err = tasks.NewCreate(s.SessionID, reason)
 	}
@@ -490,5 +510,5 @@ func (h *hosted) release(reason, lastErr string) {
 		// The reconciler finds the free lease within RESTORE_INTERVAL.
 		h.log.Warn("enqueue takeover after release", "error", err)
 	}
-	h.log.Info("session released", "reason", reason)
+	h.log.Info("session released", "reason", reason, "takeover_queue", queue)
 }

@@ -40,6 +40,9 @@ type Config struct {
 	MaxSessions int
 	// RestoreConcurrency caps restores connecting at once.
 	RestoreConcurrency int
+	// RebalanceMaxMoves caps the sessions a reconcile pass run by this
+	// worker moves between workers to even out load; 0 disables it.
+	RebalanceMaxMoves int
 	// ConnectTimeout bounds the wait for a first QR code or for a restored
 	// client to log in. Default 30s.
 	ConnectTimeout time.Duration
@@ -101,6 +104,7 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	mux.HandleFunc(tasks.TypeSessionCreate, w.instrument(tasks.TypeSessionCreate, w.handleCreate))
 	mux.HandleFunc(tasks.TypeSessionRestore, w.instrument(tasks.TypeSessionRestore, w.handleRestore))
 	mux.HandleFunc(tasks.TypeSessionDisconnect, w.instrument(tasks.TypeSessionDisconnect, w.handleDisconnect))
+	mux.HandleFunc(tasks.TypeSessionHandoff, w.instrument(tasks.TypeSessionHandoff, w.handleHandoff))
 	mux.HandleFunc(tasks.TypeSessionsReconcile, w.instrument(tasks.TypeSessionsReconcile, w.handleReconcile))
 	mux.HandleFunc(tasks.TypeSessionsCleanup, w.instrument(tasks.TypeSessionsCleanup, w.handleCleanup))
 	return mux

@@ -401,3 +401,55 @@ func TestSelfFencingWhenPostgresIsDown(t *testing.T) {
 		t.Fatalf("emulator stats %+v", st)
 	}
 }
+
+// Rebalancing: a handoff task makes the hosting worker release a connected
+// session and enqueue its restore on the target worker's own queue; the
+// target restores it from the keys. No new pairing, never two connections.
+// A session still pairing is not moved.
+func TestHandoffMovesSessionToTargetWorker(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w1 := e.startWorker("w1", workerOpts{})
+	w2 := e.startWorker("w2", workerOpts{})
+	s := e.link(w1, userA, "", "")
+
+	j, err := tasks.NewHandoff(s.SessionID, "w1", "w2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.process(t, j); err != nil {
+		t.Fatal(err)
+	}
+	rel, _ := e.st.Get(context.Background(), s.SessionID)
+	if rel.Status != store.StatusReconnecting || store.Str(rel.StatusReason) != "rebalance" || rel.WorkerID != nil || w1.Hosted() != 0 {
+		t.Fatalf("after handoff: status=%s reason=%s worker=%v hosted=%d", rel.Status, store.Str(rel.StatusReason), rel.WorkerID, w1.Hosted())
+	}
+	if _, err := e.inspector().GetTaskInfo(tasks.WorkerQueue("w2"), "restore:"+s.SessionID); err != nil {
+		t.Fatalf("restore not enqueued on w2's queue: %v", err)
+	}
+	r, _ := tasks.NewRestoreOn(s.SessionID, "rebalance", tasks.WorkerQueue("w2"))
+	if err := w2.process(t, r); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(s.SessionID, "connected on w2", func(s store.Session) bool {
+		return s.Status == store.StatusConnected && store.Str(s.WorkerID) == "w2"
+	})
+	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
+		t.Fatalf("emulator stats %+v", st)
+	}
+
+	// A handoff for a session still showing its QR leaves it where it is.
+	p := e.newSession("33333333-3333-4333-8333-333333333333")
+	c, _ := tasks.NewCreate(p.SessionID, "test")
+	if err := w2.process(t, c); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(p.SessionID, "showed a QR", func(s store.Session) bool { return s.QRRaw != nil })
+	h, _ := tasks.NewHandoff(p.SessionID, "w2", "w1")
+	if err := w2.process(t, h); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.st.Get(context.Background(), p.SessionID); got.Status != store.StatusQR || store.Str(got.WorkerID) != "w2" {
+		t.Fatalf("pairing session moved: status=%s worker=%s", got.Status, store.Str(got.WorkerID))
+	}
+}
