@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"wasessions/internal/auth"
+	"wasessions/internal/cli"
 	"wasessions/internal/config"
 	"wasessions/internal/events"
 	"wasessions/internal/httpapi"
@@ -46,33 +47,7 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "api:", err)
 	}
-	os.Exit(exitCode(err))
-}
-
-// exitError carries the process exit code with the error that caused it.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// usageError is an error the operator fixes in the environment or the
-// command line: exit code 2.
-func usageError(format string, args ...any) error {
-	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
-}
-
-func exitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return 1
+	os.Exit(cli.ExitCode(err))
 }
 
 // Timings of start and stop; variables so tests can shorten them.
@@ -98,11 +73,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return usageError("%v", err)
+		return cli.Usagef("%v", err)
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return usageError("unknown command %q", fs.Arg(0))
+		return cli.Usagef("unknown command %q", fs.Arg(0))
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
@@ -117,10 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func loadConfig(getenv func(string) string) (config.Config, error) {
 	cfg, err := config.Load(getenv)
 	if err != nil {
-		return cfg, usageError("invalid configuration: %v", err)
+		return cfg, cli.Usagef("invalid configuration: %v", err)
 	}
 	if err := cfg.Validate(config.API); err != nil {
-		return cfg, usageError("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return cfg, cli.Usagef("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	return cfg, nil
 }
@@ -128,7 +103,7 @@ func loadConfig(getenv func(string) string) (config.Config, error) {
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	pool, err := store.Connect(ctx, cfg.PostgresURL(), cfg.DBMaxConns)
 	if err != nil {
-		return usageError("DATABASE_URL / DB_*: %v", err)
+		return cli.Usagef("DATABASE_URL / DB_*: %v", err)
 	}
 	defer pool.Close()
 	if err := migrateWithRetry(ctx, pool, log, migrateRetryWindow); err != nil {
@@ -140,13 +115,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	rdb, err := redisconn.Open(cfg.RedisURL)
 	if err != nil {
-		return usageError("REDIS_URL: %v", err)
+		return cli.Usagef("REDIS_URL: %v", err)
 	}
 	defer rdb.Close()
 
 	verifier, err := auth.NewVerifier(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: 30 * time.Second})
 	if err != nil {
-		return usageError("JWT_SECRET: %v", err)
+		return cli.Usagef("JWT_SECRET: %v", err)
 	}
 	deps := httpapi.Deps{
 		Store:    store.New(pool),
@@ -159,7 +134,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.MonitorPassword != "" {
 		mon, err := httpapi.NewMonitor(cfg.RedisURL)
 		if err != nil {
-			return usageError("REDIS_URL: %v", err)
+			return cli.Usagef("REDIS_URL: %v", err)
 		}
 		defer mon.Close()
 		deps.Monitor = mon
@@ -240,16 +215,16 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return usageError("token: %v", err)
+		return cli.Usagef("token: %v", err)
 	}
 	if fs.NArg() > 0 {
-		return usageError("token: unexpected argument %q", fs.Arg(0))
+		return cli.Usagef("token: unexpected argument %q", fs.Arg(0))
 	}
 	if *user == "" {
-		return usageError("token: --user UUID is required")
+		return cli.Usagef("token: --user UUID is required")
 	}
 	if *ttl <= 0 {
-		return usageError("token: --ttl must be positive, got %s", *ttl)
+		return cli.Usagef("token: --ttl must be positive, got %s", *ttl)
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
@@ -257,11 +232,11 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	signer, err := auth.NewSigner(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
 	if err != nil {
-		return usageError("JWT_SECRET: %v", err)
+		return cli.Usagef("JWT_SECRET: %v", err)
 	}
 	tok, err := signer.Sign(*user, *admin, *ttl)
 	if err != nil {
-		return usageError("token: --user: %v", err)
+		return cli.Usagef("token: --user: %v", err)
 	}
 	_, err = fmt.Fprintln(stdout, tok)
 	return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"wasessions/internal/auth"
+	"wasessions/internal/cli"
 	"wasessions/internal/testenv"
 )
 
@@ -45,8 +46,8 @@ func TestBadConfigurationExits2(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := run(context.Background(), append([]string{"api"}, tc.args...), envOf(tc.env), &out, &errOut)
-			if exitCode(err) != 2 {
-				t.Fatalf("exit code %d (%v), want 2", exitCode(err), err)
+			if cli.ExitCode(err) != 2 {
+				t.Fatalf("exit code %d (%v), want 2", cli.ExitCode(err), err)
 			}
 			if !strings.Contains(err.Error()+errOut.String(), tc.want) {
 				t.Fatalf("message does not name %s: %v / %s", tc.want, err, errOut.String())
@@ -204,8 +205,8 @@ func TestUnreachablePostgresExits1(t *testing.T) {
 	defer func() { migrateRetryWindow = old }()
 	logs := &syncBuffer{}
 	err := run(context.Background(), []string{"api"}, envOf(env), logs, io.Discard)
-	if exitCode(err) != 1 {
-		t.Fatalf("exit code %d (%v), want 1", exitCode(err), err)
+	if cli.ExitCode(err) != 1 {
+		t.Fatalf("exit code %d (%v), want 1", cli.ExitCode(err), err)
 	}
 	if !strings.Contains(logs.String(), "retrying the migrations") {
 		t.Fatalf("no retry was logged:\n%s", logs.String())

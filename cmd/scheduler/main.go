@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"wasessions/internal/cli"
 	"wasessions/internal/config"
 	"wasessions/internal/logging"
 	"wasessions/internal/queue"
@@ -31,30 +32,8 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scheduler:", err)
-		os.Exit(exitCode(err))
+		os.Exit(cli.ExitCode(err))
 	}
-}
-
-// exitError carries the process exit code for an error, so run stays
-// testable and main alone calls os.Exit.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// exitCodeUsage is the exit code for a bad command line or configuration:
-// fixing it needs an operator, and restarting will not help.
-const exitCodeUsage = 2
-
-func exitCode(err error) int {
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return 1
 }
 
 // schedulerMaxConns: the scheduler runs one count query at a time.
@@ -73,31 +52,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return &exitError{exitCodeUsage, err}
+		return cli.Usage(err)
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return &exitError{exitCodeUsage, fmt.Errorf("unexpected arguments: %v", fs.Args())}
+		return cli.Usage(fmt.Errorf("unexpected arguments: %v", fs.Args()))
 	}
 
 	cfg, err := config.Load(getenv)
 	if err != nil {
-		return &exitError{exitCodeUsage, fmt.Errorf("invalid configuration: %w", err)}
+		return cli.Usage(fmt.Errorf("invalid configuration: %w", err))
 	}
 	if err := cfg.Validate(config.Scheduler); err != nil {
-		return &exitError{exitCodeUsage, fmt.Errorf("invalid configuration: %w", err)}
+		return cli.Usage(fmt.Errorf("invalid configuration: %w", err))
 	}
 	log := logging.New(stdout, cfg.LogLevel, string(config.Scheduler))
 
 	rdb, err := redisconn.Open(cfg.RedisURL)
 	if err != nil {
-		return &exitError{exitCodeUsage, err}
+		return cli.Usage(err)
 	}
 	defer rdb.Close()
 
 	pool, err := store.Connect(ctx, cfg.PostgresURL(), min(cfg.DBMaxConns, schedulerMaxConns))
 	if err != nil {
-		return &exitError{exitCodeUsage, err}
+		return cli.Usage(err)
 	}
 	defer pool.Close()
 
@@ -106,7 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		scheduler.Deps{Enqueuer: queue.New(rdb), Sessions: store.New(pool), Log: log},
 	)
 	if err != nil {
-		return &exitError{exitCodeUsage, err}
+		return cli.Usage(err)
 	}
 	if err := s.Run(ctx); err != nil {
 		return fmt.Errorf("scheduler: %w", err)

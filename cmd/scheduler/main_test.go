@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"wasessions/internal/cli"
 	"wasessions/internal/testenv"
 	"wasessions/tasks"
 )
@@ -48,7 +49,7 @@ func TestConfigErrorsExitWith2(t *testing.T) {
 			if err == nil {
 				t.Fatal("run accepted it")
 			}
-			if code := exitCode(err); code != 2 {
+			if code := cli.ExitCode(err); code != 2 {
 				t.Errorf("exit code %d, want 2 (%v)", code, err)
 			}
 			if !strings.Contains(err.Error()+stderr.String(), tt.mention) {
@@ -59,8 +60,8 @@ func TestConfigErrorsExitWith2(t *testing.T) {
 }
 
 func TestExitCodeOfOtherErrors(t *testing.T) {
-	if got := exitCode(errors.New("boom")); got != 1 {
-		t.Errorf("exitCode(plain error) = %d, want 1", got)
+	if got := cli.ExitCode(errors.New("boom")); got != 1 {
+		t.Errorf("cli.ExitCode(plain error) = %d, want 1", got)
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"wasessions/internal/cli"
 	"wasessions/internal/waemu"
 )
 
@@ -46,23 +47,12 @@ func main() {
 	os.Exit(exitCode(err))
 }
 
-// usageError is a bad command line: exit status 2, like the flag package.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
 // exitCode maps run's result to the process exit status.
 func exitCode(err error) int {
-	var ue usageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
+	if errors.Is(err, flag.ErrHelp) {
 		return 0
-	case errors.As(err, &ue):
-		return 2
-	default:
-		return 1
 	}
+	return cli.ExitCode(err)
 }
 
 // ready is the line printed once the emulator listens.
@@ -94,36 +84,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+		return cli.Usage(fmt.Errorf("unexpected arguments: %q", fs.Args()))
 	}
 
 	opts := waemu.Options{ListenAddr: *listen, ControlAddr: *control, StatePath: *state}
 	if *listen == "" || *control == "" {
-		return usageError{errors.New("-listen and -control must not be empty")}
+		return cli.Usage(errors.New("-listen and -control must not be empty"))
 	}
 	if *seedHex != "" {
 		seed, err := hex.DecodeString(*seedHex)
 		if err != nil || len(seed) == 0 {
-			return usageError{fmt.Errorf("-key-seed %q is not hex", *seedHex)}
+			return cli.Usage(fmt.Errorf("-key-seed %q is not hex", *seedHex))
 		}
 		opts.KeySeed = seed
 	}
 	n, err := strconv.Atoi(*qrRefs)
 	if err != nil || n < 1 || n > 100 {
-		return usageError{fmt.Errorf("-qr-refs %q must be a number from 1 to 100", *qrRefs)}
+		return cli.Usage(fmt.Errorf("-qr-refs %q must be a number from 1 to 100", *qrRefs))
 	}
 	opts.QRRefs = n
 	d, err := time.ParseDuration(*qrTimeout)
 	if err != nil || d < 0 {
-		return usageError{fmt.Errorf("-qr-timeout %q is not a duration >= 0", *qrTimeout)}
+		return cli.Usage(fmt.Errorf("-qr-timeout %q is not a duration >= 0", *qrTimeout))
 	}
 	opts.QRTimeout = d
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Errorf("-log-level %q: %w", *logLevel, err)}
+		return cli.Usage(fmt.Errorf("-log-level %q: %w", *logLevel, err))
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"wasessions/internal/cli"
 )
 
 func noEnv(string) string { return "" }
@@ -55,7 +57,7 @@ func TestExitCode(t *testing.T) {
 	}{
 		{nil, 0},
 		{errors.New("listen: address in use"), 1},
-		{usageError{errors.New("bad flag")}, 2},
+		{cli.Usage(errors.New("bad flag")), 2},
 	}
 	for _, tt := range tests {
 		if got := exitCode(tt.err); got != tt.want {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"wasessions/internal/cli"
 	"wasessions/internal/config"
 	"wasessions/internal/events"
 	"wasessions/internal/logging"
@@ -40,25 +41,11 @@ func main() {
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// exitError carries the process exit code: 2 for bad configuration.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e exitError) Error() string { return e.err.Error() }
-func (e exitError) Unwrap() error { return e.err }
-
 func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
 	}
-	fmt.Fprintln(stderr, "worker:", err)
-	var ee exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return 1
+	return cli.ExitCode(err)
 }
 
 // run starts the worker and blocks until ctx ends (SIGINT/SIGTERM), then
@@ -69,11 +56,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		err = cfg.Validate(config.Worker)
 	}
 	if err != nil {
-		return exitError{code: 2, err: fmt.Errorf("invalid configuration:\n%w", err)}
+		return cli.Usage(fmt.Errorf("invalid configuration:\n%w", err))
 	}
 	endpoint, err := waendpoint.Parse(cfg.WAServerAddr, cfg.WAServerPubKey)
 	if err != nil {
-		return exitError{code: 2, err: err}
+		return cli.Usage(err)
 	}
 	log := logging.New(stdout, cfg.LogLevel, "worker").With("worker_id", cfg.WorkerID)
 
@@ -94,7 +81,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	}
 	rdb, err := redisconn.Open(cfg.RedisURL)
 	if err != nil {
-		return exitError{code: 2, err: err}
+		return cli.Usage(err)
 	}
 	defer rdb.Close()
 
