@@ -17,7 +17,7 @@
 # Ports: the API on HTTP_ADDR (:8080), the worker's metrics on METRICS_ADDR
 # (:9091), the emulator on WAEMU_LISTEN (127.0.0.1:5280) with its control
 # API on WAEMU_CONTROL (127.0.0.1:5281). The database is wasessions_demo
-# (DB_NAME), apart from `make run`'s. Any configuration variable from
+# (DB_NAME) and Redis DB 15 (REDIS_URL), apart from `make run`'s. Any configuration variable from
 # README.md may be set in the environment.
 set -euo pipefail
 
@@ -38,8 +38,13 @@ WAEMU_LISTEN=${WAEMU_LISTEN:-127.0.0.1:5280}
 WAEMU_CONTROL=${WAEMU_CONTROL:-127.0.0.1:5281}
 
 # Its own database, so that `make run` (real WhatsApp) never tries to
-# restore the demo's emulated devices, nor the demo `make run`'s.
+# restore the demo's emulated devices, nor the demo `make run`'s. And its
+# own Redis database for the same reason: the two share queue names, and a
+# `make run` worker would otherwise take the demo's restore tasks (and skip
+# them, the session not being in its database). Redis DB 15 is kept out of
+# the test suite's range (internal/testenv uses 1..14).
 export DB_NAME=${DB_NAME:-wasessions_demo}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/15}
 
 # --- 1. services ------------------------------------------------------------
 scripts/services.sh

@@ -22,6 +22,9 @@ func RedisAddr() string {
 // redisLockTTL bounds how long a crashed test process can hold a logical DB.
 const redisLockTTL = 15 * time.Minute
 
+// maxTestDB is the highest logical database tests use.
+const maxTestDB = 14
+
 // RedisDB is one logical Redis database reserved for a single test.
 type RedisDB struct {
 	Addr string
@@ -35,7 +38,8 @@ func (r RedisDB) URL() string { return fmt.Sprintf("redis://%s/%d", r.Addr, r.DB
 // Options are go-redis options for the reserved database.
 func (r RedisDB) Options() *redis.Options { return &redis.Options{Addr: r.Addr, DB: r.DB} }
 
-// NewRedisDB reserves a logical database (1..15; 0 is left to `make run`) on
+// NewRedisDB reserves a logical database (1..14; 0 is `make run`'s and 15
+// `make demo`'s) on
 // the shared test Redis, empties it, and empties and releases it when the test
 // ends. The reservation is a SET NX key in database 0, so parallel test
 // packages never share a database.
@@ -55,7 +59,7 @@ func newRedisDBOn(t testing.TB, addr string) RedisDB {
 	owner := strconv.Itoa(os.Getpid()) + ":" + randomHex(4)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		for db := 1; db <= 15; db++ {
+		for db := 1; db <= maxTestDB; db++ {
 			key := "wasessions:testenv:db:" + strconv.Itoa(db)
 			ok, err := ctl.SetNX(ctx, key, owner, redisLockTTL).Result()
 			if err != nil {
@@ -78,7 +82,7 @@ func newRedisDBOn(t testing.TB, addr string) RedisDB {
 			return r
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: all 15 test Redis databases on %s stayed reserved for 2m", addr)
+			t.Fatalf("testenv: all %d test Redis databases on %s stayed reserved for 2m", maxTestDB, addr)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
