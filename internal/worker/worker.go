@@ -55,7 +55,9 @@ type Deps struct {
 	Bus      *events.Bus
 	Host     *wa.Host
 	Metrics  *Metrics
-	Log      *slog.Logger
+	// Log receives the worker's lines; it carries worker_id already
+	// (cmd/worker adds it once for every line of the process).
+	Log *slog.Logger
 }
 
 // Worker hosts sessions. Create it with New, register Mux on an asynq
@@ -85,7 +87,7 @@ func New(cfg Config, deps Deps) *Worker {
 	return &Worker{
 		cfg:          cfg,
 		deps:         deps,
-		log:          deps.Log.With("worker_id", cfg.WorkerID),
+		log:          deps.Log,
 		sessions:     map[string]*hosted{},
 		busy:         map[string]bool{},
 		restoreSlots: make(chan struct{}, cfg.RestoreConcurrency),
