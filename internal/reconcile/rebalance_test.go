@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 
@@ -130,4 +131,52 @@ func equalMoves(a, b map[string]map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// asynq keeps publishing a worker that is shutting down, with status
+// "stopped", while it hands its sessions off; its count falls to zero, so
+// it looks like the least loaded worker. It must never be chosen as a
+// receiver: the sessions sent to it would land on a worker that takes no
+// new tasks, and wait for the reconciler.
+func TestRebalanceIgnoresStoppingWorker(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for range 10 {
+		e.hosted("a", store.StatusConnected)
+	}
+	for _, w := range []string{"a", "b"} {
+		if err := e.insp.PauseQueue(tasks.WorkerQueue(w)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.startServer(tasks.WorkerQueue("a"))
+	stopping := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 1,
+		Queues: map[string]int{tasks.WorkerQueue("b"): 1}, LogLevel: asynq.FatalLevel})
+	if err := stopping.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopping.Shutdown)
+	stopping.Stop() // SIGTERM received: no new tasks, still listed
+	waitFor(t, "b to be listed as stopped", func() bool {
+		servers, err := e.insp.Servers()
+		if err != nil {
+			return false
+		}
+		for _, s := range servers {
+			if _, ok := s.Queues[tasks.WorkerQueue("b")]; ok && s.Status == "stopped" {
+				return true
+			}
+		}
+		return false
+	})
+	d := e.deps
+	d.MaxMoves = 20
+	res, err := reconcile.Run(e.ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Moves != 0 {
+		infos, _ := e.insp.ListPendingTasks(tasks.WorkerQueue("a"))
+		t.Fatalf("%d sessions asked to move to the stopping worker (%d handoffs queued on a)", res.Moves, len(infos))
+	}
 }

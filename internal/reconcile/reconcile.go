@@ -124,6 +124,11 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 	return res, nil
 }
 
+// serverActive is the status asynq publishes for a server that takes
+// tasks; a server that received SIGTERM is listed as "stopped" until it
+// exits.
+const serverActive = "active"
+
 // Rebalance evens out how many sessions each running worker hosts. Sessions
 // never move back on their own: after a rolling deploy (each worker in turn
 // hands its sessions to the others) nearly all of them would sit on the
@@ -142,6 +147,12 @@ func Rebalance(ctx context.Context, d Deps) (int, error) {
 	}
 	counts := map[string]int{}
 	for _, srv := range servers {
+		// A worker shutting down stays listed as "stopped" while it hands
+		// its sessions off; its count falls towards zero, which would make
+		// it the favourite receiver of sessions it can no longer take.
+		if srv.Status != serverActive {
+			continue
+		}
 		for q := range srv.Queues {
 			if id, ok := tasks.WorkerIDFromQueue(q); ok {
 				counts[id] = 0
