@@ -120,6 +120,22 @@ func (s *server) recoverPanic(c *fiber.Ctx) (err error) {
 	return c.Next()
 }
 
+// refuseEncodedBodies answers 415 to any request that declares a
+// Content-Encoding other than identity. fiber's c.Body() undoes gzip, br
+// and deflate, layer after layer, with no cap on the result, while
+// BodyLimit counts only the bytes on the wire: a few hundred bytes of
+// double gzip expand to gigabytes. None of our routes needs an encoded
+// body, so the request is refused before anything reads it, and handlers
+// read the raw body (c.Request().Body()) besides.
+func refuseEncodedBodies(c *fiber.Ctx) error {
+	enc := strings.TrimSpace(string(c.Request().Header.Peek(fiber.HeaderContentEncoding)))
+	if enc == "" || strings.EqualFold(enc, "identity") {
+		return c.Next()
+	}
+	return fail(http.StatusUnsupportedMediaType, codeUnsupportedEncoding,
+		"request bodies must not be compressed: send them without Content-Encoding")
+}
+
 // authenticate requires a valid bearer token and stores the caller's
 // identity for the handler. It is attached to each API route rather than
 // to a prefix, so that an unknown path is a 404 whatever the token.

@@ -67,6 +67,7 @@ const (
 	codeInternal            = "internal_error"
 	codeNotFound            = "not_found"
 	codeSessionNotFound     = "session_not_found"
+	codeUnsupportedEncoding = "unsupported_content_encoding"
 )
 
 // redisError marks an error that came from Redis (asynq, pub/sub, ping).

@@ -13,7 +13,7 @@ import (
 
 // routes is the API's whole surface; docs/openapi.yaml describes each one.
 func (s *server) routes(app *fiber.App) {
-	app.Use(s.observe, s.recoverPanic)
+	app.Use(s.observe, s.recoverPanic, refuseEncodedBodies)
 
 	// Unauthenticated: probes, metrics, the contract, the monitor (its own
 	// basic auth; its UI calls its API without tokens).

@@ -118,15 +118,22 @@ type createRequest struct {
 	PhoneNumber *string `json:"phoneNumber"`
 }
 
-// parseCreate reads the optional JSON body: empty is the QR flow; a body
-// must be application/json holding an object with known fields.
+// parseCreate reads the optional JSON body as it came on the wire:
+// c.Request().Body(), never c.Body(), which would decompress it without
+// a size cap (refuseEncodedBodies has already refused encoded bodies).
 func parseCreate(c *fiber.Ctx) (createRequest, error) {
+	return parseCreateBody(c.Get(fiber.HeaderContentType), c.Request().Body())
+}
+
+// parseCreateBody is parseCreate on plain values (the fuzz target): empty
+// is the QR flow; a body must be application/json holding an object with
+// known fields.
+func parseCreateBody(contentType string, body []byte) (createRequest, error) {
 	var req createRequest
-	body := c.Body()
 	if len(bytes.TrimSpace(body)) == 0 {
 		return req, nil
 	}
-	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != fiber.MIMEApplicationJSON {
 		return req, fail(http.StatusUnsupportedMediaType, "unsupported_media_type",
 			"a request body must be JSON with Content-Type: application/json")
