@@ -18,12 +18,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -131,50 +133,96 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Verifier: verifier,
 		Log:      log,
 	}
+	var monitor http.Handler
 	if cfg.MonitorPassword != "" {
-		mon, err := httpapi.NewMonitor(cfg.RedisURL)
+		mon, err := httpapi.NewMonitor(cfg.RedisURL, !cfg.MonitorReadOnly)
 		if err != nil {
 			return cli.Usagef("REDIS_URL: %v", err)
 		}
 		defer mon.Close()
-		deps.Monitor = mon
+		monitor = mon
 	}
 	// Streams live until shutdown begins, not until ctx (a signal) ends:
 	// the order below is signal, end streams, drain requests.
 	streams, endStreams := context.WithCancel(context.Background())
 	defer endStreams()
-	app := httpapi.New(deps, httpapi.Options{
+	opts := httpapi.Options{
 		SessionTTL:      cfg.SessionTTL,
 		QRWait:          cfg.QRWait,
 		MonitorUser:     cfg.MonitorUser,
 		MonitorPassword: cfg.MonitorPassword,
+		MonitorWritable: !cfg.MonitorReadOnly,
 		BaseContext:     streams,
 		Static:          web.FS(), // the session page at /
-	})
-
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	log.Info("api listening", "addr", ln.Addr().String(), "monitor", deps.Monitor != nil,
+	// The monitor is served on HTTP_ADDR, or only on MONITOR_ADDR.
+	apps := []listener{{name: "HTTP_ADDR", addr: cfg.HTTPAddr}}
+	if cfg.MonitorAddr == "" {
+		deps.Monitor = monitor
+	} else if monitor != nil {
+		apps = append(apps, listener{name: "MONITOR_ADDR", addr: cfg.MonitorAddr,
+			app: httpapi.NewMonitorApp(httpapi.Deps{Monitor: monitor, Log: log}, opts)})
+	}
+	apps[0].app = httpapi.New(deps, opts)
+
+	for i := range apps {
+		ln, err := net.Listen("tcp", apps[i].addr)
+		if err != nil {
+			for _, a := range apps[:i] {
+				a.ln.Close()
+			}
+			return fmt.Errorf("listen on %s %s: %w", apps[i].name, apps[i].addr, err)
+		}
+		apps[i].ln = ln
+	}
+	log.Info("api listening", "addr", apps[0].ln.Addr().String(), "monitor", monitor != nil,
+		"monitor_addr", monitorAddr(apps), "monitor_read_only", cfg.MonitorReadOnly,
 		"qr_wait", cfg.QRWait.String(), "session_ttl", cfg.SessionTTL.String(),
 		"jwt_issuer", cfg.JWTIssuer, "jwt_audience", cfg.JWTAudience)
-	served := make(chan error, 1)
-	go func() { served <- app.Listener(ln) }()
+	served := make(chan error, len(apps))
+	for _, a := range apps {
+		go func() { served <- a.app.Listener(a.ln) }()
+	}
 
+	var serveErr error
+	running := len(apps)
 	select {
 	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
+		running--
+		serveErr = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("api shutting down")
 	endStreams()
-	if err := app.ShutdownWithTimeout(shutdownTimeout); err != nil {
-		log.Warn("api shutdown: requests still open at the deadline", "error", err)
+	for _, a := range apps {
+		if err := a.app.ShutdownWithTimeout(shutdownTimeout); err != nil {
+			log.Warn("api shutdown: requests still open at the deadline", "listener", a.name, "error", err)
+		}
 	}
-	<-served
+	for ; running > 0; running-- {
+		<-served
+	}
+	if serveErr != nil {
+		return serveErr
+	}
 	log.Info("api stopped")
 	return nil
+}
+
+// listener is one of the API's HTTP servers: the API itself, and the
+// monitor when MONITOR_ADDR gives it an address of its own.
+type listener struct {
+	name, addr string
+	app        *fiber.App
+	ln         net.Listener
+}
+
+// monitorAddr is the monitor's own address for the start line, or "".
+func monitorAddr(apps []listener) string {
+	if len(apps) < 2 {
+		return ""
+	}
+	return apps[1].ln.Addr().String()
 }
 
 // migrateWithRetry applies the migrations, waiting with backoff while

@@ -16,7 +16,10 @@ import (
 	"wasessions/internal/testenv"
 )
 
-const secret = "cmd-api-test-secret-0123456789abcdef"
+const (
+	secret      = "cmd-api-test-secret-0123456789abcdef"
+	monitorPass = "pw-for-monitor-0123456789"
+)
 
 func envOf(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
@@ -35,6 +38,8 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"bad duration", map[string]string{"JWT_SECRET": secret, "QR_WAIT": "soon"}, nil, "QR_WAIT"},
 		{"bad addr", map[string]string{"JWT_SECRET": secret, "HTTP_ADDR": "nope"}, nil, "HTTP_ADDR"},
 		{"bad redis url", map[string]string{"JWT_SECRET": secret, "REDIS_URL": "http://x"}, nil, "REDIS_URL"},
+		{"short monitor password", map[string]string{"JWT_SECRET": secret, "MONITOR_PASSWORD": "change-me"}, nil, "MONITOR_PASSWORD: must be at least 16 characters"},
+		{"bad monitor addr", map[string]string{"JWT_SECRET": secret, "MONITOR_PASSWORD": monitorPass, "MONITOR_ADDR": "nope"}, nil, "MONITOR_ADDR"},
 		{"unknown flag", map[string]string{"JWT_SECRET": secret}, []string{"--bogus"}, "bogus"},
 		{"unknown command", map[string]string{"JWT_SECRET": secret}, []string{"serve-please"}, "serve-please"},
 		{"token without user", map[string]string{"JWT_SECRET": secret}, []string{"token"}, "--user"},
@@ -113,7 +118,7 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	env := map[string]string{
 		"JWT_SECRET": secret, "DATABASE_URL": dsn, "REDIS_URL": rdb.URL(), "HTTP_ADDR": addr,
-		"MONITOR_PASSWORD": "pw-for-monitor", "QR_WAIT": "0s",
+		"MONITOR_PASSWORD": monitorPass, "QR_WAIT": "0s",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -122,25 +127,7 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 	go func() { done <- run(ctx, []string{"api"}, envOf(env), logs, io.Discard) }()
 
 	base := "http://" + addr
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		res, err := http.Get(base + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				break
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %v\n%s", err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(t, base, done, logs)
 
 	var tok bytes.Buffer
 	if err := run(context.Background(), []string{"api", "token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890"}, envOf(env), &tok, io.Discard); err != nil {
@@ -157,7 +144,7 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 		t.Fatalf("create through the served API: %d", res.StatusCode)
 	}
 	req, _ := http.NewRequest("GET", base+"/monitor", nil)
-	req.SetBasicAuth("admin", "pw-for-monitor")
+	req.SetBasicAuth("admin", monitorPass)
 	res, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -188,8 +175,86 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 	if !strings.Contains(l, `"msg":"api listening"`) || !strings.Contains(l, addr) {
 		t.Fatalf("no start line with the address:\n%s", l)
 	}
-	if strings.Contains(l, secret) || strings.Contains(l, "pw-for-monitor") || strings.Contains(l, strings.TrimSpace(tok.String())) {
+	if strings.Contains(l, secret) || strings.Contains(l, monitorPass) || strings.Contains(l, strings.TrimSpace(tok.String())) {
 		t.Fatal("a secret or token was logged")
+	}
+}
+
+// waitReady waits until the API at base answers /readyz, failing if run
+// (whose result arrives on done) returns first.
+func waitReady(t *testing.T, base string, done <-chan error, logs *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res, err := http.Get(base + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestMonitorOnItsOwnAddress: with MONITOR_ADDR, asynqmon is served there
+// (behind its basic auth, read-only) and the public port answers 404 at
+// /monitor, so the operator UI can stay off the internet-facing listener.
+func TestMonitorOnItsOwnAddress(t *testing.T) {
+	t.Parallel()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	monAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := map[string]string{
+		"JWT_SECRET": secret, "DATABASE_URL": testenv.NewDatabase(t), "REDIS_URL": testenv.NewRedisDB(t).URL(),
+		"HTTP_ADDR": addr, "MONITOR_ADDR": monAddr, "MONITOR_PASSWORD": monitorPass, "QR_WAIT": "0s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"api"}, envOf(env), logs, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	waitReady(t, "http://"+addr, done, logs)
+
+	get := func(method, url string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, nil)
+		req.SetBasicAuth("admin", monitorPass)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := get("GET", "http://"+monAddr+"/monitor"); got != http.StatusOK {
+		t.Fatalf("GET /monitor on MONITOR_ADDR: %d, want 200", got)
+	}
+	if got := get("GET", "http://"+monAddr+"/monitor/api/queues"); got != http.StatusOK {
+		t.Fatalf("GET /monitor/api/queues on MONITOR_ADDR: %d, want 200", got)
+	}
+	if got := get("POST", "http://"+monAddr+"/monitor/api/queues/wa:shared:pause"); got != http.StatusMethodNotAllowed {
+		t.Fatalf("pause on MONITOR_ADDR: %d, want 405 (read-only by default)", got)
+	}
+	for _, p := range []string{"/monitor", "/monitor/api/queues"} {
+		if got := get("GET", "http://"+addr+p); got != http.StatusNotFound {
+			t.Fatalf("GET %s on HTTP_ADDR: %d, want 404 when MONITOR_ADDR is set", p, got)
+		}
+	}
+	if got := get("GET", "http://"+monAddr+"/healthz"); got != http.StatusNotFound {
+		t.Fatalf("the monitor's address serves the API: /healthz %d", got)
 	}
 }
 

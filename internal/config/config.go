@@ -82,9 +82,18 @@ type Config struct {
 	RebalanceMaxMoves int `env:"REBALANCE_MAX_MOVES" envDefault:"20"`
 
 	// MonitorUser and MonitorPassword guard asynqmon at /monitor; without a
-	// password the monitor is not served at all.
+	// password the monitor is not served at all. The password is the only
+	// thing between the internet and the task queues, hence its minimum
+	// length (MinMonitorPassword).
 	MonitorUser     string `env:"MONITOR_USER" envDefault:"admin"`
 	MonitorPassword string `env:"MONITOR_PASSWORD"`
+	// MonitorReadOnly refuses asynqmon's actions (pause a queue, delete,
+	// cancel or run tasks): with them, a leaked monitor login can stop a
+	// worker's queue, and with it every disconnect that worker owes.
+	MonitorReadOnly bool `env:"MONITOR_READONLY" envDefault:"true"`
+	// MonitorAddr, when set, serves the monitor on its own listener (an
+	// internal address) instead of under HTTP_ADDR.
+	MonitorAddr string `env:"MONITOR_ADDR"`
 
 	// WAServerAddr and WAServerPubKey point whatsmeow at another
 	// WhatsApp-protocol server (the emulator); unset means real WhatsApp.
@@ -94,6 +103,9 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 }
+
+// MinMonitorPassword is the shortest MONITOR_PASSWORD the API accepts.
+const MinMonitorPassword = 16
 
 // Program names what a Config is validated for.
 type Program string
@@ -219,6 +231,19 @@ func (c Config) Validate(p Program) error {
 		}
 		if c.MonitorPassword != "" && c.MonitorUser == "" {
 			bad("MONITOR_USER", "must be set when MONITOR_PASSWORD is")
+		}
+		if c.MonitorPassword != "" && len(c.MonitorPassword) < MinMonitorPassword {
+			bad("MONITOR_PASSWORD", "must be at least %d characters, got %d (e.g. openssl rand -hex 16)", MinMonitorPassword, len(c.MonitorPassword))
+		}
+		if c.MonitorAddr != "" {
+			if _, _, err := net.SplitHostPort(c.MonitorAddr); err != nil {
+				bad("MONITOR_ADDR", "must be [host]:port or empty, got %q", c.MonitorAddr)
+			} else if c.MonitorAddr == c.HTTPAddr {
+				bad("MONITOR_ADDR", "must differ from HTTP_ADDR (leave it empty to serve the monitor there)")
+			}
+			if c.MonitorPassword == "" {
+				bad("MONITOR_ADDR", "is set but MONITOR_PASSWORD is not (the monitor is only served with a password)")
+			}
 		}
 	case Worker:
 		if !workerIDPattern.MatchString(c.WorkerID) {

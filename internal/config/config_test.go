@@ -18,7 +18,8 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.HTTPAddr != ":8080" || cfg.SessionTTL != 24*time.Hour || cfg.LeaseTTL != 30*time.Second ||
-		cfg.RestoreInterval != time.Minute || cfg.QRWait != 3*time.Second || cfg.CleanupCron != "0 * * * *" {
+		cfg.RestoreInterval != time.Minute || cfg.QRWait != 3*time.Second || cfg.CleanupCron != "0 * * * *" ||
+		!cfg.MonitorReadOnly {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 	if got, want := cfg.PostgresURL(), "postgres://postgres@127.0.0.1:5432/wasessions?sslmode=disable"; got != want {
@@ -75,6 +76,12 @@ func TestValidate(t *testing.T) {
 		{"emulator without key", Worker, map[string]string{"WORKER_ID": "w", "WA_SERVER_ADDR": "127.0.0.1:9"}, "WA_SERVER_PUBKEY"},
 		{"emulator ok", Worker, map[string]string{"WORKER_ID": "w", "WA_SERVER_ADDR": "127.0.0.1:9", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32)}, ""},
 		{"key without addr", Worker, map[string]string{"WORKER_ID": "w", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32)}, "WA_SERVER_ADDR is not"},
+		{"monitor password ok", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_PASSWORD": "0123456789abcdef"}, ""},
+		{"monitor password short", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_PASSWORD": "change-me"}, "MONITOR_PASSWORD: must be at least 16"},
+		{"monitor addr", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_PASSWORD": "0123456789abcdef", "MONITOR_ADDR": "127.0.0.1:9000"}, ""},
+		{"monitor addr bad", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_PASSWORD": "0123456789abcdef", "MONITOR_ADDR": "nine"}, "MONITOR_ADDR"},
+		{"monitor addr same", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_PASSWORD": "0123456789abcdef", "MONITOR_ADDR": ":8080"}, "MONITOR_ADDR: must differ"},
+		{"monitor addr no password", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_ADDR": "127.0.0.1:9000"}, "MONITOR_ADDR"},
 		{"log level", API, map[string]string{"JWT_SECRET": goodSecret, "LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 	}
 	for _, tt := range tests {

@@ -98,7 +98,7 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 	d.Store, d.Enqueuer, d.Bus, d.Redis, d.Verifier = s.st, e.enq, e.bus, rdb, verifier
 	d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if s.opts.MonitorPassword != "" && !s.noMonitor {
-		mon, err := httpapi.NewMonitor(s.redisURL)
+		mon, err := httpapi.NewMonitor(s.redisURL, s.opts.MonitorWritable)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/hibiken/asynq"
-	"github.com/hibiken/asynqmon"
 )
 
 // healthz says the process is up; it checks nothing else, so an outage of
@@ -53,15 +51,4 @@ func (s *server) readyz(c *fiber.Ctx) error {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: codeRedisUnavailable,
 			Message: "Redis is unavailable", Details: checks}
 	}
-}
-
-// NewMonitor builds asynqmon for the Redis at redisURL, rooted at /monitor.
-// It opens its own Redis connections (asynqmon takes no client); Close it
-// on shutdown.
-func NewMonitor(redisURL string) (*asynqmon.HTTPHandler, error) {
-	opt, err := asynq.ParseRedisURI(redisURL)
-	if err != nil {
-		return nil, err
-	}
-	return asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: opt}), nil
 }

@@ -71,6 +71,10 @@ type Options struct {
 	// MonitorUser and MonitorPassword guard /monitor.
 	MonitorUser     string
 	MonitorPassword string
+	// MonitorWritable lets asynqmon's actions through (pause a queue,
+	// delete, cancel or run tasks; MONITOR_READONLY=false). The zero value
+	// is read-only: every request but GET and HEAD is refused with 405.
+	MonitorWritable bool
 	// CleanupWaitHosted is how long the admin cleanup waits for workers to
 	// stop expired sessions they host (default 10s).
 	CleanupWaitHosted time.Duration
@@ -119,6 +123,13 @@ type server struct {
 
 // New returns the fiber app serving the whole API.
 func New(deps Deps, opts Options) *fiber.App {
+	s := newServer(deps, opts)
+	app := s.newApp("wasessions-api")
+	s.routes(app)
+	return app
+}
+
+func newServer(deps Deps, opts Options) *server {
 	opts.defaults()
 	s := &server{deps: deps, opts: opts, log: deps.Log, metrics: deps.Metrics}
 	if s.log == nil {
@@ -137,8 +148,13 @@ func New(deps Deps, opts Options) *fiber.App {
 		}
 		s.metrics = metrics.New(src)
 	}
-	app := fiber.New(fiber.Config{
-		AppName:               "wasessions-api",
+	return s
+}
+
+// newApp is a fiber app with the API's limits and error handler.
+func (s *server) newApp(name string) *fiber.App {
+	return fiber.New(fiber.Config{
+		AppName:               name,
 		BodyLimit:             BodyLimit,
 		DisableStartupMessage: true,
 		ErrorHandler:          s.errorHandler,
@@ -148,8 +164,6 @@ func New(deps Deps, opts Options) *fiber.App {
 		ReadTimeout: 30 * time.Second,
 		IdleTimeout: 90 * time.Second,
 	})
-	s.routes(app)
-	return app
 }
 
 // errorHandler is fiber's last resort: errors that did not pass through

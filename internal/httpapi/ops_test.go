@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"wasessions/tasks"
 )
 
 func basic(user, pass string) map[string]string {
@@ -22,11 +24,11 @@ func TestMonitor(t *testing.T) {
 	})
 	t.Run("behind basic auth", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, func(s *setup) { s.opts.MonitorUser, s.opts.MonitorPassword = "ops", "s3cret-pass" })
+		e := newEnv(t, func(s *setup) { s.opts.MonitorUser, s.opts.MonitorPassword = "ops", monitorPass })
 		for name, h := range map[string]map[string]string{
 			"no credentials": nil,
 			"wrong password": basic("ops", "nope"),
-			"wrong user":     basic("admin", "s3cret-pass"),
+			"wrong user":     basic("admin", monitorPass),
 			"bearer token":   {"Authorization": "Bearer " + e.token(newUser(), true)},
 			"garbage":        {"Authorization": "Basic %%%"},
 		} {
@@ -36,16 +38,77 @@ func TestMonitor(t *testing.T) {
 				t.Fatalf("%s: WWW-Authenticate = %q", name, r.Header.Get("WWW-Authenticate"))
 			}
 		}
-		r := e.do(req{method: "GET", path: "/monitor", header: basic("ops", "s3cret-pass")})
+		r := e.do(req{method: "GET", path: "/monitor", header: basic("ops", monitorPass)})
 		if r.Status != http.StatusOK || !strings.Contains(strings.ToLower(string(r.Body)), "<html") {
 			t.Fatalf("monitor with credentials: %d %.300s", r.Status, r.Body)
 		}
 		// Its own JSON API, reached without any JWT.
-		r = e.do(req{method: "GET", path: "/monitor/api/queues", header: basic("ops", "s3cret-pass")})
+		r = e.do(req{method: "GET", path: "/monitor/api/queues", header: basic("ops", monitorPass)})
 		if r.Status != http.StatusOK || !strings.Contains(string(r.Body), "queues") {
 			t.Fatalf("monitor API: %d %.300s", r.Status, r.Body)
 		}
 	})
+}
+
+const monitorPass = "s3cret-pass-0123456789"
+
+// TestMonitorReadOnly is the attack of issue 8, finding 4: someone holding
+// the monitor's login pauses the shared queue (or a worker's, so the
+// user's disconnects it owes never run). By default the pause is refused
+// and the queue keeps running; MonitorWritable lets it through.
+func TestMonitorReadOnly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		writable   bool
+		wantPaused bool
+	}{
+		{"default is read-only", false, false},
+		{"writable on request", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, func(s *setup) {
+				s.opts.MonitorUser, s.opts.MonitorPassword, s.opts.MonitorWritable = "ops", monitorPass, tc.writable
+			})
+			tok := e.token(newUser(), false)
+			if r := e.do(req{method: "POST", path: sessionPath, token: tok}); r.Status != http.StatusCreated {
+				t.Fatalf("create: %d %.300s", r.Status, r.Body)
+			}
+			pause := "/monitor/api/queues/" + tasks.QueueShared + ":pause"
+			r := e.do(req{method: "POST", path: pause, header: basic("ops", monitorPass)})
+			if tc.writable {
+				if r.Status != http.StatusNoContent {
+					t.Fatalf("pause with MonitorWritable: %d %.300s", r.Status, r.Body)
+				}
+			} else {
+				r.wantError(t, http.StatusMethodNotAllowed, "monitor_read_only")
+				// Deleting the pending create task is refused too.
+				pending, err := e.inspector.ListPendingTasks(tasks.QueueShared)
+				if err != nil || len(pending) != 1 {
+					t.Fatalf("pending tasks %v, %v", pending, err)
+				}
+				del := "/monitor/api/queues/" + pending[0].Queue + "/pending_tasks/" + pending[0].ID
+				e.do(req{method: "DELETE", path: del, header: basic("ops", monitorPass)}).
+					wantError(t, http.StatusMethodNotAllowed, "monitor_read_only")
+				if left, err := e.inspector.ListPendingTasks(pending[0].Queue); err != nil || len(left) != 1 {
+					t.Fatalf("after the refused delete: pending %v, %v", left, err)
+				}
+			}
+			info, err := e.inspector.GetQueueInfo(tasks.QueueShared)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Paused != tc.wantPaused {
+				t.Fatalf("queue paused = %v, want %v", info.Paused, tc.wantPaused)
+			}
+			// Reading still works in both modes.
+			r = e.do(req{method: "GET", path: "/monitor/api/queues", header: basic("ops", monitorPass)})
+			if r.Status != http.StatusOK {
+				t.Fatalf("monitor API: %d %.300s", r.Status, r.Body)
+			}
+		})
+	}
 }
 
 func TestMetrics(t *testing.T) {

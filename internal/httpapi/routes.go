@@ -21,12 +21,7 @@ func (s *server) routes(app *fiber.App) {
 	app.Get("/readyz", s.readyz)
 	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
 	app.Get("/openapi.yaml", serveSpec)
-	if s.deps.Monitor != nil && s.opts.MonitorPassword != "" {
-		app.Use("/monitor", basicAuth(s.opts.MonitorUser, s.opts.MonitorPassword), adaptor.HTTPHandler(s.deps.Monitor))
-	} else {
-		app.All("/monitor", monitorOff)
-		app.All("/monitor/*", monitorOff)
-	}
+	s.monitorRoutes(app)
 
 	// Bearer token on each route, not on a prefix: see authenticate.
 	wa := "/api/integrations/whatsapp"
@@ -56,8 +51,4 @@ func serveSpec(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderContentType, "application/yaml")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	return c.Send(docs.OpenAPI)
-}
-
-func monitorOff(*fiber.Ctx) error {
-	return fail(http.StatusNotFound, codeNotFound, "no such route")
 }
