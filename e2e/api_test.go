@@ -48,11 +48,11 @@ type session struct {
 
 func (s session) reason() string { return str(s.StatusReason) }
 
-func str(p *string) string {
+func str[T ~string](p *T) string {
 	if p == nil {
 		return ""
 	}
-	return *p
+	return string(*p)
 }
 
 // response is one API answer: status, envelope, raw body.

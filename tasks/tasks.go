@@ -66,7 +66,11 @@ func WorkerIDFromQueue(queue string) (workerID string, ok bool) {
 type SessionPayload struct {
 	SessionID string `json:"session_id"`
 	// Reason says why the task was enqueued (e.g. "created",
-	// "worker_shutdown", "lease_expired"); it is logged, never trusted.
+	// "worker_shutdown", "lease_expired"); handlers log it. A disconnect's
+	// reason also decides how the session ends: "session_expired" ends it
+	// as expired, anything else as disconnected by the user (see
+	// store.GoneReason). It never decides whether a task acts: that is
+	// read from the row.
 	Reason string `json:"reason,omitempty"`
 }
 

@@ -60,7 +60,7 @@ func Run(ctx context.Context, d Deps, o Options) (Result, error) {
 		return res, fmt.Errorf("cleanup: %w", err)
 	}
 	for _, s := range hosted {
-		j, err := tasks.NewDisconnect(s.SessionID, "session_expired", tasks.WorkerQueue(store.Str(s.WorkerID)))
+		j, err := tasks.NewDisconnect(s.SessionID, string(store.ReasonSessionExpired), tasks.WorkerQueue(store.Str(s.WorkerID)))
 		if err != nil {
 			return res, fmt.Errorf("cleanup: %w", err)
 		}
@@ -98,7 +98,7 @@ func Run(ctx context.Context, d Deps, o Options) (Result, error) {
 		res.Deleted += len(gone)
 		for _, g := range gone {
 			publish(ctx, d, events.Event{Type: events.TypeStatus, SessionID: g.SessionID, UserID: g.UserID,
-				Status: string(store.StatusExpired), Reason: "session_deleted", At: time.Now()})
+				Status: string(store.StatusExpired), Reason: string(store.ReasonSessionDeleted), At: time.Now()})
 		}
 		if len(gone) < o.Batch {
 			break

@@ -158,7 +158,7 @@ func TestRun(t *testing.T) {
 	pending, _ := e.session("", store.StatusPending)
 	connected, _ := e.session("", store.StatusConnected)
 	ended, fEnded := e.session("w-1", store.StatusPending)
-	if _, err := e.st.End(e.ctx, fEnded, store.Ending{Status: store.StatusFailed, Reason: "connect_failed: x"}); err != nil {
+	if _, err := e.st.End(e.ctx, fEnded, store.Ending{Reason: store.ReasonConnectFailed}); err != nil {
 		t.Fatal(err)
 	}
 	var more []store.Session
@@ -266,7 +266,7 @@ func TestRunWaitsForHostedRelease(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		_, err := e.st.End(e.ctx, fence, store.Ending{Status: store.StatusDisconnected, Reason: "session_expired", KeysDeleted: true})
+		_, err := e.st.End(e.ctx, fence, store.Ending{Reason: store.ReasonSessionExpired, KeysDeleted: true})
 		released <- err
 	}()
 	res, err := cleanup.Run(e.ctx, e.deps, cleanup.Options{WaitHosted: 2 * time.Minute})

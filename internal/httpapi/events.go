@@ -44,7 +44,7 @@ func streamEventOf(e events.Event) streamEvent {
 // (re)connect: the status, then the QR or pairing code if one is showing.
 func initialEvents(sess store.Session, found bool) []streamEvent {
 	if !found {
-		return []streamEvent{{Type: events.TypeStatus, Status: "none", Reason: "no_session", At: time.Now().UTC()}}
+		return []streamEvent{{Type: events.TypeStatus, Status: string(store.StatusNone), Reason: string(store.ReasonNoSession), At: time.Now().UTC()}}
 	}
 	out := []streamEvent{streamEventOf(events.FromSession(events.TypeStatus, sess))}
 	if sess.QRCode != nil {

@@ -24,20 +24,20 @@ import (
 // fields plus what the distributed design adds. Nullable columns are null,
 // never omitted, so clients can rely on every key being there.
 type sessionView struct {
-	SessionID       string     `json:"sessionId"`
-	Status          string     `json:"status"`
-	StatusReason    *string    `json:"statusReason"`
-	DesiredState    string     `json:"desiredState"`
-	IsConnected     bool       `json:"isConnected"`
-	IsAuthenticated bool       `json:"isAuthenticated"`
-	PhoneNumber     *string    `json:"phoneNumber"`
-	UserName        *string    `json:"userName"`
-	PairingCode     *string    `json:"pairingCode"`
-	LastSeen        *time.Time `json:"lastSeen"`
-	ExpiresAt       *time.Time `json:"expiresAt"`
-	CreatedAt       time.Time  `json:"createdAt"`
-	UpdatedAt       time.Time  `json:"updatedAt"`
-	LastError       *string    `json:"lastError"`
+	SessionID       string             `json:"sessionId"`
+	Status          string             `json:"status"`
+	StatusReason    *store.Reason      `json:"statusReason"`
+	DesiredState    store.DesiredState `json:"desiredState"`
+	IsConnected     bool               `json:"isConnected"`
+	IsAuthenticated bool               `json:"isAuthenticated"`
+	PhoneNumber     *string            `json:"phoneNumber"`
+	UserName        *string            `json:"userName"`
+	PairingCode     *string            `json:"pairingCode"`
+	LastSeen        *time.Time         `json:"lastSeen"`
+	ExpiresAt       *time.Time         `json:"expiresAt"`
+	CreatedAt       time.Time          `json:"createdAt"`
+	UpdatedAt       time.Time          `json:"updatedAt"`
+	LastError       *string            `json:"lastError"`
 }
 
 // createView is what POST /session answers: the session and, as in the
@@ -378,7 +378,7 @@ func (s *server) disconnect(c *fiber.Ctx) error {
 		if sess.LeaseLive && sess.WorkerID != nil {
 			q = tasks.WorkerQueue(*sess.WorkerID)
 		}
-		j, err := tasks.NewDisconnect(sess.SessionID, "user_disconnected", q)
+		j, err := tasks.NewDisconnect(sess.SessionID, string(store.ReasonUserDisconnected), q)
 		if err != nil {
 			return err
 		}

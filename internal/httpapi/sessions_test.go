@@ -254,7 +254,7 @@ func TestQRNotReadyThenEnded(t *testing.T) {
 	e.do(req{method: "GET", path: qrPath, token: tok}).wantError(t, 409, "qr_not_ready")
 
 	w := e.claim(t, created.SessionID, "w1")
-	if _, err := e.store.End(context.Background(), w.fence, store.Ending{Status: store.StatusExpired, Reason: "qr_timeout"}); err != nil {
+	if _, err := e.store.End(context.Background(), w.fence, store.Ending{Reason: store.ReasonQRTimeout}); err != nil {
 		t.Fatal(err)
 	}
 	e.do(req{method: "GET", path: qrPath, token: tok}).wantError(t, 410, "session_ended")
@@ -432,7 +432,7 @@ func TestDisconnect(t *testing.T) {
 		t.Fatal("a repeated disconnect queued a second task")
 	}
 	// The worker carries it out (as its disconnect handler does).
-	if _, err := e.store.End(context.Background(), w.fence, store.Ending{Status: store.StatusDisconnected, Reason: "user_disconnected", KeysDeleted: true}); err != nil {
+	if _, err := e.store.End(context.Background(), w.fence, store.Ending{Reason: store.ReasonUserDisconnected, KeysDeleted: true}); err != nil {
 		t.Fatal(err)
 	}
 	r = e.do(req{method: "POST", path: disconnectPath, token: tok})

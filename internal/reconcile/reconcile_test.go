@@ -190,7 +190,7 @@ func TestRun(t *testing.T) {
 	expiredHosted, _ := e.hosted("w-live", store.StatusConnected)
 	e.expire(expiredHosted.SessionID)
 	_, fEnded := e.hosted("w-live", store.StatusConnected)
-	if _, err := e.st.End(e.ctx, fEnded, store.Ending{Status: store.StatusLoggedOut, Reason: "phone_unlinked", KeysDeleted: true}); err != nil {
+	if _, err := e.st.End(e.ctx, fEnded, store.Ending{Reason: store.ReasonPhoneUnlinked, KeysDeleted: true}); err != nil {
 		t.Fatal(err)
 	}
 

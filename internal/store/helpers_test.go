@@ -112,7 +112,13 @@ func (f *fx) unhosted(status store.Status) store.Session {
 func (f *fx) ended(status store.Status, keysDeleted bool) store.Session {
 	f.t.Helper()
 	s, fence := f.hosted("w-end", store.StatusConnected)
-	s, err := f.st.End(f.ctx, fence, store.Ending{Status: status, Reason: "test_end", KeysDeleted: keysDeleted})
+	reason := map[store.Status]store.Reason{
+		store.StatusDisconnected: store.ReasonUserDisconnected,
+		store.StatusLoggedOut:    store.ReasonPhoneUnlinked,
+		store.StatusExpired:      store.ReasonQRTimeout,
+		store.StatusFailed:       store.ReasonPairError,
+	}[status]
+	s, err := f.st.End(f.ctx, fence, store.Ending{Reason: reason, KeysDeleted: keysDeleted})
 	if err != nil {
 		f.t.Fatalf("end: %v", err)
 	}

@@ -37,9 +37,9 @@ const (
 // A worker re-claiming its own session also gets a new epoch, so writes from
 // an earlier incarnation of itself are fenced off too.
 func (s *Store) Claim(ctx context.Context, sessionID, workerID string, ttl time.Duration, mode ClaimMode) (Session, Fence, error) {
-	cond := `desired_state = 'linked' AND status IN ` + liveStatuses + ` AND (expires_at IS NULL OR expires_at > now())`
+	cond := `desired_state = ` + sqlLinked + ` AND status IN ` + liveStatuses + ` AND (expires_at IS NULL OR expires_at > now())`
 	if mode == ClaimToEnd {
-		cond = `desired_state = 'gone'`
+		cond = `desired_state = ` + sqlGone
 	}
 	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions
 		SET worker_id = $2, lease_until = now() + $3::interval, lease_epoch = lease_epoch + 1, updated_at = now()
@@ -125,11 +125,11 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 // (restored from its keys, no QR); one still pairing goes back to pending
 // (pairing starts over; the unpaired keys lived only in this process). lastErr may be "". Used on graceful shutdown and when a restore
 // cannot connect.
-func (s *Store) Release(ctx context.Context, f Fence, reason, lastErr string) (Session, error) {
-	return s.fencedUpdate(ctx, f, `status = CASE WHEN device_jid IS NULL THEN 'pending' ELSE 'reconnecting' END,
+func (s *Store) Release(ctx context.Context, f Fence, reason Reason, lastErr string) (Session, error) {
+	return s.fencedUpdate(ctx, f, `status = CASE WHEN device_jid IS NULL THEN $6 ELSE $7 END,
 		qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
 		status_reason = $4, last_error = COALESCE(NULLIF($5, ''), last_error),
-		is_connected = false, worker_id = NULL, lease_until = NULL`, reason, lastErr)
+		is_connected = false, worker_id = NULL, lease_until = NULL`, reason, lastErr, StatusPending, StatusReconnecting)
 }
 
 // fencedUpdate applies set (with $4... as extra args) to the session only if

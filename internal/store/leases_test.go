@@ -241,7 +241,7 @@ func TestStaleFenceCannotWrite(t *testing.T) {
 				{"MarkReconnecting", func() error { _, err := f.st.MarkReconnecting(f.ctx, old, "socket_dropped", "eof"); return err }},
 				{"SetUserName", func() error { _, err := f.st.SetUserName(f.ctx, old, "Old"); return err }},
 				{"End", func() error {
-					_, err := f.st.End(f.ctx, old, store.Ending{Status: store.StatusLoggedOut, Reason: "phone_unlinked", KeysDeleted: true})
+					_, err := f.st.End(f.ctx, old, store.Ending{Reason: store.ReasonPhoneUnlinked, KeysDeleted: true})
 					return err
 				}},
 				{"Release", func() error { _, err := f.st.Release(f.ctx, old, "worker_shutdown", "bye"); return err }},

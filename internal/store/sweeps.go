@@ -9,7 +9,7 @@ import (
 
 // needsWorker matches idx_whatsapp_sessions_hosting's predicate: sessions
 // that a worker should host, or whose device keys a worker must delete.
-const needsWorker = `(status IN ` + liveStatuses + ` OR (desired_state = 'gone' AND device_jid IS NOT NULL))`
+const needsWorker = `(status IN ` + liveStatuses + ` OR (desired_state = ` + sqlGone + ` AND device_jid IS NOT NULL))`
 
 // leaseFree: no worker holds a live lease (Postgres' clock).
 const leaseFree = `(lease_until IS NULL OR lease_until <= now())`
@@ -32,8 +32,9 @@ func (s *Store) Unhosted(ctx context.Context, limit int) ([]Session, error) {
 // timed out, or a linked session went unused), no client, no QR, and no
 // lease. Clearing the lapsed lease fences its former holder off (see
 // ExpireUnhosted).
-const expireSet = `status = 'expired',
-	status_reason = CASE WHEN status IN ('pending','qr') THEN 'qr_timeout' ELSE 'session_expired' END,
+const expireSet = `status = '` + string(StatusExpired) + `',
+	status_reason = CASE WHEN status IN ('` + string(StatusPending) + `','` + string(StatusQR) + `')
+		THEN '` + string(ReasonQRTimeout) + `' ELSE '` + string(ReasonSessionExpired) + `' END,
 	is_connected = false, qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
 	worker_id = NULL, lease_until = NULL, updated_at = now()`
 
@@ -63,10 +64,10 @@ func (s *Store) ExpireUnhosted(ctx context.Context, limit int) ([]Session, error
 // session's expiry slides on every heartbeat, so these are sessions whose
 // worker stopped renewing them or a QR nobody scanned for a whole TTL.
 func (s *Store) MarkHostedExpiredGone(ctx context.Context) ([]Session, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions SET desired_state = 'gone',
-			status_reason = 'session_expired', updated_at = now()
-		WHERE desired_state = 'linked' AND expires_at <= now() AND lease_until > now()
-		RETURNING `+sessionColumns)
+	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions SET desired_state = $1,
+			status_reason = $2, updated_at = now()
+		WHERE desired_state = $3 AND expires_at <= now() AND lease_until > now()
+		RETURNING `+sessionColumns, DesiredGone, ReasonSessionExpired, DesiredLinked)
 	if err != nil {
 		return nil, fmt.Errorf("store: mark hosted expired: %w", err)
 	}

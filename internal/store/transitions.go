@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -11,13 +12,15 @@ import (
 // SetQR records a new QR code (PNG data URL and raw string) for a session
 // waiting to be scanned.
 func (s *Store) SetQR(ctx context.Context, f Fence, dataURL, raw string) (Session, error) {
-	return s.fencedUpdate(ctx, f, `status = 'qr', status_reason = 'qr_code', qr_code = $4, qr_raw = $5`, dataURL, raw)
+	return s.fencedUpdate(ctx, f, `status = $4, status_reason = $5, qr_code = $6, qr_raw = $7`,
+		StatusQR, ReasonQRCode, dataURL, raw)
 }
 
 // SetPairingCode records the code the user types on their phone to link by
 // phone number instead of a QR.
 func (s *Store) SetPairingCode(ctx context.Context, f Fence, code string) (Session, error) {
-	return s.fencedUpdate(ctx, f, `status = 'qr', status_reason = 'pairing_code', pairing_code = $4, qr_code = NULL, qr_raw = NULL`, code)
+	return s.fencedUpdate(ctx, f, `status = $4, status_reason = $5, pairing_code = $6, qr_code = NULL, qr_raw = NULL`,
+		StatusQR, ReasonPairingCode, code)
 }
 
 // Linked is what a worker learns when a session connects.
@@ -25,18 +28,18 @@ type Linked struct {
 	DeviceJID string
 	Phone     string
 	Name      string
-	Reason    string // "paired", "restored", "reconnected"
+	Reason    Reason // ReasonPaired, ReasonRestored or ReasonReconnected
 }
 
 // MarkConnected records a connected, authenticated session: device and
 // profile set, QR and pairing code cleared, error cleared, expiry slid to
 // now + sessionTTL.
 func (s *Store) MarkConnected(ctx context.Context, f Fence, l Linked, sessionTTL time.Duration) (Session, error) {
-	return s.fencedUpdate(ctx, f, `status = 'connected', status_reason = $4, is_connected = true, is_authenticated = true,
+	return s.fencedUpdate(ctx, f, `status = $9, status_reason = $4, is_connected = true, is_authenticated = true,
 		device_jid = $5, phone_number = NULLIF($6, ''), user_name = COALESCE(NULLIF($7, ''), user_name),
 		qr_code = NULL, qr_raw = NULL, pairing_code = NULL, last_error = NULL,
 		last_seen = now(), expires_at = now() + $8::interval`,
-		l.Reason, l.DeviceJID, l.Phone, l.Name, sessionTTL)
+		l.Reason, l.DeviceJID, l.Phone, l.Name, sessionTTL, StatusConnected)
 }
 
 // MarkDevice records the device JID as soon as pairing succeeds, before the
@@ -49,9 +52,9 @@ func (s *Store) MarkDevice(ctx context.Context, f Fence, deviceJID, phone, name 
 
 // MarkReconnecting records a hosted session whose socket dropped while
 // whatsmeow reconnects it; lastErr may be "".
-func (s *Store) MarkReconnecting(ctx context.Context, f Fence, reason, lastErr string) (Session, error) {
-	return s.fencedUpdate(ctx, f, `status = 'reconnecting', status_reason = $4, is_connected = false,
-		last_error = COALESCE(NULLIF($5, ''), last_error)`, reason, lastErr)
+func (s *Store) MarkReconnecting(ctx context.Context, f Fence, reason Reason, lastErr string) (Session, error) {
+	return s.fencedUpdate(ctx, f, `status = $6, status_reason = $4, is_connected = false,
+		last_error = COALESCE(NULLIF($5, ''), last_error)`, reason, lastErr, StatusReconnecting)
 }
 
 // SetUserName records a push name learned after linking.
@@ -59,10 +62,10 @@ func (s *Store) SetUserName(ctx context.Context, f Fence, name string) (Session,
 	return s.fencedUpdate(ctx, f, `user_name = $4`, name)
 }
 
-// Ending says how a session ends.
+// Ending says how a session ends. Its final status follows from the
+// reason (Reason.EndStatus), so the two can never disagree.
 type Ending struct {
-	Status Status // disconnected, logged_out, expired or failed
-	Reason string // e.g. "qr_timeout", "phone_unlinked", "user_disconnected"
+	Reason Reason // e.g. ReasonQRTimeout, ReasonPhoneUnlinked, ReasonUserDisconnected
 	// LastError is recorded when the end was caused by an error.
 	LastError string
 	// KeysDeleted: the device's keys are gone (logout, unlink), so the row
@@ -73,11 +76,15 @@ type Ending struct {
 // End finishes a session: final status and reason, not connected, QR
 // cleared, lease released. Nothing restores it afterwards.
 func (s *Store) End(ctx context.Context, f Fence, e Ending) (Session, error) {
+	status, ok := e.Reason.EndStatus()
+	if !ok {
+		return Session{}, fmt.Errorf("store: end session %s: reason %q ends no session", f.SessionID, e.Reason)
+	}
 	return s.fencedUpdate(ctx, f, `status = $4, status_reason = $5, last_error = COALESCE(NULLIF($6, ''), last_error),
 		is_connected = false,
 		is_authenticated = CASE WHEN $7 THEN false ELSE is_authenticated END,
 		device_jid = CASE WHEN $7 THEN NULL ELSE device_jid END,
 		qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
 		worker_id = NULL, lease_until = NULL`,
-		string(e.Status), e.Reason, e.LastError, e.KeysDeleted)
+		status, e.Reason, e.LastError, e.KeysDeleted)
 }

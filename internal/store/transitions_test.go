@@ -33,13 +33,13 @@ func TestReleaseAndEnd(t *testing.T) {
 			return f.st.Release(f.ctx, fe, "connect_failed", "dial: refused")
 		}, store.StatusReconnecting, true, true},
 		{"end logged out", store.StatusConnected, func(fe store.Fence) (store.Session, error) {
-			return f.st.End(f.ctx, fe, store.Ending{Status: store.StatusLoggedOut, Reason: "phone_unlinked", KeysDeleted: true})
+			return f.st.End(f.ctx, fe, store.Ending{Reason: store.ReasonPhoneUnlinked, KeysDeleted: true})
 		}, store.StatusLoggedOut, false, false},
 		{"end failed keeps keys", store.StatusConnected, func(fe store.Fence) (store.Session, error) {
-			return f.st.End(f.ctx, fe, store.Ending{Status: store.StatusFailed, Reason: "connect_failed: x", LastError: "x"})
+			return f.st.End(f.ctx, fe, store.Ending{Reason: store.ReasonConnectFailed, LastError: "x"})
 		}, store.StatusFailed, true, true},
 		{"end qr timeout", store.StatusQR, func(fe store.Fence) (store.Session, error) {
-			return f.st.End(f.ctx, fe, store.Ending{Status: store.StatusExpired, Reason: "qr_timeout"})
+			return f.st.End(f.ctx, fe, store.Ending{Reason: store.ReasonQRTimeout})
 		}, store.StatusExpired, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

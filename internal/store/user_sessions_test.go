@@ -212,7 +212,7 @@ func TestStats(t *testing.T) {
 	// a1 is still connected (the worker has not logged out yet): active.
 	a2 := f.createFor(userA)
 	fa2 := f.claim(a2.SessionID, "w", store.ClaimToHost)
-	if _, err := f.st.End(f.ctx, fa2, store.Ending{Status: store.StatusExpired, Reason: "qr_timeout"}); err != nil {
+	if _, err := f.st.End(f.ctx, fa2, store.Ending{Reason: store.ReasonQRTimeout}); err != nil {
 		t.Fatal(err)
 	}
 	a3 := f.createFor(userA)
@@ -220,7 +220,7 @@ func TestStats(t *testing.T) {
 	// B: one pending session, and one disconnected.
 	b1 := f.createFor(userB)
 	fb1 := f.claim(b1.SessionID, "w", store.ClaimToHost)
-	if _, err := f.st.End(f.ctx, fb1, store.Ending{Status: store.StatusDisconnected, Reason: "user_disconnected", KeysDeleted: true}); err != nil {
+	if _, err := f.st.End(f.ctx, fb1, store.Ending{Reason: store.ReasonUserDisconnected, KeysDeleted: true}); err != nil {
 		t.Fatal(err)
 	}
 	f.createFor(userB)

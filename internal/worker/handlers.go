@@ -98,12 +98,12 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	} else {
 		dev, err = w.deps.Host.LoadDevice(ctx, *sess.DeviceJID)
 		if err != nil {
-			w.releaseClaim(fence, "restore_failed", err.Error())
+			w.releaseClaim(fence, store.ReasonRestoreFailed, err.Error())
 			return err
 		}
 		if dev == nil {
 			// Keys gone (unlinked elsewhere, or deleted): only a new scan helps.
-			s, err := w.deps.Store.End(ctx, fence, store.Ending{Status: store.StatusLoggedOut, Reason: "device_keys_missing",
+			s, err := w.deps.Store.End(ctx, fence, store.Ending{Reason: store.ReasonDeviceKeysMissing,
 				LastError: "the device's keys are gone; link WhatsApp again", KeysDeleted: true})
 			if err == nil {
 				w.publish(ctx, events.TypeStatus, s)
@@ -114,14 +114,14 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 
 	h := newHosted(w, sess, fence, w.deps.Host.NewClient(dev, log), sent.Add(w.cfg.LeaseTTL), linked)
 	if err := w.add(h); err != nil {
-		w.releaseClaim(fence, "worker_unavailable", "")
+		w.releaseClaim(fence, store.ReasonWorkerUnavailable, "")
 		return err
 	}
 	h.start()
 	if !linked {
 		qr, err := h.client.GetQRChannel(h.ctx)
 		if err != nil {
-			h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: err.Error()})
+			h.end(store.Ending{Reason: store.ReasonPairError, LastError: err.Error()})
 			return nil
 		}
 		go h.pumpQR(qr)
@@ -137,11 +137,11 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		if linked {
 			// Not a network error (whatsmeow retries those itself): let
 			// the reconciler try again later, maybe elsewhere.
-			h.release("connect_failed", err.Error())
+			h.release(store.ReasonConnectFailed, err.Error())
 			w.deps.Metrics.Restores.WithLabelValues("released").Inc()
 			return nil
 		}
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "connect_failed",
+		h.end(store.Ending{Reason: store.ReasonConnectFailed,
 			LastError: "could not reach the WhatsApp server: " + err.Error()})
 		log.Warn("pairing could not start: WhatsApp server unreachable", "error", err)
 		return nil
@@ -191,7 +191,7 @@ func (w *Worker) connect(ctx context.Context, h *hosted, linked bool) error {
 
 // releaseClaim gives a just-claimed lease back after a failure before any
 // client existed.
-func (w *Worker) releaseClaim(f store.Fence, reason, lastErr string) {
+func (w *Worker) releaseClaim(f store.Fence, reason store.Reason, lastErr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if s, err := w.deps.Store.Release(ctx, f, reason, lastErr); err == nil {
@@ -206,14 +206,14 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if h := w.lookup(p.SessionID); h != nil {
-		return h.requestEnd(ctx, endReason(p.Reason, ""))
+		return h.requestEnd(ctx, store.GoneReason(store.Reason(p.Reason), ""))
 	}
 	if !w.begin(p.SessionID) {
 		return fmt.Errorf("session %s is being claimed by this worker; retry", p.SessionID)
 	}
 	defer w.finish(p.SessionID)
 	if h := w.lookup(p.SessionID); h != nil {
-		return h.requestEnd(ctx, endReason(p.Reason, ""))
+		return h.requestEnd(ctx, store.GoneReason(store.Reason(p.Reason), ""))
 	}
 	sess, fence, err := w.deps.Store.Claim(ctx, p.SessionID, w.cfg.WorkerID, w.cfg.LeaseTTL, store.ClaimToEnd)
 	switch {
@@ -231,13 +231,9 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	case err != nil:
 		return err
 	}
-	reason := endReason(p.Reason, store.Str(sess.StatusReason))
+	reason := store.GoneReason(store.Reason(p.Reason), sess.Reason())
 	log := w.log.With("session_id", p.SessionID)
-	status := store.StatusDisconnected
-	if reason == "session_expired" {
-		status = store.StatusExpired
-	}
-	ending := store.Ending{Status: status, Reason: reason, KeysDeleted: true}
+	ending := store.Ending{Reason: reason, KeysDeleted: true}
 
 	if sess.DeviceJID != nil {
 		if err := w.logoutUnhosted(ctx, *sess.DeviceJID); err != nil {
@@ -265,14 +261,6 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	w.publish(ctx, events.TypeStatus, s)
 	log.Info("session ended", "status", s.Status, "reason", reason)
 	return nil
-}
-
-// endReason picks the reason a gone session ends with.
-func endReason(taskReason, statusReason string) string {
-	if taskReason == "session_expired" || statusReason == "session_expired" {
-		return "session_expired"
-	}
-	return "user_disconnected"
 }
 
 // logoutUnhosted connects a stored device just long enough to log it out.
@@ -331,7 +319,7 @@ func (w *Worker) logoutUnhosted(ctx context.Context, deviceJID string) error {
 var errAlreadyLoggedOut = errors.New("already logged out")
 
 // requestEnd asks the session's loop to log out and end it, and waits.
-func (h *hosted) requestEnd(ctx context.Context, reason string) error {
+func (h *hosted) requestEnd(ctx context.Context, reason store.Reason) error {
 	done := make(chan struct{})
 	if !h.send(cmdEnd{reason: reason, done: done}) {
 		return nil // hosting ended meanwhile; the row says how

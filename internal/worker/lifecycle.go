@@ -94,7 +94,7 @@ func (w *Worker) leaseLost(ctx context.Context, h *hosted) {
 	case err != nil:
 		// Postgres trouble: the local lease clock decides.
 	case store.Str(s.WorkerID) == w.cfg.WorkerID && s.LeaseEpoch == h.fence.Epoch && s.DesiredState == store.DesiredGone:
-		if err := h.requestEnd(ctx, endReason("", store.Str(s.StatusReason))); err != nil {
+		if err := h.requestEnd(ctx, store.GoneReason("", s.Reason())); err != nil {
 			h.log.Warn("end session", "error", err)
 		}
 	default:

@@ -65,7 +65,7 @@ type (
 	qrItem       struct{ whatsmeow.QRChannelItem }
 	loginTimeout struct{}
 	cmdEnd       struct {
-		reason string
+		reason store.Reason
 		done   chan struct{}
 	}
 	// cmdHandoff hands the session to another worker: to names it
@@ -276,7 +276,7 @@ func (h *hosted) handle(m any) {
 		h.onQR(e.QRChannelItem)
 	case loginTimeout:
 		if !h.connectedBefore {
-			h.release("connect_failed", "paired, but the login that follows did not complete in time")
+			h.release(store.ReasonConnectFailed, "paired, but the login that follows did not complete in time")
 		}
 	case cmdEnd:
 		h.onEnd(e.reason)
@@ -284,9 +284,9 @@ func (h *hosted) handle(m any) {
 	case cmdHandoff:
 		switch {
 		case e.to == "":
-			h.release("worker_shutdown", "")
+			h.release(store.ReasonWorkerShutdown, "")
 		case h.deviceJID != "" && h.connectedBefore:
-			h.releaseTo("rebalance", "", tasks.WorkerQueue(e.to))
+			h.releaseTo(store.ReasonRebalance, "", tasks.WorkerQueue(e.to))
 		default:
 			// Still pairing or not yet logged in: moving it would cost the
 			// user a new QR or a longer outage. Stays here.
@@ -302,7 +302,7 @@ func (h *hosted) handle(m any) {
 			return h.w.deps.Store.MarkDevice(ctx, h.fence, e.ID.String(), wa.PhoneOf(&e.ID), e.BusinessName)
 		})
 	case *waevents.PairError:
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: "pairing failed: " + e.Error.Error()})
+		h.end(store.Ending{Reason: store.ReasonPairError, LastError: "pairing failed: " + e.Error.Error()})
 	case *waevents.Connected:
 		h.onConnected()
 	case *waevents.Disconnected:
@@ -310,34 +310,34 @@ func (h *hosted) handle(m any) {
 			return // still pairing: the QR channel reports this as a timeout
 		}
 		h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
-			return h.w.deps.Store.MarkReconnecting(ctx, h.fence, "connection_lost", "")
+			return h.w.deps.Store.MarkReconnecting(ctx, h.fence, store.ReasonConnectionLost, "")
 		})
 		h.log.Info("connection lost; whatsmeow is reconnecting")
 	case *waevents.LoggedOut:
-		reason, lastErr := "phone_unlinked", ""
+		reason, lastErr := store.ReasonPhoneUnlinked, ""
 		if e.OnConnect {
-			reason, lastErr = "logged_out", "WhatsApp refused the login: "+e.Reason.String()
+			reason, lastErr = store.ReasonLoggedOut, "WhatsApp refused the login: "+e.Reason.String()
 		}
 		h.deleteKeys()
-		h.end(store.Ending{Status: store.StatusLoggedOut, Reason: reason, LastError: lastErr, KeysDeleted: true})
+		h.end(store.Ending{Reason: reason, LastError: lastErr, KeysDeleted: true})
 	case *waevents.StreamReplaced:
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "stream_replaced",
+		h.end(store.Ending{Reason: store.ReasonStreamReplaced,
 			LastError: "another client logged in with this device; this one stopped"})
 	case *waevents.TemporaryBan:
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "temporary_ban", LastError: e.String()})
+		h.end(store.Ending{Reason: store.ReasonTemporaryBan, LastError: e.String()})
 	case *waevents.ClientOutdated:
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "client_outdated",
+		h.end(store.Ending{Reason: store.ReasonClientOutdated,
 			LastError: "WhatsApp rejected this client version as outdated"})
 	case *waevents.ConnectFailure:
 		msg := fmt.Sprintf("connect failure %d: %s", int(e.Reason), e.Message)
 		if e.Reason == waevents.ConnectFailureServiceUnavailable || e.Reason == waevents.ConnectFailureInternalServerError {
 			// whatsmeow retries these by itself.
 			h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
-				return h.w.deps.Store.MarkReconnecting(ctx, h.fence, "connect_failure", msg)
+				return h.w.deps.Store.MarkReconnecting(ctx, h.fence, store.ReasonConnectFailure, msg)
 			})
 			return
 		}
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "connect_failure", LastError: msg})
+		h.end(store.Ending{Reason: store.ReasonConnectFailure, LastError: msg})
 	case *waevents.PushNameSetting:
 		if name := e.Action.GetName(); name != "" {
 			h.write("", func(ctx context.Context) (store.Session, error) {
@@ -362,7 +362,7 @@ func (h *hosted) onQR(item whatsmeow.QRChannelItem) {
 		}
 		url, err := qrpng.DataURL(item.Code)
 		if err != nil {
-			h.end(store.Ending{Status: store.StatusFailed, Reason: "qr_render_failed", LastError: err.Error()})
+			h.end(store.Ending{Reason: store.ReasonQRRenderFailed, LastError: err.Error()})
 			return
 		}
 		if _, ok := h.write(events.TypeQR, func(ctx context.Context) (store.Session, error) {
@@ -374,15 +374,15 @@ func (h *hosted) onQR(item whatsmeow.QRChannelItem) {
 	case whatsmeow.QRChannelSuccess.Event:
 		// PairSuccess and Connected carry the state.
 	case whatsmeow.QRChannelTimeout.Event:
-		h.end(store.Ending{Status: store.StatusExpired, Reason: "qr_timeout", LastError: "nobody scanned the QR code in time"})
+		h.end(store.Ending{Reason: store.ReasonQRTimeout, LastError: "nobody scanned the QR code in time"})
 	case whatsmeow.QRChannelClientOutdated.Event:
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "client_outdated", LastError: "WhatsApp rejected this client version as outdated"})
+		h.end(store.Ending{Reason: store.ReasonClientOutdated, LastError: "WhatsApp rejected this client version as outdated"})
 	case whatsmeow.QRChannelScannedWithoutMultidevice.Event:
 		h.log.Warn("QR scanned by a phone without multi-device support")
 	case whatsmeow.QRChannelEventError:
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: fmt.Sprint("pairing failed: ", item.Error)})
+		h.end(store.Ending{Reason: store.ReasonPairError, LastError: fmt.Sprint("pairing failed: ", item.Error)})
 	default:
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "pair_error", LastError: "unexpected pairing state: " + item.Event})
+		h.end(store.Ending{Reason: store.ReasonPairError, LastError: "unexpected pairing state: " + item.Event})
 	}
 }
 
@@ -395,7 +395,7 @@ func (h *hosted) requestPairingCode() {
 	code, err := h.client.PairPhone(ctx, h.pairPhone, true, whatsmeow.PairClientChrome, "Chrome (Linux)")
 	cancel()
 	if err != nil {
-		h.end(store.Ending{Status: store.StatusFailed, Reason: "pairing_code_failed", LastError: "could not get a pairing code: " + err.Error()})
+		h.end(store.Ending{Reason: store.ReasonPairingCodeFailed, LastError: "could not get a pairing code: " + err.Error()})
 		return
 	}
 	if _, ok := h.write(events.TypePairingCode, func(ctx context.Context) (store.Session, error) {
@@ -410,11 +410,11 @@ func (h *hosted) onConnected() {
 	if h.loginTimer != nil {
 		h.loginTimer.Stop()
 	}
-	reason := "reconnected"
+	reason := store.ReasonReconnected
 	if !h.connectedBefore {
-		reason = "paired"
+		reason = store.ReasonPaired
 		if h.restored {
-			reason = "restored"
+			reason = store.ReasonRestored
 		}
 	}
 	h.connectedBefore = true
@@ -439,11 +439,7 @@ func (h *hosted) onConnected() {
 // onEnd carries out a session the user (or expiry) wants gone: log the
 // device out of WhatsApp so the phone's list of linked devices loses it,
 // delete its keys, and end the row.
-func (h *hosted) onEnd(reason string) {
-	status := store.StatusDisconnected
-	if reason == "session_expired" {
-		status = store.StatusExpired
-	}
+func (h *hosted) onEnd(reason store.Reason) {
 	var lastErr string
 	if h.deviceJID != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -455,7 +451,7 @@ func (h *hosted) onEnd(reason string) {
 		}
 		h.deleteKeys()
 	}
-	h.end(store.Ending{Status: status, Reason: reason, LastError: lastErr, KeysDeleted: true})
+	h.end(store.Ending{Reason: reason, LastError: lastErr, KeysDeleted: true})
 }
 
 // deleteKeys makes sure the device's keys are gone from Postgres, whether
@@ -474,13 +470,13 @@ func (h *hosted) deleteKeys() {
 
 // release hands the session to another worker: disconnect without logout,
 // give the lease up, and enqueue the task that picks it up again.
-func (h *hosted) release(reason, lastErr string) {
+func (h *hosted) release(reason store.Reason, lastErr string) {
 	h.releaseTo(reason, lastErr, tasks.QueueShared)
 }
 
 // releaseTo is release with the takeover enqueued on queue: wa:shared for
 // any worker, or one worker's own queue to hand the session to it.
-func (h *hosted) releaseTo(reason, lastErr, queue string) {
+func (h *hosted) releaseTo(reason store.Reason, lastErr, queue string) {
 	// An expected disconnect: whatsmeow emits no event for it, and the
 	// lease is still ours until Release commits, so no other worker can
 	// have connected yet.
@@ -497,9 +493,9 @@ func (h *hosted) releaseTo(reason, lastErr, queue string) {
 		err error
 	)
 	if s.DeviceJID != nil {
-		j, err = tasks.NewRestoreOn(s.SessionID, reason, queue)
+		j, err = tasks.NewRestoreOn(s.SessionID, string(reason), queue)
 	} else {
-		j, err = tasks.NewCreate(s.SessionID, reason)
+		j, err = tasks.NewCreate(s.SessionID, string(reason))
 	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,167 @@
+package store
+
+import "slices"
+
+// This file is the session vocabulary: the statuses a session goes
+// through, the reasons it changes status, and the states a user can want.
+// All three are part of the public contract (the API and the events stream
+// show them, the page branches on them, docs/openapi.yaml lists them), so
+// they are defined here once and nowhere else; a test keeps the OpenAPI
+// document's lists equal to these.
+
+// Status is where a session is in its lifecycle (docs/ARCHITECTURE.md,
+// "Session states").
+type Status string
+
+// Session statuses. pending, qr, connected and reconnecting are live: a
+// worker hosts, or should host, a client for them. The others are final.
+const (
+	StatusPending      Status = "pending"
+	StatusQR           Status = "qr"
+	StatusConnected    Status = "connected"
+	StatusReconnecting Status = "reconnecting"
+	StatusDisconnected Status = "disconnected"
+	StatusLoggedOut    Status = "logged_out"
+	StatusExpired      Status = "expired"
+	StatusFailed       Status = "failed"
+
+	// StatusNone is not a row's status: the events stream sends it (with
+	// ReasonNoSession) to a caller who has no session at all.
+	StatusNone Status = "none"
+)
+
+// Statuses lists every status a row can have, live ones first.
+func Statuses() []Status {
+	return []Status{StatusPending, StatusQR, StatusConnected, StatusReconnecting,
+		StatusDisconnected, StatusLoggedOut, StatusExpired, StatusFailed}
+}
+
+// Live reports whether a worker hosts, or should host, a client for a
+// session in this status.
+func (s Status) Live() bool {
+	switch s {
+	case StatusPending, StatusQR, StatusConnected, StatusReconnecting:
+		return true
+	}
+	return false
+}
+
+// DesiredState is what the user wants, as opposed to Status, what is.
+type DesiredState string
+
+// Desired states.
+const (
+	// DesiredLinked: the user wants the session linked (from create on).
+	DesiredLinked DesiredState = "linked"
+	// DesiredGone: the user (or expiry) asked for the session to end; a
+	// worker logs the device out and deletes its keys.
+	DesiredGone DesiredState = "gone"
+)
+
+// DesiredStates lists every desired state.
+func DesiredStates() []DesiredState { return []DesiredState{DesiredLinked, DesiredGone} }
+
+// Reason says why a session's status last changed (status_reason, the
+// API's statusReason, an event's reason).
+type Reason string
+
+// Status reasons.
+const (
+	// While pairing.
+	ReasonQRCode      Reason = "qr_code"      // a QR code to scan is shown
+	ReasonPairingCode Reason = "pairing_code" // a code to type on the phone is shown
+
+	// Connected.
+	ReasonPaired      Reason = "paired"      // first connection after a scan or a code
+	ReasonRestored    Reason = "restored"    // connected again from stored keys by a new worker
+	ReasonReconnected Reason = "reconnected" // the same client got its connection back
+
+	// Reconnecting: the client is trying again, or the session waits for a
+	// worker to take it over (a release).
+	ReasonConnectionLost    Reason = "connection_lost"
+	ReasonConnectFailure    Reason = "connect_failure" // WhatsApp refused the connection; final unless retryable
+	ReasonWorkerShutdown    Reason = "worker_shutdown"
+	ReasonRebalance         Reason = "rebalance"
+	ReasonWorkerUnavailable Reason = "worker_unavailable"
+	ReasonRestoreFailed     Reason = "restore_failed"
+	ReasonConnectFailed     Reason = "connect_failed" // final for a new pairing, a release for a linked session
+
+	// Final.
+	ReasonUserDisconnected  Reason = "user_disconnected"
+	ReasonSessionExpired    Reason = "session_expired"
+	ReasonQRTimeout         Reason = "qr_timeout"
+	ReasonPhoneUnlinked     Reason = "phone_unlinked"
+	ReasonLoggedOut         Reason = "logged_out"
+	ReasonDeviceKeysMissing Reason = "device_keys_missing"
+	ReasonPairError         Reason = "pair_error"
+	ReasonPairingCodeFailed Reason = "pairing_code_failed"
+	ReasonQRRenderFailed    Reason = "qr_render_failed"
+	ReasonStreamReplaced    Reason = "stream_replaced"
+	ReasonTemporaryBan      Reason = "temporary_ban"
+	ReasonClientOutdated    Reason = "client_outdated"
+
+	// Only in events, never in a row.
+	ReasonSessionDeleted Reason = "session_deleted" // cleanup deleted the expired row
+	ReasonNoSession      Reason = "no_session"      // with StatusNone: the caller has no session
+)
+
+// endStatus is every status reason with the final status a session ending
+// for that reason takes, or "" for a reason that never ends a session.
+var endStatus = map[Reason]Status{
+	ReasonQRCode:            "",
+	ReasonPairingCode:       "",
+	ReasonPaired:            "",
+	ReasonRestored:          "",
+	ReasonReconnected:       "",
+	ReasonConnectionLost:    "",
+	ReasonWorkerShutdown:    "",
+	ReasonRebalance:         "",
+	ReasonWorkerUnavailable: "",
+	ReasonRestoreFailed:     "",
+	ReasonSessionDeleted:    "",
+	ReasonNoSession:         "",
+
+	ReasonConnectFailure:    StatusFailed,
+	ReasonConnectFailed:     StatusFailed,
+	ReasonUserDisconnected:  StatusDisconnected,
+	ReasonSessionExpired:    StatusExpired,
+	ReasonQRTimeout:         StatusExpired,
+	ReasonPhoneUnlinked:     StatusLoggedOut,
+	ReasonLoggedOut:         StatusLoggedOut,
+	ReasonDeviceKeysMissing: StatusLoggedOut,
+	ReasonPairError:         StatusFailed,
+	ReasonPairingCodeFailed: StatusFailed,
+	ReasonQRRenderFailed:    StatusFailed,
+	ReasonStreamReplaced:    StatusFailed,
+	ReasonTemporaryBan:      StatusFailed,
+	ReasonClientOutdated:    StatusFailed,
+}
+
+// EndStatus is the final status a session that ends for reason r takes;
+// ok is false for a reason that ends nothing (End refuses those).
+func (r Reason) EndStatus() (s Status, ok bool) {
+	s = endStatus[r]
+	return s, s != ""
+}
+
+// Reasons lists every status reason, sorted: what docs/openapi.yaml's
+// StatusReason enum must hold.
+func Reasons() []Reason {
+	out := make([]Reason, 0, len(endStatus))
+	for r := range endStatus {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// GoneReason is the reason a session whose desired state is gone ends
+// with: expiry when either the task that carries the end out or the row
+// says so (cleanup marks the row, the task may come from elsewhere), the
+// user's disconnect otherwise.
+func GoneReason(taskReason, rowReason Reason) Reason {
+	if taskReason == ReasonSessionExpired || rowReason == ReasonSessionExpired {
+		return ReasonSessionExpired
+	}
+	return ReasonUserDisconnected
+}
