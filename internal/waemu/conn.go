@@ -151,8 +151,19 @@ func (c *conn) readLoop() {
 }
 
 func (c *conn) handleNode(node *waBinary.Node) {
-	if node.Tag != "iq" {
-		// ack, receipt, presence, ...: nothing a session needs.
+	switch node.Tag {
+	case "message":
+		c.handleMessage(node)
+		return
+	case "receipt":
+		c.handleReceipt(node)
+		return
+	case "ack":
+		c.handleAck(node)
+		return
+	case "iq":
+	default:
+		// presence, chatstate, ...: nothing the emulator needs.
 		return
 	}
 	switch node.AttrGetter().OptionalString("type") {

@@ -27,6 +27,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /devices/{jid}/drop", s.handleDrop)
 	mux.HandleFunc("GET /stats", s.handleStats)
 	mux.HandleFunc("POST /refuse-logins", s.handleRefuseLogins)
+	s.messageRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{"no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -156,6 +157,9 @@ func writeError(w http.ResponseWriter, err error) {
 
 // statusOf maps the emulator's errors to HTTP statuses.
 func statusOf(err error) int {
+	if st := messageStatus(err); st != 0 {
+		return st
+	}
 	switch {
 	case errors.Is(err, ErrMalformedQR), errors.Is(err, ErrMalformedCode), errors.Is(err, ErrBadPhone):
 		return http.StatusBadRequest

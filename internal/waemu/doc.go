@@ -17,13 +17,19 @@
 //   - breaking things on request: unlinking a device, dropping its socket,
 //     replacing an older connection when a second one logs in as the same
 //     device, refusing logins for a while;
+//   - peer phones that exchange Signal-encrypted texts with linked clients:
+//     usync device lists and contacts, prekey bundles from the keys devices
+//     upload, messages both ways with acks, delivery and read receipts, and
+//     redelivery of unreceipted messages at the next login;
 //   - a JSON control API (see Server.Handler) and Go functions with the same
 //     operations for in-process tests.
 //
-// Message traffic (Signal sessions, usync, receipts, app state) is out of
-// scope: unknown queries get an empty result so the client stays healthy.
+// App state, groups, media and history sync are out of scope: unknown
+// queries get an empty result so the client stays healthy.
 //
 // The files follow whatsmeow's layout, one per protocol concern: noise.go
 // (handshake and transport), certs.go, conn.go (framing and node dispatch),
-// pair.go, paircode.go, login.go, iq.go, state.go, control.go, server.go.
+// pair.go, paircode.go, login.go, iq.go, state.go, control.go, server.go;
+// for messages peers.go, prekeys.go, usync.go, signalstore.go (the
+// phones' Signal state), messages.go and control_messages.go.
 package waemu

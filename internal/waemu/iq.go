@@ -6,7 +6,8 @@ import (
 )
 
 // handleIQ answers the client's get/set queries: what whatsmeow asks after
-// login (prekey count and upload, passive mode), keepalive pings, the
+// login (prekey count and upload, passive mode), what it asks before a send
+// (usync device lists and contacts, prekey bundles), keepalive pings, the
 // phone-code pairing stages and logout. Anything else gets an empty result,
 // which keeps the client quiet (an unanswered iq costs it 75 s).
 func (c *conn) handleIQ(node *waBinary.Node) {
@@ -24,8 +25,11 @@ func (c *conn) handleIQ(node *waBinary.Node) {
 	case xmlns == "encrypt" && first.Tag == "count":
 		c.reply(id, []waBinary.Node{{Tag: "count", Attrs: waBinary.Attrs{"value": c.preKeyCount()}}})
 	case xmlns == "encrypt" && ag.OptionalString("type") == "set":
-		c.uploadPreKeys(node)
-		c.reply(id, nil)
+		c.uploadPreKeys(id, node)
+	case xmlns == "encrypt" && first.Tag == "key":
+		c.fetchBundles(id, first)
+	case xmlns == "usync" && first.Tag == "usync":
+		c.usync(id, first)
 	case xmlns == "md" && first.Tag == "link_code_companion_reg":
 		c.handleCodePairIQ(node, first)
 	case xmlns == "md" && first.Tag == "remove-companion-device":
@@ -53,36 +57,6 @@ func (c *conn) replyError(id string, code int, text string) {
 	if err != nil {
 		c.log.Debug("error reply not sent", "err", err)
 	}
-}
-
-// preKeyCount is the number of one-time prekeys the server holds for this
-// connection's device (0 before login).
-func (c *conn) preKeyCount() int {
-	s := c.srv
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if d := s.st.Devices[c.jid]; d != nil && c.jid != "" {
-		return d.PreKeys
-	}
-	return 0
-}
-
-// uploadPreKeys adds the uploaded keys to the device's count; whatsmeow
-// uploads 812 after its first login and 50 whenever the count drops below 5.
-func (c *conn) uploadPreKeys(node *waBinary.Node) {
-	list, ok := node.GetOptionalChildByTag("list")
-	if !ok || c.jid == "" {
-		return
-	}
-	n := len(list.GetChildrenByTag("key"))
-	s := c.srv
-	s.mu.Lock()
-	if d := s.st.Devices[c.jid]; d != nil {
-		d.PreKeys += n
-	}
-	s.mu.Unlock()
-	s.markDirty()
-	c.log.Debug("prekeys uploaded", "jid", c.jid, "count", n)
 }
 
 // logout handles whatsmeow's Logout: the device removes itself. The device

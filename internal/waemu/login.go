@@ -77,4 +77,7 @@ func (c *conn) login() {
 	}
 	s.logins.Add(1)
 	log.Info("device logged in", "replaced", old != nil)
+	// What the device missed while offline (or did not receipt before it
+	// went away) is delivered again.
+	s.msgs.flushLater(c)
 }

@@ -70,6 +70,9 @@ type Stats struct {
 	Keepalives int64 `json:"keepalives"`
 	// Devices are the linked devices known now.
 	Devices int `json:"devices"`
+	// Peers are the peer phones (POST /peers).
+	Peers int `json:"peers"`
+	MessageStats
 }
 
 // DeviceInfo describes a linked device.
@@ -126,6 +129,9 @@ type Server struct {
 	refs        map[string]*conn      // open QR ref → its pairing connection
 	retired     map[string]retiredRef // refs scanned or expired, for precise errors
 	refuseUntil time.Time
+	lids        map[string]string // LID user → phone, filled on lookup (peers.go)
+
+	msgs *messaging // message traffic with the emulated phones (messages.go)
 
 	pairings, logins, conflicts, refused, keepalives atomic.Int64
 
@@ -194,6 +200,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		retired: map[string]retiredRef{},
 		dirty:   make(chan struct{}, 1),
 	}
+	s.msgs = newMessaging(s)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.handler = s.routes()
 
@@ -265,6 +272,13 @@ func (s *Server) PubKey() [32]byte { return *s.certs.root.Pub }
 //	POST /devices/{jid}/drop     {"jid", "dropped": bool}
 //	GET  /stats                  Stats
 //	POST /refuse-logins          {"seconds": N} (0 stops refusing)
+//	POST /peers                  {"phone", "name"?} → PeerInfo
+//	GET  /peers                  {"peers": [PeerInfo...]}
+//	GET  /peers/{jid}/inbox      {"messages": [InboxMessage...]}
+//	POST /peers/{jid}/send       {"to", "text", "id"?} → {"id"}
+//	POST /peers/{jid}/read       {"ids": [...]} → {"read": N}
+//	GET  /messages/{id}          SentMessage
+//	GET|POST|DELETE /faults      fault switches (Fault)
 //
 // Errors are {"error": "reason"} with a 4xx status (404 for unknown
 // devices, QR codes and paths; 400 malformed; 409 already used; 410 expired)
@@ -343,6 +357,8 @@ func (s *Server) Stats() Stats {
 		RefusedLogins: s.refused.Load(),
 		Keepalives:    s.keepalives.Load(),
 		Devices:       len(s.st.Devices),
+		Peers:         s.peerCountLocked(),
+		MessageStats:  s.msgs.stats(),
 	}
 }
 
@@ -388,7 +404,7 @@ func (s *Server) infoLocked(d *device) DeviceInfo {
 	}
 	return DeviceInfo{
 		JID: d.JID, LID: d.LID, Phone: "+" + d.Phone, Name: name,
-		Connected: s.live[d.JID] != nil, Conflicts: d.Conflicts, PreKeys: d.PreKeys, PairedAt: d.PairedAt,
+		Connected: s.live[d.JID] != nil, Conflicts: d.Conflicts, PreKeys: d.Keys.count(), PairedAt: d.PairedAt,
 	}
 }
 

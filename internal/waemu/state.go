@@ -31,18 +31,24 @@ type account struct {
 	RawID       uint32 `json:"raw_id"`
 	KeyIndex    uint32 `json:"key_index"`   // last key index handed out
 	LastDevice  uint16 `json:"last_device"` // last device number handed out
+	// Peer marks a contact created through the control API (peers.go)
+	// rather than by pairing.
+	Peer bool `json:"peer,omitempty"`
+	// Signal is the phone's (device 0's) Signal state, made when it is
+	// first needed (signalstore.go).
+	Signal *phoneSignal `json:"signal,omitempty"`
 }
 
 // device is a linked companion device, what whatsmeow calls a Store.
 type device struct {
-	JID         string    `json:"jid"`
-	LID         string    `json:"lid"`
-	Phone       string    `json:"phone"`
-	NoiseKey    []byte    `json:"noise_key"`    // public; must match every login's Noise static key
-	IdentityKey []byte    `json:"identity_key"` // public
-	PreKeys     int       `json:"prekeys"`      // uploaded one-time prekeys the server holds
-	Conflicts   int       `json:"conflicts"`    // logins that replaced a live connection
-	PairedAt    time.Time `json:"paired_at"`
+	JID         string        `json:"jid"`
+	LID         string        `json:"lid"`
+	Phone       string        `json:"phone"`
+	NoiseKey    []byte        `json:"noise_key"`      // public; must match every login's Noise static key
+	IdentityKey []byte        `json:"identity_key"`   // public
+	Keys        *uploadedKeys `json:"keys,omitempty"` // what the device uploaded (prekeys.go)
+	Conflicts   int           `json:"conflicts"`      // logins that replaced a live connection
+	PairedAt    time.Time     `json:"paired_at"`
 }
 
 // snapshot is the persisted state. It holds private keys of simulated
