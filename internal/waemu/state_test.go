@@ -70,3 +70,80 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("devices after the second restart = %+v, want only %s", devs, jid)
 	}
 }
+
+// TestPeersAndSessionsSurviveRestart: with -state, peers keep their number,
+// LID and keys, and both sides' Signal sessions go on after the emulator
+// restarts (a lost session would make the client's next message, a "msg"
+// on the old session, undecryptable).
+func TestPeersAndSessionsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "state.json")
+	container := newContainer(t)
+	ctx := context.Background()
+
+	emu1 := startEmu(t, waemu.Options{StatePath: path})
+	c, jid := pairQR(t, emu1, container, "+15550008001", "Me")
+	alice, err := emu1.AddPeer("+15557658001", "Alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendMessage(ctx, peerJID("+15557658001"), textMsg("before restart")); err != nil {
+		t.Fatal(err)
+	}
+	id, err := emu1.SendText(ctx, alice.JID, "+15550008001", "reply before restart", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.wait("the reply before the restart", isMessageText("reply before restart"))
+	waitDelivered(t, emu1, id)
+	c.Disconnect()
+	if err := emu1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	prekeys := mustDevice(t, emu1, jid).PreKeys
+
+	emu2 := startEmu(t, waemu.Options{StatePath: path, KeySeed: []byte{}})
+	if peers := emu2.Peers(); len(peers) != 1 || peers[0].JID != alice.JID || peers[0].LID != alice.LID || peers[0].Name != "Alice" {
+		t.Fatalf("peers after restart = %+v, want %+v", peers, alice)
+	}
+	if d := mustDevice(t, emu2, jid); d.PreKeys != prekeys {
+		t.Fatalf("prekeys after restart = %d, want %d", d.PreKeys, prekeys)
+	}
+	dev, err := container.GetDevice(ctx, *c.Store.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := newClient(t, emu2, dev)
+	if err := c2.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	c2.wait("Connected after the restart", isConnected)
+	resp, err := c2.SendMessage(ctx, peerJID("+15557658001"), textMsg("after restart"))
+	if err != nil {
+		t.Fatalf("SendMessage after the restart: %v", err)
+	}
+	inbox, _ := emu2.Inbox(alice.JID)
+	if len(inbox) != 1 || inbox[0].ID != resp.ID || inbox[0].Text != "after restart" {
+		t.Fatalf("inbox after restart = %+v", inbox)
+	}
+	if _, err := emu2.SendText(ctx, alice.JID, "+15550008001", "reply after restart", ""); err != nil {
+		t.Fatal(err)
+	}
+	c2.wait("the reply after the restart", isMessageText("reply after restart"))
+	if st := emu2.Stats(); st.DecryptFailures != 0 || st.RetryReceipts != 0 {
+		t.Fatalf("stats after restart = %+v", st)
+	}
+	if d := mustDevice(t, emu2, jid); d.PreKeys != prekeys {
+		t.Fatalf("prekeys = %d, want %d: the peer started a new session instead of using the saved one", d.PreKeys, prekeys)
+	}
+	c2.assertHealthy()
+}
+
+func mustDevice(t *testing.T, emu *waemu.Server, jid string) waemu.DeviceInfo {
+	t.Helper()
+	d, err := emu.Device(jid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

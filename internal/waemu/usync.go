@@ -12,9 +12,11 @@ import (
 // IsOnWhatsApp, GetUserInfo): one <user> per listed user, with a child per
 // queried protocol the emulator knows:
 //
-//   - devices: device 0 (the phone) and the account's linked devices, so a
-//     send reaches the peer's phone and the copies for the sender's own
-//     other devices (whatsmeow skips its own device);
+//   - devices: device 0 (the phone) and the account's linked devices but
+//     the asking one (whatsmeow's GetUserDevices documents that the server
+//     leaves it out; listed, it would make the client fetch its own bundle,
+//     consuming one of its prekeys, at every send), so a send reaches the
+//     peer's phone and the copies for the sender's own other devices;
 //   - contact: type "in" for a number that has an account (a peer, or an
 //     account with linked devices), "out" for any other;
 //   - lid: the account's LID, which newer whatsmeow versions send to.
@@ -32,7 +34,7 @@ func (c *conn) usync(id string, req waBinary.Node) {
 	s.mu.Lock()
 	list := req.GetChildByTag("list")
 	for _, u := range list.GetChildrenByTag("user") {
-		users = append(users, s.usyncUserLocked(u, protocols))
+		users = append(users, s.usyncUserLocked(u, protocols, c.jid))
 	}
 	s.mu.Unlock()
 	ag := req.AttrGetter()
@@ -47,7 +49,7 @@ func (c *conn) usync(id string, req waBinary.Node) {
 }
 
 // usyncUserLocked answers one <user> of a usync list.
-func (s *Server) usyncUserLocked(u waBinary.Node, protocols []string) waBinary.Node {
+func (s *Server) usyncUserLocked(u waBinary.Node, protocols []string, asking string) waBinary.Node {
 	var j types.JID
 	var contact string
 	if cj, ok := u.Attrs["jid"].(types.JID); ok {
@@ -72,6 +74,9 @@ func (s *Server) usyncUserLocked(u waBinary.Node, protocols []string) waBinary.N
 			if a != nil {
 				list = append(list, waBinary.Node{Tag: "device", Attrs: waBinary.Attrs{"id": 0}})
 				for _, d := range s.linkedDevicesLocked(a.Phone) {
+					if d.JID == asking {
+						continue
+					}
 					list = append(list, waBinary.Node{Tag: "device",
 						Attrs: waBinary.Attrs{"id": int(mustJID(d.JID).Device), "key-index": 1}})
 				}
