@@ -125,10 +125,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return cli.Usagef("JWT_SECRET: %v", err)
 	}
+	bus := events.NewBus(rdb)
+	// One Redis subscription for the whole process, whatever the number
+	// of event streams.
+	hub := events.NewHub(bus, events.HubOptions{PerUser: cfg.StreamsPerUser, Total: cfg.StreamsMax, Log: log})
+	defer hub.Close()
 	deps := httpapi.Deps{
 		Store:    store.New(pool),
 		Enqueuer: queue.New(rdb),
-		Bus:      events.NewBus(rdb),
+		Bus:      bus,
+		Hub:      hub,
 		Redis:    rdb,
 		Verifier: verifier,
 		Log:      log,

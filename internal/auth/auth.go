@@ -67,6 +67,9 @@ type Identity struct {
 	UserID string
 	// Admin is true for role "admin".
 	Admin bool
+	// ExpiresAt is the token's exp: what the token grants ends then, an
+	// open event stream included.
+	ExpiresAt time.Time
 }
 
 // Claims are the token's claims: the registered ones plus the role.
@@ -155,7 +158,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if err != nil || len(claims.Subject) != 36 || id == uuid.Nil {
 		return Identity{}, &Error{Code: CodeClaims, Msg: "the token's sub must be the user's UUID (8-4-4-4-12 hex digits)"}
 	}
-	return Identity{UserID: id.String(), Admin: claims.Role == RoleAdmin}, nil
+	return Identity{UserID: id.String(), Admin: claims.Role == RoleAdmin, ExpiresAt: claims.ExpiresAt.Time}, nil
 }
 
 // classify turns the jwt library's error into a refusal with a code and a

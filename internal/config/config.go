@@ -47,6 +47,13 @@ type Config struct {
 	JWTIssuer   string `env:"JWT_ISSUER"`
 	JWTAudience string `env:"JWT_AUDIENCE"`
 
+	// StreamsPerUser and StreamsMax cap the event streams one API process
+	// holds open, per user and in all (429 above either): each one is a
+	// connection and a goroutine, and before the caps one token could
+	// open them without end.
+	StreamsPerUser int `env:"STREAMS_PER_USER" envDefault:"5"`
+	StreamsMax     int `env:"STREAMS_MAX" envDefault:"2000"`
+
 	// SessionTTL is how long an unused session lives; a connected session's
 	// expiry slides forward by this much on every heartbeat.
 	SessionTTL time.Duration `env:"SESSION_TTL" envDefault:"24h"`
@@ -228,6 +235,12 @@ func (c Config) Validate(p Program) error {
 		}
 		if c.QRWait < 0 || c.QRWait > 30*time.Second {
 			bad("QR_WAIT", "must be between 0 and 30s, got %s", c.QRWait)
+		}
+		if c.StreamsPerUser < 1 {
+			bad("STREAMS_PER_USER", "must be at least 1, got %d", c.StreamsPerUser)
+		}
+		if c.StreamsMax < c.StreamsPerUser {
+			bad("STREAMS_MAX", "must be at least STREAMS_PER_USER (%d), got %d", c.StreamsPerUser, c.StreamsMax)
 		}
 		if c.MonitorPassword != "" && c.MonitorUser == "" {
 			bad("MONITOR_USER", "must be set when MONITOR_PASSWORD is")

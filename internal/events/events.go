@@ -3,6 +3,11 @@
 // subscriber only ever receives its own user's events. Pub/sub is
 // fire-and-forget by design; Postgres holds the truth, and a subscriber
 // that (re)connects reads the current state from there first.
+//
+// The API listens through a Hub (hub.go): one subscription per process,
+// fanned out in memory, passing on only "this user's session changed".
+// Bus.Subscribe, one connection per subscriber with the events' contents,
+// is for tests and tools that watch what workers publish.
 package events
 
 import (
@@ -115,7 +120,8 @@ type Subscription struct {
 // Close ends the subscription and closes C.
 func (s *Subscription) Close() error { return s.ps.Close() }
 
-// Subscribe starts receiving userID's events. It returns once Redis has
+// Subscribe starts receiving userID's events on a connection of its own
+// (tests and tools; the API uses Hub). It returns once Redis has
 // confirmed the subscription, so no event published after it returns is
 // missed. C is closed when the subscription ends or ctx is done.
 func (b *Bus) Subscribe(ctx context.Context, userID string) (*Subscription, error) {

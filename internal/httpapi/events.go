@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -40,71 +41,119 @@ func streamEventOf(e events.Event) streamEvent {
 	}
 }
 
-// initialEvents is the user's current state as events, sent first on every
-// (re)connect: the status, then the QR or pairing code if one is showing.
-func initialEvents(sess store.Session, found bool) []streamEvent {
-	if !found {
-		return []streamEvent{{Type: events.TypeStatus, Status: string(store.StatusNone), Reason: string(store.ReasonNoSession), At: time.Now().UTC()}}
+// shownState is what a stream has shown of the user's session, to send
+// only what changed when a change signal comes.
+type shownState struct {
+	status          streamEvent // At zeroed: compared, not sent
+	qrRaw, pairCode string
+}
+
+// stateEvents reads the user's current session from Postgres and returns
+// the events that bring a client showing prev up to date: the status
+// (when it changed), then the QR code or pairing code (when new). With the
+// zero prev it is the full current state, sent first on every (re)connect.
+// Only Postgres is read: an event on Redis says that something changed,
+// never what (anything able to publish there could forge a QR code).
+func (s *server) stateEvents(ctx context.Context, userID string, prev shownState) ([]streamEvent, shownState, string, error) {
+	sess, err := s.deps.Store.CurrentSession(ctx, userID)
+	if errors.Is(err, store.ErrNotFound) {
+		st := streamEvent{Type: events.TypeStatus, Status: string(store.StatusNone), Reason: string(store.ReasonNoSession)}
+		if prev.status == st {
+			return nil, prev, "", nil
+		}
+		st.At = time.Now().UTC()
+		return []streamEvent{st}, shownState{status: streamEvent{Type: st.Type, Status: st.Status, Reason: st.Reason}}, "", nil
 	}
-	out := []streamEvent{streamEventOf(events.FromSession(events.TypeStatus, sess))}
-	if sess.QRCode != nil {
+	if err != nil {
+		return nil, prev, "", err
+	}
+	var out []streamEvent
+	next := prev
+	st := streamEventOf(events.FromSession(events.TypeStatus, sess))
+	key := st
+	key.At = time.Time{}
+	if key != prev.status {
+		out = append(out, st)
+		next.status = key
+		// Another session, or a new status: codes shown before are stale.
+		next.qrRaw, next.pairCode = "", ""
+	}
+	if sess.QRCode != nil && store.Str(sess.QRRaw) != next.qrRaw {
 		out = append(out, streamEventOf(events.FromSession(events.TypeQR, sess)))
+		next.qrRaw = store.Str(sess.QRRaw)
 	}
-	if sess.PairingCode != nil {
+	if sess.PairingCode != nil && *sess.PairingCode != next.pairCode {
 		out = append(out, streamEventOf(events.FromSession(events.TypePairingCode, sess)))
+		next.pairCode = *sess.PairingCode
 	}
-	return out
+	return out, next, sess.SessionID, nil
 }
 
 // events is GET /api/integrations/whatsapp/events: a server-sent event
-// stream of the caller's session events. The events come from Redis
-// pub/sub, one channel per user, so any API replica serves any user
-// whichever worker produced the event, and a user only ever receives their
-// own. On every connect the current state goes first, read after the
-// subscription began, so nothing falls between the two (a duplicate can;
-// events are states, so a repeat is harmless). Last-Event-ID is not used:
-// the current state replaces any replay.
+// stream of the caller's session. Workers announce changes on Redis
+// pub/sub; the process's one subscription (events.Hub) signals this
+// stream when one of its user's sessions changed, and the stream then
+// sends what Postgres holds now, never what the event said. Any API
+// replica serves any user, and a user only ever receives their own
+// session. On every connect the current state goes first, read after the
+// subscription began, so nothing falls between the two. Last-Event-ID is
+// not used: the current state replaces any replay.
 //
-// The stream ends when the client goes away (seen at the next write, at
-// the latest the next heartbeat), when its subscription ends, or when the
-// server's BaseContext is done (shutdown).
+// Streams are capped per user and per process (429 above either cap). A
+// stream ends when the client goes away (seen at the next write, at the
+// latest the next heartbeat), when the hub loses Redis, when the token it
+// was opened with expires, or when the server's BaseContext is done
+// (shutdown).
 func (s *server) events(c *fiber.Ctx) error {
-	userID := identity(c).UserID
+	id := identity(c)
+	userID := id.UserID
 	ctx, cancel := context.WithCancel(s.opts.BaseContext)
-	sub, err := s.deps.Bus.Subscribe(ctx, userID)
-	if err != nil {
+	sub, err := s.deps.Hub.Stream(c.UserContext(), userID)
+	switch {
+	case errors.Is(err, events.ErrUserStreams):
+		cancel()
+		return fail(http.StatusTooManyRequests, codeTooManyStreams,
+			"this user already has the most event streams open allowed; close one first")
+	case errors.Is(err, events.ErrProcessStreams):
+		cancel()
+		return fail(http.StatusTooManyRequests, codeTooManyStreams,
+			"this server has the most event streams open it allows; retry shortly")
+	case err != nil:
 		cancel()
 		return queueUnavailable(err, "Redis is unavailable; the event stream cannot start, retry shortly", nil)
 	}
 	readCtx, readCancel := s.requestContext(c)
-	sess, err := s.deps.Store.CurrentSession(readCtx, userID)
+	first, shown, sessionID, err := s.stateEvents(readCtx, userID, shownState{})
 	readCancel()
-	found := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err != nil {
 		sub.Close()
 		cancel()
 		return err
 	}
-	if found {
-		noteSession(c, sess.SessionID)
+	if sessionID != "" {
+		noteSession(c, sessionID)
 	}
-	first := initialEvents(sess, found)
 
 	c.Set(fiber.HeaderContentType, "text/event-stream")
-	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	c.Status(fiber.StatusOK)
 
-	heartbeat, retry := s.opts.Heartbeat, s.opts.RetryHint
-	log, m, rdb := s.log, s.metrics, s.deps.Redis
+	heartbeat, retry, timeout := s.opts.Heartbeat, s.opts.RetryHint, s.opts.RequestTimeout
+	log, m := s.log, s.metrics
+	// The token was valid when the stream opened; the stream must not
+	// outlive it.
+	expiry := time.NewTimer(time.Until(id.ExpiresAt))
 	m.StreamOpened()
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		start := time.Now()
+		why := "client gone"
 		defer func() {
+			expiry.Stop()
 			sub.Close()
 			cancel()
 			m.StreamClosed()
-			log.Info("event stream ended", "user_id", userID, "duration_ms", time.Since(start).Milliseconds())
+			log.Info("event stream ended", "user_id", userID, "reason", why, "duration_ms", time.Since(start).Milliseconds())
 		}()
 		var seq uint64
 		send := func(e streamEvent) error {
@@ -131,29 +180,41 @@ func (s *server) events(c *fiber.Ctx) error {
 		for {
 			select {
 			case <-ctx.Done():
+				why = "shutdown"
+				return
+			case <-expiry.C:
+				// Say why before ending, so a client asks for a new token
+				// rather than reconnect with the old one.
+				why = "token expired"
+				w.WriteString(": token expired\n\n")
+				w.Flush()
 				return
 			case <-tick.C:
-				// Pub/sub drops what is published while its connection is
-				// down. If Redis does not answer, end the stream: the client
-				// reconnects (503 until Redis is back) and then gets the
-				// current state first, so it misses nothing for good.
-				pingCtx, pingCancel := context.WithTimeout(ctx, 2*time.Second)
-				err := rdb.Ping(pingCtx).Err()
-				pingCancel()
-				if err != nil {
-					log.Warn("event stream: Redis is unavailable; ending the stream", "user_id", userID, "error", err)
-					return
-				}
 				w.WriteString(": ping\n\n")
 				if w.Flush() != nil {
 					return // the client is gone
 				}
-			case e, open := <-sub.C:
+			case _, open := <-sub.C:
 				if !open {
+					// The hub lost Redis (or is closing): end the stream, so
+					// the client reconnects and reads the current state
+					// rather than stay deaf to what is published meanwhile.
+					why = "event subscription ended"
 					return
 				}
-				if send(streamEventOf(e)) != nil {
+				readCtx, readCancel := context.WithTimeout(ctx, timeout)
+				evs, next, _, err := s.stateEvents(readCtx, userID, shown)
+				readCancel()
+				if err != nil {
+					why = "database read failed"
+					log.Warn("event stream: read the session; ending the stream", "user_id", userID, "error", err)
 					return
+				}
+				shown = next
+				for _, e := range evs {
+					if send(e) != nil {
+						return
+					}
 				}
 			}
 		}

@@ -163,12 +163,15 @@ func TestEventsStream(t *testing.T) {
 	waitForComment(t, st, "ping")
 
 	// B never got any of A's events: only heartbeats after its first.
-	if err := e.bus.Publish(context.Background(), events.Event{Type: events.TypeStatus, SessionID: "whatsapp_b_marker",
+	// B's own change, announced last, is the next thing B sees.
+	var sbSess sessionJSON
+	e.do(req{method: "POST", path: sessionPath, token: tb}).data(t, &sbSess)
+	if err := e.bus.Publish(context.Background(), events.Event{Type: events.TypeStatus, SessionID: sbSess.SessionID,
 		UserID: b, Status: string(store.StatusPending), At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	ev, _ = sb.next(10 * time.Second)
-	if m := sb.decode(ev); m["sessionId"] != "whatsapp_b_marker" {
+	if m := sb.decode(ev); m["sessionId"] != sbSess.SessionID || m["status"] != "pending" {
 		t.Fatalf("B received another user's event before its own marker: %+v", ev)
 	}
 

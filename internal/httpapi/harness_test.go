@@ -64,6 +64,7 @@ type setup struct {
 	st        *store.Store // default: a fresh migrated database
 	nilStore  bool
 	noMonitor bool
+	hub       events.HubOptions // the caps of the app's event hub
 }
 
 func newEnv(t testing.TB, configure ...func(*setup)) *env {
@@ -97,6 +98,9 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 	d := s.deps
 	d.Store, d.Enqueuer, d.Bus, d.Redis, d.Verifier = s.st, e.enq, e.bus, rdb, verifier
 	d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s.hub.Log = d.Log
+	d.Hub = events.NewHub(e.bus, s.hub)
+	t.Cleanup(d.Hub.Close)
 	if s.opts.MonitorPassword != "" && !s.noMonitor {
 		mon, err := httpapi.NewMonitor(s.redisURL, s.opts.MonitorWritable)
 		if err != nil {

@@ -38,7 +38,11 @@ const BodyLimit = 1 << 20
 type Deps struct {
 	Store    *store.Store
 	Enqueuer *queue.Enqueuer
-	Bus      *events.Bus
+	// Bus publishes what the API itself changes (the admin cleanup).
+	Bus *events.Bus
+	// Hub is the process's one subscription to session events, shared by
+	// every event stream and every create waiting for its first QR code.
+	Hub *events.Hub
 	// Redis is the process's one client (the one Enqueuer and Bus use),
 	// pinged by /readyz and by the queue metrics.
 	Redis    redis.UniversalClient

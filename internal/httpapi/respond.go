@@ -68,6 +68,7 @@ const (
 	codeNotFound            = "not_found"
 	codeSessionNotFound     = "session_not_found"
 	codeUnsupportedEncoding = "unsupported_content_encoding"
+	codeTooManyStreams      = "too_many_streams"
 )
 
 // redisError marks an error that came from Redis (asynq, pub/sub, ping).

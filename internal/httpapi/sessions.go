@@ -206,11 +206,9 @@ func (s *server) createSession(c *fiber.Ctx) error {
 
 	// Subscribe before enqueueing, so the worker's first event cannot slip
 	// past between the two.
-	var sub *events.Subscription
+	var sub *events.Listener
 	if s.opts.QRWait > 0 {
-		subCtx, subCancel := context.WithCancel(s.opts.BaseContext)
-		defer subCancel()
-		sub, err = s.deps.Bus.Subscribe(subCtx, id.UserID)
+		sub, err = s.deps.Hub.Subscribe(ctx, id.UserID)
 		if err != nil {
 			return queueUnavailable(err, "the session was recorded but Redis is unavailable; retry to get it",
 				fiber.Map{"sessionId": sess.SessionID})
@@ -222,14 +220,7 @@ func (s *server) createSession(c *fiber.Ctx) error {
 			fiber.Map{"sessionId": sess.SessionID})
 	}
 	if sub != nil {
-		s.waitFirst(ctx, sub, sess.SessionID)
-		// Read the row whatever the wait ended with: it holds the QR even
-		// if its event was missed.
-		if fresh, err := s.deps.Store.GetForUser(ctx, id.UserID, sess.SessionID); err == nil {
-			sess = fresh
-		} else {
-			s.log.WarnContext(ctx, "create: re-read session", "session_id", sess.SessionID, "error", err)
-		}
+		sess = s.waitFirst(ctx, sub, sess)
 	}
 	return ok(c, http.StatusCreated, createViewOf(sess), "WhatsApp session created")
 }
@@ -269,29 +260,33 @@ func (s *server) enqueue(ctx context.Context, j tasks.Job) error {
 	return nil
 }
 
-// waitFirst waits up to QRWait for the event that makes a new session
-// worth showing: its first QR or pairing code, its link, or its end.
-func (s *server) waitFirst(ctx context.Context, sub *events.Subscription, sessionID string) {
+// waitFirst waits up to QRWait for the new session sess to be worth
+// showing: its first QR or pairing code, its link, or its end. Each change
+// signal is checked against the row in Postgres (an event's contents are
+// never trusted), and the row as last read is returned: it holds the QR
+// even if its signal was missed.
+func (s *server) waitFirst(ctx context.Context, sub *events.Listener, sess store.Session) store.Session {
 	t := time.NewTimer(s.opts.QRWait)
 	defer t.Stop()
+	read := func() bool {
+		fresh, err := s.deps.Store.GetForUser(ctx, sess.UserID, sess.SessionID)
+		if err != nil {
+			s.log.WarnContext(ctx, "create: re-read session", "session_id", sess.SessionID, "error", err)
+			return true
+		}
+		sess = fresh
+		return sess.QRCode != nil || sess.PairingCode != nil || sess.Status == store.StatusConnected || !sess.Status.Live()
+	}
 	for {
 		select {
 		case <-t.C:
-			return
+			read()
+			return sess
 		case <-ctx.Done():
-			return
-		case ev, open := <-sub.C:
-			if !open {
-				return
-			}
-			if ev.SessionID != sessionID {
-				continue
-			}
-			switch {
-			case ev.Type == events.TypeQR, ev.Type == events.TypePairingCode:
-				return
-			case ev.Type == events.TypeStatus && (ev.Status == string(store.StatusConnected) || !store.Status(ev.Status).Live()):
-				return
+			return sess
+		case _, open := <-sub.C:
+			if read() || !open {
+				return sess
 			}
 		}
 	}

@@ -1,0 +1,343 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Refusals of Hub.Stream: the API answers them with 429.
+var (
+	// ErrUserStreams: the user already has HubOptions.PerUser streams open
+	// on this process.
+	ErrUserStreams = errors.New("events: too many event streams for this user")
+	// ErrProcessStreams: this process already serves HubOptions.Total
+	// streams.
+	ErrProcessStreams = errors.New("events: too many event streams on this process")
+	// ErrHubClosed: the hub was closed (the process is shutting down).
+	ErrHubClosed = errors.New("events: hub closed")
+)
+
+// HubOptions bound what a Hub serves; zero values take the defaults.
+type HubOptions struct {
+	// PerUser caps one user's open streams on this process (default 5).
+	PerUser int
+	// Total caps the streams open on this process (default 2000).
+	Total int
+	// Probe is how long the subscription may stay silent before the hub
+	// pings Redis over it; a ping unanswered for as long again means the
+	// connection is dead (default 10s).
+	Probe time.Duration
+	// Log receives one line per subscription start and loss.
+	Log *slog.Logger
+}
+
+// Hub is one process's single Redis subscription to every user's events
+// (a pattern subscription on the bus's database-scoped channel prefix),
+// fanned out in memory to the subscribers of each user. Before it, each
+// event stream held its own pub/sub connection, so one token could open
+// enough streams to exhaust Redis's maxclients and stop asynq for
+// everyone; now the number of Redis connections does not depend on the
+// number of streams, and the streams themselves are capped.
+//
+// A subscriber receives no event contents, only a signal that one of its
+// user's sessions changed: whatever can publish on Redis can forge an
+// event, so the reader (the API) reads the session from Postgres, the
+// source of truth, and shows that.
+//
+// The subscription starts with the first subscriber, and ends when its
+// connection fails; every subscription then ends too (its C is closed), so
+// each stream ends and its client reconnects and reads the current state
+// afresh: nothing published while the hub was deaf is silently lost. The
+// next Subscribe or Stream subscribes again.
+type Hub struct {
+	bus  *Bus
+	opts HubOptions
+
+	// connMu serialises (re)subscribing.
+	connMu sync.Mutex
+
+	mu      sync.Mutex
+	ps      *redis.PubSub // nil while not subscribed
+	cancel  context.CancelFunc
+	users   map[string]map[*Listener]struct{}
+	streams map[string]int
+	total   int
+	closed  bool
+}
+
+// NewHub returns a hub on bus's client and channels; it subscribes when
+// the first subscriber arrives. Close it on shutdown.
+func NewHub(bus *Bus, opts HubOptions) *Hub {
+	if opts.PerUser <= 0 {
+		opts.PerUser = 5
+	}
+	if opts.Total <= 0 {
+		opts.Total = 2000
+	}
+	if opts.Probe <= 0 {
+		opts.Probe = 10 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{bus: bus, opts: opts,
+		users: make(map[string]map[*Listener]struct{}), streams: make(map[string]int)}
+}
+
+// Listener signals changes of one user's sessions.
+type Listener struct {
+	// C receives a value when one of the user's sessions changed; changes
+	// that come faster than they are read are coalesced into one (the
+	// reader reads the current state anyway). C is closed when the
+	// subscription ends: Close, the hub's connection lost, or Hub.Close.
+	C <-chan struct{}
+
+	c       chan struct{}
+	hub     *Hub
+	userID  string
+	counted bool
+	ended   bool // guarded by hub.mu
+}
+
+// Close ends the subscription; it is safe to call more than once.
+func (s *Listener) Close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.hub.endLocked(s)
+}
+
+// Subscribe signals userID's changes, uncounted by the stream caps: for a
+// request that waits a bounded time for one change (a create waiting for
+// its first QR code). It returns once the hub's Redis subscription is
+// confirmed, so no change published after it returns is missed.
+func (h *Hub) Subscribe(ctx context.Context, userID string) (*Listener, error) {
+	return h.add(ctx, userID, false)
+}
+
+// Stream is Subscribe for a long-lived event stream, counted against the
+// caps: ErrUserStreams or ErrProcessStreams when one is reached.
+func (h *Hub) Stream(ctx context.Context, userID string) (*Listener, error) {
+	return h.add(ctx, userID, true)
+}
+
+// Streams is the number of event streams open on this process.
+func (h *Hub) Streams() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.total
+}
+
+func (h *Hub) add(ctx context.Context, userID string, counted bool) (*Listener, error) {
+	if counted {
+		// Refuse over the caps before touching Redis.
+		if err := h.admit(userID); err != nil {
+			return nil, err
+		}
+	}
+	if err := h.ensure(ctx); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
+		return nil, ErrHubClosed
+	case h.ps == nil:
+		// Lost between ensure and here: the caller retries like any outage.
+		return nil, fmt.Errorf("events: subscribe: %w", redis.ErrClosed)
+	}
+	if counted {
+		if err := h.admitLocked(userID); err != nil {
+			return nil, err
+		}
+		h.streams[userID]++
+		h.total++
+	}
+	c := make(chan struct{}, 1)
+	s := &Listener{C: c, c: c, hub: h, userID: userID, counted: counted}
+	set := h.users[userID]
+	if set == nil {
+		set = make(map[*Listener]struct{})
+		h.users[userID] = set
+	}
+	set[s] = struct{}{}
+	return s, nil
+}
+
+func (h *Hub) admit(userID string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.admitLocked(userID)
+}
+
+func (h *Hub) admitLocked(userID string) error {
+	switch {
+	case h.streams[userID] >= h.opts.PerUser:
+		return ErrUserStreams
+	case h.total >= h.opts.Total:
+		return ErrProcessStreams
+	}
+	return nil
+}
+
+// endLocked removes s and closes its C, once.
+func (h *Hub) endLocked(s *Listener) {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	close(s.c)
+	if set := h.users[s.userID]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(h.users, s.userID)
+		}
+	}
+	if s.counted {
+		if h.streams[s.userID]--; h.streams[s.userID] <= 0 {
+			delete(h.streams, s.userID)
+		}
+		h.total--
+	}
+}
+
+// ensure subscribes, unless the hub is subscribed already.
+func (h *Hub) ensure(ctx context.Context) error {
+	h.mu.Lock()
+	up, closed := h.ps != nil, h.closed
+	h.mu.Unlock()
+	if closed {
+		return ErrHubClosed
+	}
+	if up {
+		return nil
+	}
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	h.mu.Lock()
+	up = h.ps != nil
+	h.mu.Unlock()
+	if up {
+		return nil
+	}
+	pattern := h.bus.prefix + "*"
+	ps := h.bus.rdb.PSubscribe(ctx, pattern)
+	if _, err := ps.Receive(ctx); err != nil { // the psubscribe confirmation
+		ps.Close()
+		return fmt.Errorf("events: subscribe: %w", err)
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		cancel()
+		ps.Close()
+		return ErrHubClosed
+	}
+	h.ps, h.cancel = ps, cancel
+	h.mu.Unlock()
+	h.opts.Log.Info("event hub subscribed", "pattern", pattern)
+	go h.receive(loopCtx, ps)
+	return nil
+}
+
+// receive reads the subscription until it fails or the hub closes.
+func (h *Hub) receive(ctx context.Context, ps *redis.PubSub) {
+	awaitingPong := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, h.opts.Probe)
+		if err != nil {
+			if ctx.Err() != nil {
+				return // Close
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !awaitingPong {
+				if err = ps.Ping(ctx); err == nil {
+					awaitingPong = true
+					continue
+				}
+			}
+			h.lost(ps, err)
+			return
+		}
+		awaitingPong = false
+		if m, ok := msg.(*redis.Message); ok {
+			h.dispatch(m)
+		}
+	}
+}
+
+// dispatch signals the subscribers of the user the channel names. The
+// payload must name the same user (a message that does not is dropped);
+// nothing else in it is passed on.
+func (h *Hub) dispatch(m *redis.Message) {
+	userID, ok := strings.CutPrefix(m.Channel, h.bus.prefix)
+	if !ok || userID == "" {
+		return
+	}
+	var w struct {
+		UserID string `json:"userId"`
+	}
+	if err := json.Unmarshal([]byte(m.Payload), &w); err != nil || w.UserID != userID {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.users[userID] {
+		select {
+		case s.c <- struct{}{}:
+		default: // a signal is already pending: coalesced
+		}
+	}
+}
+
+// lost ends the subscription after its connection failed, and every
+// subscriber with it.
+func (h *Hub) lost(ps *redis.PubSub, err error) {
+	h.mu.Lock()
+	if h.ps == ps {
+		h.ps = nil
+		h.cancel()
+	}
+	n := h.endAllLocked()
+	h.mu.Unlock()
+	ps.Close()
+	h.opts.Log.Warn("event hub: Redis subscription lost; ending every event stream", "error", err, "streams_ended", n)
+}
+
+func (h *Hub) endAllLocked() int {
+	n := 0
+	for _, set := range h.users {
+		for s := range set {
+			h.endLocked(s)
+			n++
+		}
+	}
+	return n
+}
+
+// Close ends the subscription and every subscriber; later calls to
+// Subscribe and Stream fail with ErrHubClosed.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	ps := h.ps
+	h.ps = nil
+	if h.cancel != nil {
+		h.cancel()
+	}
+	h.endAllLocked()
+	h.mu.Unlock()
+	if ps != nil {
+		ps.Close()
+	}
+}
