@@ -121,7 +121,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer rdb.Close()
 
-	verifier, err := auth.NewVerifier(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: 30 * time.Second})
+	verifier, err := auth.NewVerifier(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+		Leeway: 30 * time.Second, MaxTTL: cfg.JWTMaxTTL})
 	if err != nil {
 		return cli.Usagef("JWT_SECRET: %v", err)
 	}
@@ -181,6 +182,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		apps[i].ln = ln
 	}
+	warnWeakSettings(log, cfg)
 	log.Info("api listening", "addr", apps[0].ln.Addr().String(), "monitor", monitor != nil,
 		"monitor_addr", monitorAddr(apps), "monitor_read_only", cfg.MonitorReadOnly,
 		"qr_wait", cfg.QRWait.String(), "session_ttl", cfg.SessionTTL.String(),
@@ -229,6 +231,16 @@ func monitorAddr(apps []listener) string {
 		return ""
 	}
 	return apps[1].ln.Addr().String()
+}
+
+// warnWeakSettings logs, at start, the settings that work but leave a
+// door open.
+func warnWeakSettings(log *slog.Logger, cfg config.Config) {
+	if cfg.JWTAudience == "" {
+		// Any token signed with the same secret, for any other service
+		// sharing it, would be accepted here.
+		log.Warn("JWT_AUDIENCE is unset: tokens are accepted whatever their aud; set it to the audience your issuer puts in tokens meant for this API")
+	}
 }
 
 // migrateWithRetry applies the migrations, waiting with backoff while
@@ -283,6 +295,9 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
+	}
+	if *ttl > cfg.JWTMaxTTL {
+		return cli.Usagef("token: --ttl %s is longer than JWT_MAX_TTL (%s): the API would refuse the token", *ttl, cfg.JWTMaxTTL)
 	}
 	signer, err := auth.NewSigner(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"wasessions/internal/auth"
 	"wasessions/internal/cli"
+	"wasessions/internal/config"
 	"wasessions/internal/testenv"
 )
 
@@ -45,6 +47,8 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"token without user", map[string]string{"JWT_SECRET": secret}, []string{"token"}, "--user"},
 		{"token bad uuid", map[string]string{"JWT_SECRET": secret}, []string{"token", "--user", "alice"}, "UUID"},
 		{"token bad ttl", map[string]string{"JWT_SECRET": secret}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890", "--ttl", "-1h"}, "ttl"},
+		{"token ttl over JWT_MAX_TTL", map[string]string{"JWT_SECRET": secret, "JWT_MAX_TTL": "1h"}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890", "--ttl", "2h"}, "JWT_MAX_TTL"},
+		{"JWT_MAX_TTL too short", map[string]string{"JWT_SECRET": secret, "JWT_MAX_TTL": "10s"}, nil, "JWT_MAX_TTL"},
 		{"token no secret", map[string]string{}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890"}, "JWT_SECRET"},
 	}
 	for _, tc := range cases {
@@ -175,6 +179,9 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 	if !strings.Contains(l, `"msg":"api listening"`) || !strings.Contains(l, addr) {
 		t.Fatalf("no start line with the address:\n%s", l)
 	}
+	if !strings.Contains(l, `"level":"WARN","msg":"JWT_AUDIENCE is unset`) {
+		t.Fatalf("no warning that JWT_AUDIENCE is unset:\n%s", l)
+	}
 	if strings.Contains(l, secret) || strings.Contains(l, monitorPass) || strings.Contains(l, strings.TrimSpace(tok.String())) {
 		t.Fatal("a secret or token was logged")
 	}
@@ -275,5 +282,20 @@ func TestUnreachablePostgresExits1(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "retrying the migrations") {
 		t.Fatalf("no retry was logged:\n%s", logs.String())
+	}
+}
+
+// The start warns when JWT_AUDIENCE is unset, and only then.
+func TestWarnsWhenAudienceUnset(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		audience string
+		warn     bool
+	}{{"", true}, {"wasessions-api", false}} {
+		var out bytes.Buffer
+		warnWeakSettings(slog.New(slog.NewJSONHandler(&out, nil)), config.Config{JWTAudience: tc.audience})
+		if got := strings.Contains(out.String(), `"level":"WARN","msg":"JWT_AUDIENCE is unset`); got != tc.warn {
+			t.Fatalf("JWT_AUDIENCE=%q: warned=%v, want %v\n%s", tc.audience, got, tc.warn, out.String())
+		}
 	}
 }

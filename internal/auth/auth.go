@@ -88,6 +88,11 @@ type Config struct {
 	Audience string
 	// Leeway tolerates clock skew between issuer and API on exp/nbf/iat.
 	Leeway time.Duration
+	// MaxTTL (JWT_MAX_TTL, default 24h) is the longest lifetime, exp - iat,
+	// a token may have: a stolen token is only worth what is left of it,
+	// and the API has no revocation list. A token without iat may not be
+	// valid for longer than MaxTTL from now (exp - now).
+	MaxTTL time.Duration
 	// Now is the clock (time.Now when nil); tests move it.
 	Now func() time.Time
 }
@@ -124,8 +129,14 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
+	if cfg.MaxTTL <= 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
 	return &Verifier{cfg: cfg, parser: jwt.NewParser(opts...)}, nil
 }
+
+// DefaultMaxTTL is MaxTTL when none is configured.
+const DefaultMaxTTL = 24 * time.Hour
 
 // VerifyHeader checks the value of an Authorization header, which must be
 // "Bearer <token>" (the scheme is case-insensitive, RFC 7235).
@@ -154,11 +165,30 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, classify(err)
 	}
+	if err := v.checkLifetime(claims); err != nil {
+		return Identity{}, err
+	}
 	id, err := uuid.Parse(claims.Subject)
 	if err != nil || len(claims.Subject) != 36 || id == uuid.Nil {
 		return Identity{}, &Error{Code: CodeClaims, Msg: "the token's sub must be the user's UUID (8-4-4-4-12 hex digits)"}
 	}
 	return Identity{UserID: id.String(), Admin: claims.Role == RoleAdmin, ExpiresAt: claims.ExpiresAt.Time}, nil
+}
+
+// checkLifetime refuses a token valid for longer than MaxTTL: exp - iat,
+// or without iat, exp - now (less the leeway: the clocks may differ).
+func (v *Verifier) checkLifetime(c Claims) error {
+	exp := c.ExpiresAt.Time // required: the parser checked it is there
+	if c.IssuedAt != nil {
+		if exp.Sub(c.IssuedAt.Time) > v.cfg.MaxTTL {
+			return &Error{Code: CodeClaims, Msg: fmt.Sprintf("the token's lifetime (exp - iat) is longer than the %s allowed", v.cfg.MaxTTL)}
+		}
+		return nil
+	}
+	if exp.Sub(v.cfg.now()) > v.cfg.MaxTTL+v.cfg.Leeway {
+		return &Error{Code: CodeClaims, Msg: fmt.Sprintf("the token has no iat and is valid for longer than the %s allowed", v.cfg.MaxTTL)}
+	}
+	return nil
 }
 
 // classify turns the jwt library's error into a refusal with a code and a

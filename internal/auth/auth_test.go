@@ -29,6 +29,23 @@ func sign(t *testing.T, m jwt.SigningMethod, key any, claims jwt.MapClaims) stri
 	return s
 }
 
+// claims are a token's claims, changed one at a time.
+type claims jwt.MapClaims
+
+// with returns a copy of c with k set to v, or removed when v is nil.
+func (c claims) with(k string, v any) claims {
+	out := claims{}
+	for kk, vv := range c {
+		out[kk] = vv
+	}
+	if v == nil {
+		delete(out, k)
+	} else {
+		out[k] = v
+	}
+	return out
+}
+
 func TestVerifyHeader(t *testing.T) {
 	now := time.Now()
 	exp := now.Add(time.Hour).Unix()
@@ -37,19 +54,10 @@ func TestVerifyHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := jwt.MapClaims{"sub": user, "exp": exp, "iss": "iss-a", "aud": "aud-a"}
-	with := func(k string, v any) jwt.MapClaims {
-		c := jwt.MapClaims{}
-		for kk, vv := range good {
-			c[kk] = vv
-		}
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-		return c
+	with := func(k string, v any) claims { return claims(good).with(k, v) }
+	hs := func(c claims) string {
+		return "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims(c))
 	}
-	hs := func(c jwt.MapClaims) string { return "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), c) }
 	unsignedNone := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good)
 	// A token whose header says HS256 but whose payload was edited after
 	// signing (sub swapped to another user).
@@ -65,7 +73,7 @@ func TestVerifyHeader(t *testing.T) {
 		code   auth.Code // "" = accepted
 		admin  bool
 	}{
-		{"valid", hs(good), "", false},
+		{"valid", hs(claims(good)), "", false},
 		{"valid lowercase scheme", "bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), good), "", false},
 		{"valid admin", hs(with("role", "admin")), "", true},
 		{"other role is no admin", hs(with("role", "Admin")), "", false},
@@ -96,6 +104,13 @@ func TestVerifyHeader(t *testing.T) {
 		{"sub nil uuid", hs(with("sub", "00000000-0000-0000-0000-000000000000")), auth.CodeClaims, false},
 		{"missing sub", hs(with("sub", nil)), auth.CodeClaims, false},
 		{"exp as string", hs(with("exp", "tomorrow")), auth.CodeMalformed, false},
+		// JWT_MAX_TTL (24h here): a long-lived token is refused, measured
+		// as exp - iat, or exp - now without iat.
+		{"lifetime of a year", hs(with("iat", now.Unix()).with("exp", now.Add(365*24*time.Hour).Unix())), auth.CodeClaims, false},
+		{"lifetime just over the max", hs(with("iat", now.Add(-time.Hour).Unix()).with("exp", now.Add(23*time.Hour+time.Minute).Unix())), auth.CodeClaims, false},
+		{"lifetime exactly the max", hs(with("iat", now.Add(-time.Hour).Unix()).with("exp", now.Add(23*time.Hour).Unix())), "", false},
+		{"no iat, valid for a year", hs(with("exp", now.Add(365*24*time.Hour).Unix())), auth.CodeClaims, false},
+		{"no iat, valid for 23h", hs(with("exp", now.Add(23*time.Hour).Unix())), "", false},
 	}
 	v, err := auth.NewVerifier(auth.Config{Secret: []byte(secret), Issuer: "iss-a", Audience: "aud-a"})
 	if err != nil {

@@ -46,6 +46,9 @@ type Config struct {
 	JWTSecret   string `env:"JWT_SECRET"`
 	JWTIssuer   string `env:"JWT_ISSUER"`
 	JWTAudience string `env:"JWT_AUDIENCE"`
+	// JWTMaxTTL is the longest lifetime (exp - iat) of a token the API
+	// accepts; a token without iat may not outlive now + JWTMaxTTL.
+	JWTMaxTTL time.Duration `env:"JWT_MAX_TTL" envDefault:"24h"`
 
 	// StreamsPerUser and StreamsMax cap the event streams one API process
 	// holds open, per user and in all (429 above either): each one is a
@@ -232,6 +235,9 @@ func (c Config) Validate(p Program) error {
 			bad("JWT_SECRET", "is required (`make run` generates one for local use)")
 		} else if len(c.JWTSecret) < 32 {
 			bad("JWT_SECRET", "must be at least 32 characters, got %d", len(c.JWTSecret))
+		}
+		if c.JWTMaxTTL < time.Minute {
+			bad("JWT_MAX_TTL", "must be at least 1m, got %s", c.JWTMaxTTL)
 		}
 		if c.QRWait < 0 || c.QRWait > 30*time.Second {
 			bad("QR_WAIT", "must be between 0 and 30s, got %s", c.QRWait)
