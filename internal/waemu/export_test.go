@@ -14,3 +14,20 @@ func (s *Server) PendingFor(dev string) int {
 	defer ob.mu.Unlock()
 	return len(ob.items)
 }
+
+// PendingMessages is how many (message, device) deliveries of the phones'
+// messages still wait for the device's receipt.
+func (s *Server) PendingMessages() int {
+	m := s.msgs
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, msg := range m.sent {
+		for _, d := range msg.devices {
+			if d.DeliveredAt == nil {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -399,3 +399,23 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// snapshot copies the recorded events.
+func (c *client) snapshot() []any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]any(nil), c.events...)
+}
+
+// waitFor polls cond until it holds, with the client's events in the
+// failure message.
+func (c *client) waitFor(what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(2 * waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
