@@ -14,7 +14,7 @@ import (
 // one-time prekeys are kept in memory (waemutest), everything else in
 // Postgres. The
 // 1,000-client figure and memory per connection come from the load test
-// (internal/waemu/loadtest), not from here.
+// (cmd/waemu-loadtest), not from here.
 func TestManyClientsConnectedAtOnce(t *testing.T) {
 	t.Parallel()
 	const n, parallel = 200, 8

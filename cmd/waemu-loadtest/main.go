@@ -1,9 +1,9 @@
-// Command loadtest measures the emulator under many concurrent real
+// Command waemu-loadtest measures the emulator under many concurrent real
 // whatsmeow clients: time to pair, time to log in, and the emulator's memory
 // per connection.
 //
 //	go build -o /tmp/waemu ./cmd/waemu
-//	go run ./internal/waemu/loadtest -waemu /tmp/waemu -n 1000
+//	go run ./cmd/waemu-loadtest -waemu /tmp/waemu -n 1000
 //
 // The emulator runs as a separate process so its memory is its own: the
 // whatsmeow clients (each with goroutines, buffers and a store) live in this
