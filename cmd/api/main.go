@@ -37,6 +37,7 @@ import (
 	"wasessions/internal/logging"
 	"wasessions/internal/migrate"
 	"wasessions/internal/queue"
+	"wasessions/internal/ratelimit"
 	"wasessions/internal/redisconn"
 	"wasessions/internal/store"
 	"wasessions/internal/web"
@@ -137,6 +138,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Bus:      bus,
 		Hub:      hub,
 		Redis:    rdb,
+		Limiter:  ratelimit.New(rdb),
 		Verifier: verifier,
 		Log:      log,
 	}
@@ -154,8 +156,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	streams, endStreams := context.WithCancel(context.Background())
 	defer endStreams()
 	opts := httpapi.Options{
-		SessionTTL:      cfg.SessionTTL,
-		QRWait:          cfg.QRWait,
+		SessionTTL: cfg.SessionTTL,
+		QRWait:     cfg.QRWait,
+		Limits: httpapi.Limits{
+			Create:       cfg.RateLimitCreate,
+			Disconnect:   cfg.RateLimitDisconnect,
+			PairingPhone: cfg.RateLimitPairingPhone,
+		},
 		MonitorUser:     cfg.MonitorUser,
 		MonitorPassword: cfg.MonitorPassword,
 		MonitorWritable: !cfg.MonitorReadOnly,
@@ -186,6 +193,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("api listening", "addr", apps[0].ln.Addr().String(), "monitor", monitor != nil,
 		"monitor_addr", monitorAddr(apps), "monitor_read_only", cfg.MonitorReadOnly,
 		"qr_wait", cfg.QRWait.String(), "session_ttl", cfg.SessionTTL.String(),
+		"rate_limit_create", cfg.RateLimitCreate.String(), "rate_limit_disconnect", cfg.RateLimitDisconnect.String(),
+		"rate_limit_pairing_phone", cfg.RateLimitPairingPhone.String(),
 		"jwt_issuer", cfg.JWTIssuer, "jwt_audience", cfg.JWTAudience)
 	served := make(chan error, len(apps))
 	for _, a := range apps {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/robfig/cron/v3"
+
+	"wasessions/internal/ratelimit"
 )
 
 // Config is every setting of api, worker and scheduler.
@@ -90,6 +92,12 @@ type Config struct {
 	// the most to the least loaded workers (each move is a sub-second
 	// reconnect, never a QR); 0 turns rebalancing off.
 	RebalanceMaxMoves int `env:"REBALANCE_MAX_MOVES" envDefault:"20"`
+
+	// Request rate limits, "N/duration" or "off", counted in Redis and so
+	// shared by every API replica (see internal/ratelimit, httpapi.Limits).
+	RateLimitCreate       ratelimit.Limit `env:"RATE_LIMIT_CREATE" envDefault:"10/1m"`
+	RateLimitDisconnect   ratelimit.Limit `env:"RATE_LIMIT_DISCONNECT" envDefault:"10/1m"`
+	RateLimitPairingPhone ratelimit.Limit `env:"RATE_LIMIT_PAIRING_PHONE" envDefault:"3/1h"`
 
 	// MonitorUser and MonitorPassword guard asynqmon at /monitor; without a
 	// password the monitor is not served at all. The password is the only

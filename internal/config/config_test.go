@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"wasessions/internal/ratelimit"
 )
 
 func getenvFrom(m map[string]string) func(string) string {
@@ -19,7 +21,8 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if cfg.HTTPAddr != ":8080" || cfg.SessionTTL != 24*time.Hour || cfg.LeaseTTL != 30*time.Second ||
 		cfg.RestoreInterval != time.Minute || cfg.QRWait != 3*time.Second || cfg.CleanupCron != "0 * * * *" ||
-		!cfg.MonitorReadOnly {
+		!cfg.MonitorReadOnly || cfg.RateLimitPairingPhone != (ratelimit.Limit{N: 3, Per: time.Hour}) ||
+		cfg.RateLimitCreate != (ratelimit.Limit{N: 10, Per: time.Minute}) || cfg.RateLimitDisconnect != (ratelimit.Limit{N: 10, Per: time.Minute}) {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 	if got, want := cfg.PostgresURL(), "postgres://postgres@127.0.0.1:5432/wasessions?sslmode=disable"; got != want {
@@ -51,10 +54,21 @@ func TestPostgresURL(t *testing.T) {
 }
 
 func TestLoadRejectsUnparsable(t *testing.T) {
-	for _, kv := range [][2]string{{"LEASE_TTL", "soon"}, {"DB_PORT", "five"}, {"WORKER_MAX_SESSIONS", "many"}} {
+	for _, kv := range [][2]string{{"LEASE_TTL", "soon"}, {"DB_PORT", "five"}, {"WORKER_MAX_SESSIONS", "many"},
+		{"RATE_LIMIT_CREATE", "10"}, {"RATE_LIMIT_PAIRING_PHONE", "0/1h"}} {
 		if _, err := Load(getenvFrom(map[string]string{kv[0]: kv[1]})); err == nil || !strings.Contains(err.Error(), kv[0]) {
 			t.Errorf("%s=%s: err = %v, want one naming the variable", kv[0], kv[1], err)
 		}
+	}
+}
+
+func TestRateLimitOff(t *testing.T) {
+	cfg, err := Load(getenvFrom(map[string]string{"RATE_LIMIT_CREATE": "off", "RATE_LIMIT_PAIRING_PHONE": "5/24h"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.RateLimitCreate.Off() || cfg.RateLimitPairingPhone != (ratelimit.Limit{N: 5, Per: 24 * time.Hour}) {
+		t.Fatalf("create %v, pairing %v", cfg.RateLimitCreate, cfg.RateLimitPairingPhone)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"wasessions/internal/events"
 	"wasessions/internal/httpapi"
 	"wasessions/internal/queue"
+	"wasessions/internal/ratelimit"
 	"wasessions/internal/redisconn"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
@@ -97,6 +98,9 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 	e.inspector = e.enq.Inspector()
 	d := s.deps
 	d.Store, d.Enqueuer, d.Bus, d.Redis, d.Verifier = s.st, e.enq, e.bus, rdb, verifier
+	if s.opts.Limits != (httpapi.Limits{}) {
+		d.Limiter = ratelimit.New(rdb) // on this env's own client, as each replica has one
+	}
 	d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s.hub.Log = d.Log
 	d.Hub = events.NewHub(e.bus, s.hub)

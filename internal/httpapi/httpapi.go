@@ -27,6 +27,7 @@ import (
 	"wasessions/internal/events"
 	"wasessions/internal/metrics"
 	"wasessions/internal/queue"
+	"wasessions/internal/ratelimit"
 	"wasessions/internal/store"
 )
 
@@ -50,6 +51,9 @@ type Deps struct {
 	Log      *slog.Logger
 	// Metrics, when nil, is built on Store and Enqueuer's inspector.
 	Metrics *metrics.Metrics
+	// Limiter counts the request rate limits (Options.Limits) in Redis;
+	// without it nothing is limited.
+	Limiter *ratelimit.Limiter
 	// Monitor is asynqmon (see NewMonitor), served at /monitor behind
 	// basic auth; without it, or without Options.MonitorPassword,
 	// /monitor answers 404.
@@ -72,6 +76,8 @@ type Options struct {
 	// RetryHint is the reconnect delay the event stream suggests to
 	// EventSource clients (default 3s).
 	RetryHint time.Duration
+	// Limits are the request rate limits (with Deps.Limiter).
+	Limits Limits
 	// MonitorUser and MonitorPassword guard /monitor.
 	MonitorUser     string
 	MonitorPassword string

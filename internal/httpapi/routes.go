@@ -28,7 +28,7 @@ func (s *server) routes(app *fiber.App) {
 	app.Post(wa+"/session", s.authenticate, s.createSession)
 	app.Get(wa+"/qr", s.authenticate, s.qr)
 	app.Get(wa+"/status", s.authenticate, s.status)
-	app.Post(wa+"/disconnect", s.authenticate, s.disconnect)
+	app.Post(wa+"/disconnect", s.authenticate, s.perUser(limitDisconnect, s.opts.Limits.Disconnect), s.disconnect)
 	app.Get(wa+"/events", s.authenticate, s.events)
 	app.Get("/api/integrations/sessions/stats", s.authenticate, s.stats)
 	app.Post("/api/integrations/sessions/cleanup", s.authenticate, requireAdmin, s.cleanup)

@@ -180,6 +180,9 @@ func (s *server) createSession(c *fiber.Ctx) error {
 	id := identity(c)
 	ctx, cancel := s.requestContext(c)
 	defer cancel()
+	if err := s.limitNewSession(ctx, id.UserID, req); err != nil {
+		return err
+	}
 
 	n := store.NewSession{UserID: id.UserID, TTL: s.opts.SessionTTL}
 	if req.PhoneNumber != nil {

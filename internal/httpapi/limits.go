@@ -1,0 +1,110 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+
+	"wasessions/internal/ratelimit"
+	"wasessions/internal/store"
+)
+
+// Limits are the request rate limits, counted in Redis so that every API
+// replica shares them (Deps.Limiter). A zero Limit is off.
+type Limits struct {
+	// Create caps new sessions per user (RATE_LIMIT_CREATE): create →
+	// disconnect → create in a loop costs a worker a whatsmeow client, and
+	// WhatsApp a pairing, each time.
+	Create ratelimit.Limit
+	// Disconnect caps disconnect requests per user (RATE_LIMIT_DISCONNECT).
+	Disconnect ratelimit.Limit
+	// PairingPhone caps new sessions asking for a pairing code per phone
+	// number, whoever asks (RATE_LIMIT_PAIRING_PHONE): each one makes
+	// WhatsApp send that phone a "link a device" notification, so without
+	// it any user could harass any number, and get the workers' addresses
+	// banned for every tenant.
+	PairingPhone ratelimit.Limit
+}
+
+// Names of the limits: in the 429's details and in the Redis keys.
+const (
+	limitCreate       = "create"
+	limitDisconnect   = "disconnect"
+	limitPairingPhone = "pairing_phone"
+)
+
+// limitMessages say, for a 429, what the caller did too often.
+var limitMessages = map[string]string{
+	limitCreate:       "too many new sessions for this user",
+	limitDisconnect:   "too many disconnect requests for this user",
+	limitPairingPhone: "too many pairing codes requested for this phone number",
+}
+
+// perUser limits the authenticated caller on its route to lim, counted
+// under name. It goes after authenticate, so a new route is one line:
+//
+//	app.Post(wa+"/messages", s.authenticate, s.perUser("send", s.opts.Limits.Send), s.send)
+//
+// and its name gets a sentence in limitMessages.
+func (s *server) perUser(name string, lim ratelimit.Limit) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		ctx, cancel := s.requestContext(c)
+		defer cancel()
+		if err := s.allow(ctx, name, identity(c).UserID, lim); err != nil {
+			return err
+		}
+		return c.Next()
+	}
+}
+
+// limitNewSession applies the create limits to a create that will make a
+// new session: per user, and per phone number when it asks for a pairing
+// code. A create that returns the user's live session makes nothing and
+// is not counted, so clients may retry creates freely (through an outage,
+// for one). Two concurrent creates can both be counted while one session
+// is made: the error is on the safe side.
+func (s *server) limitNewSession(ctx context.Context, userID string, req createRequest) error {
+	if s.deps.Limiter == nil || (s.opts.Limits.Create.Off() && (req.PhoneNumber == nil || s.opts.Limits.PairingPhone.Off())) {
+		return nil
+	}
+	if _, err := s.deps.Store.LiveSession(ctx, userID); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := s.allow(ctx, limitCreate, userID, s.opts.Limits.Create); err != nil {
+		return err
+	}
+	if req.PhoneNumber != nil {
+		return s.allow(ctx, limitPairingPhone, *req.PhoneNumber, s.opts.Limits.PairingPhone)
+	}
+	return nil
+}
+
+// allow counts one event of limit name for key: nil when allowed, else a
+// 429 with Retry-After. When Redis cannot answer, the event is allowed
+// and a warning logged: a caller cannot take Redis down, and the routes
+// keep their documented outage behaviour (a create still records its
+// session; its task waits for Redis like any other).
+func (s *server) allow(ctx context.Context, name, key string, lim ratelimit.Limit) error {
+	if s.deps.Limiter == nil || lim.Off() {
+		return nil
+	}
+	d, err := s.deps.Limiter.Allow(ctx, name, key, lim)
+	if err != nil {
+		s.log.WarnContext(ctx, "rate limit not checked: Redis did not answer; allowing", "limit", name, "error", err)
+		return nil
+	}
+	if d.Allowed {
+		return nil
+	}
+	secs := max(1, int(math.Ceil(d.RetryAfter.Seconds())))
+	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+		Message: limitMessages[name] + " (at most " + strconv.Itoa(lim.N) + " per " + lim.Per.String() + "); retry in " + strconv.Itoa(secs) + " s",
+		Details: fiber.Map{"limit": name, "retryAfterSeconds": secs},
+		Header:  map[string]string{fiber.HeaderRetryAfter: strconv.Itoa(secs)}}
+}
