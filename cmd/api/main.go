@@ -168,6 +168,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MonitorWritable: !cfg.MonitorReadOnly,
 		BaseContext:     streams,
 		Static:          web.FS(), // the session page at /
+		StaticHeaders:   web.Headers(),
 	}
 	// The monitor is served on HTTP_ADDR, or only on MONITOR_ADDR.
 	apps := []listener{{name: "HTTP_ADDR", addr: cfg.HTTPAddr}}

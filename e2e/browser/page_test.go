@@ -251,6 +251,28 @@ func (p *page) visibleText(id string) string {
 	return r.Text
 }
 
+// waitVisible waits until the element with data-testid id is visible and
+// returns its text.
+func (p *page) waitVisible(id string, within time.Duration) string {
+	p.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := eval[struct {
+			Visible bool   `json:"visible"`
+			Text    string `json:"text"`
+		}](p, fmt.Sprintf(`(() => { const e = document.querySelector('[data-testid=%q]');
+		  return e ? {visible: e.checkVisibility(), text: e.textContent.trim()} : {visible: false, text: ''}; })()`, id))
+		if r.Visible {
+			return r.Text
+		}
+		if time.Now().After(deadline) {
+			p.shot("timeout-waiting-for-" + id)
+			p.t.Fatalf("%s: [data-testid=%s] not visible within %s; the page shows %s", p.prefix, id, within, p.viewNow())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (p *page) click(id string) {
 	p.t.Helper()
 	p.do("click "+id, chromedp.Click(chromedp.CSS(`[data-testid="`+id+`"]`)))

@@ -129,6 +129,10 @@ func TestSessionPage(t *testing.T) {
 			t.Parallel()
 			badTokenFlow(t, s, browser, shots)
 		})
+		t.Run("foreign_link", func(t *testing.T) {
+			t.Parallel()
+			foreignLinkFlow(t, s, browser, shots)
+		})
 	})
 
 	// Sequential: it restarts the api, which every page listens to.
@@ -500,4 +504,87 @@ func reconnectFlow(t *testing.T, s *stack, browser context.Context, shots string
 		t.Errorf("the note %q stays after the stream resumed", v.Note)
 	}
 	p.shot("2-resumed")
+}
+
+// foreignLinkFlow is the attack of issue 8, finding 5. The victim's tab
+// holds their token; an attacker sends them a link to the page carrying
+// the attacker's own token, hoping the victim scans their WhatsApp into
+// the attacker's account. The tab keeps the victim's token, whether the
+// link changes only the fragment or loads the page again, and says it
+// ignored the link; the page names the victim as the session's user before
+// and while it shows a QR code; the QR's session is the victim's. The
+// page's security headers are checked too.
+func foreignLinkFlow(t *testing.T, s *stack, browser context.Context, shots string) {
+	victim, attacker := newUserID(), newUserID()
+	victimTok, attackerTok := s.token(t, victim), s.token(t, attacker)
+	p := newPage(t, browser, s, "link", shots)
+	p.open(victimTok)
+	p.waitState("none", 20*time.Second)
+	if got := p.visibleText("subject"); !strings.Contains(got, victim) {
+		t.Fatalf("the page names %q, want the token's subject %s", got, victim)
+	}
+
+	check := func(how string) {
+		t.Helper()
+		refused := p.waitVisible("link-refused", 10*time.Second)
+		if !strings.Contains(refused, attacker) || !strings.Contains(refused, "ignored") {
+			t.Errorf("%s: the refusal says %q, want it to name the link's user %s", how, refused, attacker)
+		}
+		if got := p.visibleText("subject"); !strings.Contains(got, victim) || strings.Contains(got, attacker) {
+			t.Errorf("%s: the page names %q, want the victim %s", how, got, victim)
+		}
+		if got := eval[string](p, `sessionStorage.getItem('wasessions.token') || ''`); got != victimTok {
+			t.Errorf("%s: the tab's stored token was replaced", how)
+		}
+		if v := p.viewNow(); strings.Contains(v.Hash, "token") {
+			t.Errorf("%s: the link's token stays in the address: %s", how, v.URL)
+		}
+	}
+	// A link to the same page: only the fragment changes (hashchange).
+	eval[chromedp.Void](p, `location.hash = '#token=`+attackerTok+`'`)
+	check("fragment change")
+	// A link that loads the page again in the same tab.
+	p.do("load the attacker's link", chromedp.Navigate(s.base+"/?from=mail#token="+attackerTok))
+	p.waitState("none", 20*time.Second)
+	check("page load")
+	p.shot("1-link-refused")
+
+	p.click("connect")
+	p.waitState("qr", 30*time.Second)
+	if got := p.visibleText("subject"); !strings.Contains(got, victim) {
+		t.Errorf("beside the QR code the page names %q, want %s", got, victim)
+	}
+	p.shot("2-qr-for-the-victim")
+	for _, c := range []struct {
+		who, token string
+		want       int
+	}{{"victim", victimTok, http.StatusOK}, {"attacker", attackerTok, http.StatusNotFound}} {
+		req, _ := http.NewRequest("GET", s.base+"/api/integrations/whatsapp/status", nil)
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := s.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("status as the %s: %d, want %d (the QR's session must be the victim's)", c.who, resp.StatusCode, c.want)
+		}
+	}
+
+	for _, path := range []string{"/", "/app.js", "/style.css"} {
+		resp, err := s.http.Get(s.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for k, want := range map[string]string{
+			"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+			"X-Content-Type-Options":  "nosniff",
+			"Referrer-Policy":         "no-referrer",
+		} {
+			if got := resp.Header.Get(k); got != want {
+				t.Errorf("GET %s: %s = %q, want %q", path, k, got, want)
+			}
+		}
+	}
 }

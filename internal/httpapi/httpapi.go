@@ -91,6 +91,9 @@ type Options struct {
 	// Static, when set, is served at / without authentication (the
 	// frontend page); API routes take precedence.
 	Static fs.FS
+	// StaticHeaders are set on every response from Static (the page's
+	// Content-Security-Policy and friends, see web.Headers).
+	StaticHeaders map[string]string
 	// BaseContext is the server's lifetime: when it is done, every open
 	// event stream ends, so a graceful shutdown is not held up by them.
 	// Cancel it before shutting the app down. Default: never done.

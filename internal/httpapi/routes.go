@@ -36,7 +36,7 @@ func (s *server) routes(app *fiber.App) {
 	// Last: the frontend's static files, reached only by paths no route
 	// above matched.
 	if s.opts.Static != nil {
-		app.Use("/", filesystem.New(filesystem.Config{
+		app.Use("/", s.staticHeaders, filesystem.New(filesystem.Config{
 			Root:  http.FS(s.opts.Static),
 			Index: "index.html",
 			Next: func(c *fiber.Ctx) bool {
@@ -45,6 +45,14 @@ func (s *server) routes(app *fiber.App) {
 			},
 		}))
 	}
+}
+
+// staticHeaders sets Options.StaticHeaders on the static files' responses.
+func (s *server) staticHeaders(c *fiber.Ctx) error {
+	for k, v := range s.opts.StaticHeaders {
+		c.Set(k, v)
+	}
+	return c.Next()
 }
 
 func serveSpec(c *fiber.Ctx) error {

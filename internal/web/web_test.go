@@ -119,7 +119,7 @@ func TestScriptReadsDocumentedFields(t *testing.T) {
 // Mounted as httpapi.Options.Static, the page is served at / without a
 // token, with content types a browser accepts.
 func TestServedByTheAPI(t *testing.T) {
-	app := httpapi.New(httpapi.Deps{}, httpapi.Options{Static: web.FS()})
+	app := httpapi.New(httpapi.Deps{}, httpapi.Options{Static: web.FS(), StaticHeaders: web.Headers()})
 	tests := []struct {
 		path, contentType, contains string
 	}{
@@ -144,6 +144,50 @@ func TestServedByTheAPI(t *testing.T) {
 			if !strings.Contains(string(body), tt.contains) {
 				t.Errorf("GET %s: body lacks %q", tt.path, tt.contains)
 			}
+			for k, want := range map[string]string{
+				"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+				"X-Content-Type-Options":  "nosniff",
+				"Referrer-Policy":         "no-referrer",
+			} {
+				if got := resp.Header.Get(k); got != want {
+					t.Errorf("GET %s: %s = %q, want %q", tt.path, k, got, want)
+				}
+			}
 		})
+	}
+}
+
+// The page's Content-Security-Policy allows no inline script or style and
+// no event-handler attributes: the page must not rely on any, or the
+// policy would break it in every browser.
+func TestNoInlineCode(t *testing.T) {
+	index := read(t, "index.html")
+	scripts := regexp.MustCompile(`(?is)<script([^>]*)>(.*?)</script>`).FindAllStringSubmatch(index, -1)
+	if len(scripts) == 0 {
+		t.Fatal("index.html loads no script: the pattern no longer matches")
+	}
+	for _, m := range scripts {
+		if !strings.Contains(m[1], "src=") || strings.TrimSpace(m[2]) != "" {
+			t.Errorf("index.html has an inline script: %q", m[0])
+		}
+	}
+	for _, bad := range []*regexp.Regexp{
+		regexp.MustCompile(`(?i)<style`),
+		regexp.MustCompile(`(?i)\sstyle=`),
+		regexp.MustCompile(`(?i)\son[a-z]+=`),
+		regexp.MustCompile(`(?i)javascript:`),
+	} {
+		if m := bad.FindString(index); m != "" {
+			t.Errorf("index.html has inline code the CSP blocks: %q", m)
+		}
+	}
+	js := read(t, "app.js")
+	for _, bad := range []string{"innerHTML", "setAttribute('style'", "eval(", "new Function"} {
+		if strings.Contains(js, bad) {
+			t.Errorf("app.js uses %s", bad)
+		}
+	}
+	if !strings.Contains(web.CSP, "default-src 'self'") || strings.Contains(web.CSP, "unsafe-inline") {
+		t.Errorf("CSP %q", web.CSP)
 	}
 }

@@ -3,7 +3,11 @@
 //
 // The token comes from the URL fragment (#token=..., which `make run`
 // prints; the fragment never reaches a server) or is pasted; it is kept in
-// sessionStorage only and sent only in the Authorization header. That is
+// sessionStorage only and sent only in the Authorization header. A link's
+// token only fills a tab that holds none: it never replaces the token a tab
+// holds, or whoever sent the link (carrying their own token) would receive
+// the WhatsApp account the victim scans next. For the same reason the page
+// always shows whose session it links (the token's subject). That is
 // why the stream is read with fetch and not EventSource, which cannot send
 // headers. The server sends the current state first on every (re)connect,
 // so the page only ever renders what it was last told.
@@ -28,6 +32,35 @@
     $('status').textContent = text;
     for (const v of views) $(v).hidden = v !== view;
     $('forget').hidden = !token;
+    $('subject').hidden = !token;
+  }
+
+  // subjectOf is the token's sub claim: the user whose WhatsApp session
+  // this page links. It is read, not verified (the API verifies the token);
+  // it is only shown, so the user sees whose account a scan would link.
+  function subjectOf(t) {
+    try {
+      const p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const claims = JSON.parse(atob(p + '='.repeat((4 - (p.length % 4)) % 4)));
+      return typeof claims.sub === 'string' ? claims.sub : '';
+    } catch {
+      return '';
+    }
+  }
+
+  function showSubject(t) {
+    const sub = subjectOf(t || '');
+    const el = $('subject');
+    el.textContent = '';
+    if (!sub) return void (el.textContent = 'This token names no user.');
+    const strong = document.createElement('strong');
+    strong.textContent = sub;
+    el.append('WhatsApp session of user ', strong);
+  }
+
+  function refuseLink(text) {
+    $('link-refused').textContent = text || '';
+    $('link-refused').hidden = !text;
   }
 
   function setError(msg) {
@@ -253,6 +286,7 @@
     token = t || null;
     cur = { status: 'loading' };
     note('');
+    showSubject(token);
     if (!token) return show('token', 'Paste your access token to continue.', 'token-view');
     render();
     stream = new AbortController();
@@ -261,24 +295,37 @@
 
   function rejectToken(msg) {
     try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* storage off */ }
+    refuseLink('');
     useToken(null);
     setError(msg);
   }
 
+  // tokenFromFragment takes #token=... off the address bar (and history)
+  // at once and returns it, or null.
   function tokenFromFragment() {
     const t = new URLSearchParams(location.hash.slice(1)).get('token');
-    if (!t) return;
-    // Off the address bar (and history) at once; kept for this tab only.
+    if (!t) return null;
     history.replaceState(null, '', location.pathname + location.search);
-    try { sessionStorage.setItem(TOKEN_KEY, t); } catch { /* storage off */ }
     return t;
   }
 
+  // start runs on load and on every change of the fragment. The token the
+  // tab holds (in memory, else in sessionStorage) wins over a link's.
   function start() {
-    let t = tokenFromFragment();
-    if (!t) try { t = sessionStorage.getItem(TOKEN_KEY); } catch { /* storage off */ }
+    const linked = tokenFromFragment();
+    let held = token;
+    if (!held) try { held = sessionStorage.getItem(TOKEN_KEY); } catch { /* storage off */ }
+    if (linked && held && linked !== held) {
+      const other = subjectOf(linked);
+      refuseLink('The link you opened carries a token for ' + (other ? `user ${other}` : 'another user') +
+        '. It was ignored: this tab keeps the session it already had. To use that token, choose "Use another token" and paste it.');
+    } else if (linked && !held) {
+      try { sessionStorage.setItem(TOKEN_KEY, linked); } catch { /* storage off */ }
+      held = linked;
+    }
+    if (held === token && token) return; // the tab goes on as it was
     setError('');
-    useToken(t);
+    useToken(held);
   }
 
   $('token-view').addEventListener('submit', (e) => {
@@ -287,6 +334,7 @@
     $('token-input').value = '';
     try { sessionStorage.setItem(TOKEN_KEY, t); } catch { /* storage off */ }
     setError('');
+    refuseLink('');
     useToken(t);
   });
   $('connect').addEventListener('click', () => connect());
