@@ -3,7 +3,8 @@
 # and `make test`.
 #
 # Where a server already answers (127.0.0.1:5432 with trust auth for user
-# postgres, 127.0.0.1:6379) it is used as it is. Where one does not, this
+# postgres, 127.0.0.1:6379) it is used as it is. A cluster it starts trusts
+# only the postgres role, only on loopback (pg_trust_loopback). Where one does not, this
 # installs it with apt-get if its binaries are missing and starts it without
 # systemd. It also makes sure the Postgres server binaries (initdb) and
 # redis-server exist even when the shared servers answer, because some tests
@@ -113,13 +114,17 @@ pg_version() {
 }
 
 pg_trust_loopback() {
-	# Trust auth for loopback TCP, as the tests and `make run` connect as
-	# postgres without a password. Only applied to a cluster this script
-	# starts, never to one that already runs.
+	# Trust auth for the postgres role over loopback TCP only, as the tests
+	# and `make run` connect as postgres without a password; every other
+	# role and address keeps the cluster's own rules (a password). Only
+	# applied to a cluster this script starts, never to one that already
+	# runs. Earlier versions of this script trusted every role on loopback:
+	# those lines are narrowed here.
 	local hba=$1
-	if ! grep -Eq '^[[:space:]]*host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
-		say "setting trust auth for 127.0.0.1 in $hba"
-		as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+	as_root sed -i -E '/^host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1\/32|::1\/128)[[:space:]]+trust[[:space:]]*$/d' "$hba"
+	if ! grep -Eq '^[[:space:]]*host[[:space:]]+all[[:space:]]+postgres[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+		say "setting trust auth for role postgres on 127.0.0.1 and ::1 in $hba"
+		as_root sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
 	fi
 }
 
