@@ -28,6 +28,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
 
 	"wasessions/internal/auth"
 	"wasessions/internal/cli"
@@ -116,10 +117,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("database schema: %w", err)
 	}
 
-	rdb, err := redisconn.Open(cfg.RedisURL)
+	redisOpts, err := redisconn.Options(cfg.RedisURL, cfg.RedisTLSCAFile)
 	if err != nil {
 		return cli.Usagef("REDIS_URL: %v", err)
 	}
+	rdb := redis.NewClient(redisOpts)
 	defer rdb.Close()
 
 	verifier, err := auth.NewVerifier(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
@@ -144,10 +146,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	var monitor http.Handler
 	if cfg.MonitorPassword != "" {
-		mon, err := httpapi.NewMonitor(cfg.RedisURL, !cfg.MonitorReadOnly)
-		if err != nil {
-			return cli.Usagef("REDIS_URL: %v", err)
-		}
+		mon := httpapi.NewMonitor(redisconn.AsynqConnOpt(redisOpts), !cfg.MonitorReadOnly)
 		defer mon.Close()
 		monitor = mon
 	}

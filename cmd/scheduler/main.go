@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := logging.New(stdout, cfg.LogLevel, string(config.Scheduler))
 
-	rdb, err := redisconn.Open(cfg.RedisURL)
+	rdb, err := redisconn.Open(cfg.RedisURL, cfg.RedisTLSCAFile)
 	if err != nil {
 		return cli.Usage(err)
 	}

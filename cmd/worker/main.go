@@ -79,7 +79,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	if err := migrate.UpRetry(ctx, sqlDB, log, 2*time.Minute); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	rdb, err := redisconn.Open(cfg.RedisURL)
+	rdb, err := redisconn.Open(cfg.RedisURL, cfg.RedisTLSCAFile)
 	if err != nil {
 		return cli.Usage(err)
 	}

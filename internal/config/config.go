@@ -42,6 +42,9 @@ type Config struct {
 
 	// RedisURL is the one Redis that asynq and the session events share.
 	RedisURL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	// RedisTLSCAFile, a PEM file, is the CA a rediss:// server's
+	// certificate must chain to (the system's roots when unset).
+	RedisTLSCAFile string `env:"REDIS_TLS_CA_FILE"`
 
 	// JWTSecret signs and verifies HS256 tokens; the API refuses to start
 	// without it.
@@ -206,6 +209,13 @@ func (c Config) Validate(p Program) error {
 	}
 	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 		bad("REDIS_URL", "must be a redis:// or rediss:// URL")
+	} else if c.RedisTLSCAFile != "" && u.Scheme != "rediss" {
+		bad("REDIS_TLS_CA_FILE", "is set but REDIS_URL is not rediss://")
+	}
+	if c.RedisTLSCAFile != "" {
+		if _, err := os.Stat(c.RedisTLSCAFile); err != nil {
+			bad("REDIS_TLS_CA_FILE", "cannot be read: %v", err)
+		}
 	}
 	if c.SessionTTL < time.Minute {
 		bad("SESSION_TTL", "must be at least 1m, got %s", c.SessionTTL)

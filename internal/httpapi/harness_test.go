@@ -80,7 +80,7 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 	if s.redisURL == "" {
 		s.redisURL = testenv.NewRedisDB(t).URL()
 	}
-	rdb, err := redisconn.Open(s.redisURL)
+	rdb, err := redisconn.Open(s.redisURL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +106,11 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 	d.Hub = events.NewHub(e.bus, s.hub)
 	t.Cleanup(d.Hub.Close)
 	if s.opts.MonitorPassword != "" && !s.noMonitor {
-		mon, err := httpapi.NewMonitor(s.redisURL, s.opts.MonitorWritable)
+		ropts, err := redisconn.Options(s.redisURL, "")
 		if err != nil {
 			t.Fatal(err)
 		}
+		mon := httpapi.NewMonitor(redisconn.AsynqConnOpt(ropts), s.opts.MonitorWritable)
 		t.Cleanup(func() { mon.Close() })
 		d.Monitor = mon
 	}

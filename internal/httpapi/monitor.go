@@ -11,17 +11,15 @@ import (
 	"wasessions/internal/metrics"
 )
 
-// NewMonitor builds asynqmon for the Redis at redisURL, rooted at /monitor.
-// It opens its own Redis connections (asynqmon takes no client); Close it
-// on shutdown. writable turns off asynqmon's own read-only mode, which
-// also hides the action buttons in its UI; monitorRoutes refuses actions
-// by itself as well, so the API's answer does not depend on asynqmon's.
-func NewMonitor(redisURL string, writable bool) (*asynqmon.HTTPHandler, error) {
-	opt, err := asynq.ParseRedisURI(redisURL)
-	if err != nil {
-		return nil, err
-	}
-	return asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: opt, ReadOnly: !writable}), nil
+// NewMonitor builds asynqmon on conn (redisconn.AsynqConnOpt: the
+// process's Redis options, credentials and TLS included), rooted at
+// /monitor. It opens its own Redis connections (asynqmon takes no client);
+// Close it on shutdown. writable turns off asynqmon's own read-only mode,
+// which also hides the action buttons in its UI; monitorRoutes refuses
+// actions by itself as well, so the API's answer does not depend on
+// asynqmon's.
+func NewMonitor(conn asynq.RedisConnOpt, writable bool) *asynqmon.HTTPHandler {
+	return asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: conn, ReadOnly: !writable})
 }
 
 // NewMonitorApp serves only the monitor (deps.Monitor, behind the same basic

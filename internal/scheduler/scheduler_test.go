@@ -151,7 +151,7 @@ type replica struct {
 
 func startReplica(t *testing.T, redisURL string, cfg Config, start time.Time, sessions Counter) *replica {
 	t.Helper()
-	rdb, err := redisconn.Open(redisURL)
+	rdb, err := redisconn.Open(redisURL, "")
 	if err != nil {
 		t.Fatal(err)
 	}

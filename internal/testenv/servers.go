@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ type RedisServer struct {
 	t    testing.TB
 	Addr string
 	dir  string
+	args []string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 }
@@ -40,10 +42,19 @@ type RedisServer struct {
 // loopback port. It is killed when the test ends.
 func StartRedisServer(t testing.TB) *RedisServer {
 	t.Helper()
+	return StartRedisServerArgs(t)
+}
+
+// StartRedisServerArgs is StartRedisServer with more redis-server
+// arguments, in which {port} stands for the server's port: a password
+// (--requirepass), an ACL user (--user), or TLS (--port 0 --tls-port
+// {port} and the certificate files: Addr is then the TLS port).
+func StartRedisServerArgs(t testing.TB, args ...string) *RedisServer {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("testenv: redis-server is not installed (scripts/services.sh installs it): %v", err)
 	}
-	s := &RedisServer{t: t, Addr: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), dir: t.TempDir()}
+	s := &RedisServer{t: t, Addr: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), dir: t.TempDir(), args: args}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -61,8 +72,12 @@ func (s *RedisServer) Start() {
 		return
 	}
 	_, port, _ := net.SplitHostPort(s.Addr)
-	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "",
-		"--appendonly", "no", "--dir", s.dir, "--maxmemory-policy", "noeviction")
+	args := []string{"--bind", "127.0.0.1", "--port", port, "--save", "",
+		"--appendonly", "no", "--dir", s.dir, "--maxmemory-policy", "noeviction"}
+	for _, a := range s.args {
+		args = append(args, strings.ReplaceAll(a, "{port}", port))
+	}
+	cmd := exec.Command("redis-server", args...)
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("testenv: start redis-server: %v", err)
