@@ -11,6 +11,7 @@ package tasks
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -50,7 +51,14 @@ const (
 )
 
 // WorkerQueue is the queue served only by the worker with this stable id.
-func WorkerQueue(workerID string) string { return workerQueuePrefix + workerID }
+// An empty id is an error: its queue, "wa:w:", is one no worker serves, so
+// a task put there would wait forever.
+func WorkerQueue(workerID string) (string, error) {
+	if workerID == "" {
+		return "", errors.New("tasks: worker queue for an empty worker id")
+	}
+	return workerQueuePrefix + workerID, nil
+}
 
 // WorkerIDFromQueue is the inverse of WorkerQueue; ok is false for other queues.
 func WorkerIDFromQueue(queue string) (workerID string, ok bool) {
@@ -148,8 +156,12 @@ func NewHandoff(sessionID, from, to string) (Job, error) {
 	if sessionID == "" || from == "" || to == "" || from == to {
 		return Job{}, fmt.Errorf("tasks: %s: need a session and two different workers", TypeSessionHandoff)
 	}
+	q, err := WorkerQueue(from)
+	if err != nil {
+		return Job{}, err
+	}
 	return newJob(TypeSessionHandoff, HandoffPayload{SessionID: sessionID, To: to}, "handoff:"+sessionID,
-		WorkerQueue(from), handoffMaxRetry, handoffTimeout, 0)
+		q, handoffMaxRetry, handoffTimeout, 0)
 }
 
 // ParseHandoff decodes a handoff payload.

@@ -40,11 +40,11 @@ func taskCases() []taskCase {
 			TypeSessionCreate, "create:whatsapp_u_1", QueueShared, createMaxRetry, createTimeout, 0},
 		{"restore", func() (Job, error) { return NewRestore("whatsapp_u_1", "worker_shutdown") },
 			TypeSessionRestore, "restore:whatsapp_u_1", QueueShared, restoreMaxRetry, restoreTimeout, 0},
-		{"disconnect on the owner's queue", func() (Job, error) { return NewDisconnect("whatsapp_u_1", "user", WorkerQueue("w-1")) },
+		{"disconnect on the owner's queue", func() (Job, error) { return NewDisconnect("whatsapp_u_1", "user", "wa:w:w-1") },
 			TypeSessionDisconnect, "disconnect:whatsapp_u_1", "wa:w:w-1", disconnectMaxRetry, disconnectTimeout, 0},
 		{"disconnect on the shared queue", func() (Job, error) { return NewDisconnect("whatsapp_u_1", "user", QueueShared) },
 			TypeSessionDisconnect, "disconnect:whatsapp_u_1", QueueShared, disconnectMaxRetry, disconnectTimeout, 0},
-		{"restore handed to one worker", func() (Job, error) { return NewRestoreOn("whatsapp_u_1", "rebalance", WorkerQueue("w-2")) },
+		{"restore handed to one worker", func() (Job, error) { return NewRestoreOn("whatsapp_u_1", "rebalance", "wa:w:w-2") },
 			TypeSessionRestore, "restore:whatsapp_u_1", "wa:w:w-2", restoreMaxRetry, restoreTimeout, 0},
 		{"handoff on the donor's queue", func() (Job, error) { return NewHandoff("whatsapp_u_1", "w-1", "w-2") },
 			TypeSessionHandoff, "handoff:whatsapp_u_1", "wa:w:w-1", handoffMaxRetry, handoffTimeout, 0},
@@ -156,22 +156,27 @@ func TestOptionsReachAsynq(t *testing.T) {
 }
 
 func TestWorkerQueueRoundTrip(t *testing.T) {
-	tests := []struct {
-		queue  string
-		worker string
-		ok     bool
-	}{
-		{WorkerQueue("worker-1"), "worker-1", true},
-		{WorkerQueue("host.example_2"), "host.example_2", true},
-		{"wa:w:", "", false},
-		{QueueShared, "", false},
-		{"default", "", false},
-	}
-	for _, tt := range tests {
-		got, ok := WorkerIDFromQueue(tt.queue)
-		if got != tt.worker || ok != tt.ok {
-			t.Errorf("WorkerIDFromQueue(%q) = %q, %v; want %q, %v", tt.queue, got, ok, tt.worker, tt.ok)
+	for _, id := range []string{"worker-1", "host.example_2"} {
+		q, err := WorkerQueue(id)
+		if err != nil {
+			t.Fatalf("WorkerQueue(%q): %v", id, err)
 		}
+		if got, ok := WorkerIDFromQueue(q); got != id || !ok {
+			t.Errorf("WorkerIDFromQueue(%q) = %q, %v; want %q", q, got, ok, id)
+		}
+	}
+	for _, q := range []string{"wa:w:", QueueShared, "default"} {
+		if got, ok := WorkerIDFromQueue(q); ok {
+			t.Errorf("WorkerIDFromQueue(%q) = %q, true; want not a worker queue", q, got)
+		}
+	}
+}
+
+// No worker serves "wa:w:", so a task for an empty worker id must not be
+// made at all.
+func TestWorkerQueueEmptyID(t *testing.T) {
+	if q, err := WorkerQueue(""); err == nil {
+		t.Fatalf("WorkerQueue(\"\") = %q, want an error", q)
 	}
 }
 

@@ -87,7 +87,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	w := worker.New(worker.Config{
+	w, err := worker.New(worker.Config{
 		WorkerID:           cfg.WorkerID,
 		LeaseTTL:           cfg.LeaseTTL,
 		SessionTTL:         cfg.SessionTTL,
@@ -102,6 +102,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		Metrics:  worker.NewMetrics(reg),
 		Log:      log,
 	})
+	if err != nil {
+		return cli.Usage(err)
+	}
 
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:       cfg.WorkerConcurrency,

@@ -60,7 +60,7 @@ func Run(ctx context.Context, d Deps, o Options) (Result, error) {
 		return res, fmt.Errorf("cleanup: %w", err)
 	}
 	for _, s := range hosted {
-		j, err := tasks.NewDisconnect(s.SessionID, string(store.ReasonSessionExpired), tasks.WorkerQueue(store.Str(s.WorkerID)))
+		j, err := tasks.NewDisconnect(s.SessionID, string(store.ReasonSessionExpired), queue.ForSession(s))
 		if err != nil {
 			return res, fmt.Errorf("cleanup: %w", err)
 		}

@@ -23,6 +23,7 @@ import (
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -203,7 +204,7 @@ func TestRun(t *testing.T) {
 	}
 
 	// The hand-off: a disconnect on the owner's queue, none on the shared one.
-	info, err := e.insp.GetTaskInfo(tasks.WorkerQueue("w-1"), "disconnect:"+hosted.SessionID)
+	info, err := e.insp.GetTaskInfo(testfactory.WorkerQueue(t, "w-1"), "disconnect:"+hosted.SessionID)
 	if err != nil {
 		t.Fatalf("disconnect task on the owner's queue: %v", err)
 	}
@@ -257,7 +258,7 @@ func TestRunWaitsForHostedRelease(t *testing.T) {
 	go func() {
 		deadline := time.Now().Add(time.Minute)
 		for {
-			if _, err := e.insp.GetTaskInfo(tasks.WorkerQueue("w-1"), "disconnect:"+hosted.SessionID); err == nil {
+			if _, err := e.insp.GetTaskInfo(testfactory.WorkerQueue(t, "w-1"), "disconnect:"+hosted.SessionID); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"wasessions/internal/events"
+	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/tasks"
 )
@@ -372,11 +373,7 @@ func (s *server) disconnect(c *fiber.Ctx) error {
 		changed = []store.Session{cur}
 	}
 	for _, sess := range changed {
-		q := tasks.QueueShared
-		if sess.LeaseLive && sess.WorkerID != nil {
-			q = tasks.WorkerQueue(*sess.WorkerID)
-		}
-		j, err := tasks.NewDisconnect(sess.SessionID, string(store.ReasonUserDisconnected), q)
+		j, err := tasks.NewDisconnect(sess.SessionID, string(store.ReasonUserDisconnected), queue.ForSession(sess))
 		if err != nil {
 			return err
 		}

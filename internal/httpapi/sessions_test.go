@@ -14,6 +14,7 @@ import (
 	"wasessions/internal/httpapi"
 	"wasessions/internal/qrpng"
 	"wasessions/internal/store"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -421,14 +422,14 @@ func TestDisconnect(t *testing.T) {
 		}
 		return n
 	}
-	if countDisconnects(tasks.WorkerQueue("worker-7")) != 1 || countDisconnects(tasks.QueueShared) != 0 {
+	if countDisconnects(testfactory.WorkerQueue(t, "worker-7")) != 1 || countDisconnects(tasks.QueueShared) != 0 {
 		t.Fatal("the disconnect task is not on the owner's queue")
 	}
 	// Repeated while under way: 202 again, still one task.
 	if r := e.do(req{method: "POST", path: disconnectPath, token: tok}); r.Status != http.StatusAccepted {
 		t.Fatalf("repeat: %d %s", r.Status, r.Body)
 	}
-	if countDisconnects(tasks.WorkerQueue("worker-7")) != 1 {
+	if countDisconnects(testfactory.WorkerQueue(t, "worker-7")) != 1 {
 		t.Fatal("a repeated disconnect queued a second task")
 	}
 	// The worker carries it out (as its disconnect handler does).

@@ -1,4 +1,9 @@
-// Package queue is the one place that puts tasks into asynq. It turns
+// Package queue is asynq's one home on the producing side: the one place
+// that puts tasks into asynq, decides which queue a command for a session
+// goes to (ForSession), lists the running workers and reaps the queues of
+// workers that are gone. (The worker serves queues through asynq's server,
+// and the API's metrics and operator UI read asynq through its own
+// libraries; nothing else touches asynq.) It turns
 // asynq's task-id conflict into "already enqueued" (success), and clears the
 // one kind of conflict that would otherwise block an id forever: a finished
 // task (archived after its last retry, or retained after completion) still

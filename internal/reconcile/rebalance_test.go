@@ -9,6 +9,7 @@ import (
 
 	"wasessions/internal/reconcile"
 	"wasessions/internal/store"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -51,13 +52,13 @@ func TestRebalance(t *testing.T) {
 				}
 			}
 			for _, w := range tt.live {
-				q := tasks.WorkerQueue(w)
+				q := testfactory.WorkerQueue(t, w)
 				// Paused: the server counts as running, but leaves the
 				// handoff tasks in the queue for the test to read.
 				if err := e.insp.PauseQueue(q); err != nil {
 					t.Fatal(err)
 				}
-				e.startServer(q)
+				testfactory.AsynqServer(t, e.rdb, q)
 			}
 			d := e.deps
 			d.MaxMoves = tt.maxMoves
@@ -69,7 +70,7 @@ func TestRebalance(t *testing.T) {
 			got := map[string]map[string]int{}
 			total := 0
 			for w := range tt.loads {
-				infos, err := e.insp.ListPendingTasks(tasks.WorkerQueue(w), asynq.PageSize(1000))
+				infos, err := e.insp.ListPendingTasks(testfactory.WorkerQueue(t, w), asynq.PageSize(1000))
 				if err != nil {
 					continue // no such queue: nothing enqueued there
 				}
@@ -145,25 +146,25 @@ func TestRebalanceIgnoresStoppingWorker(t *testing.T) {
 		e.hosted("a", store.StatusConnected)
 	}
 	for _, w := range []string{"a", "b"} {
-		if err := e.insp.PauseQueue(tasks.WorkerQueue(w)); err != nil {
+		if err := e.insp.PauseQueue(testfactory.WorkerQueue(t, w)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e.startServer(tasks.WorkerQueue("a"))
+	testfactory.AsynqServer(t, e.rdb, testfactory.WorkerQueue(t, "a"))
 	stopping := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 1,
-		Queues: map[string]int{tasks.WorkerQueue("b"): 1}, LogLevel: asynq.FatalLevel})
+		Queues: map[string]int{testfactory.WorkerQueue(t, "b"): 1}, LogLevel: asynq.FatalLevel})
 	if err := stopping.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(stopping.Shutdown)
 	stopping.Stop() // SIGTERM received: no new tasks, still listed
-	waitFor(t, "b to be listed as stopped", func() bool {
+	testfactory.Eventually(t, "b to be listed as stopped", func() bool {
 		servers, err := e.insp.Servers()
 		if err != nil {
 			return false
 		}
 		for _, s := range servers {
-			if _, ok := s.Queues[tasks.WorkerQueue("b")]; ok && s.Status == "stopped" {
+			if _, ok := s.Queues[testfactory.WorkerQueue(t, "b")]; ok && s.Status == "stopped" {
 				return true
 			}
 		}
@@ -176,7 +177,7 @@ func TestRebalanceIgnoresStoppingWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Moves != 0 {
-		infos, _ := e.insp.ListPendingTasks(tasks.WorkerQueue("a"))
+		infos, _ := e.insp.ListPendingTasks(testfactory.WorkerQueue(t, "a"))
 		t.Fatalf("%d sessions asked to move to the stopping worker (%d handoffs queued on a)", res.Moves, len(infos))
 	}
 }

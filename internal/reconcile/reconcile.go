@@ -9,12 +9,9 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
-
-	"github.com/hibiken/asynq"
 
 	"wasessions/internal/events"
 	"wasessions/internal/queue"
@@ -81,7 +78,7 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 		)
 		switch {
 		case s.DesiredState == store.DesiredGone:
-			j, err = tasks.NewDisconnect(s.SessionID, "reconcile", tasks.QueueShared)
+			j, err = tasks.NewDisconnect(s.SessionID, "reconcile", queue.ForSession(s))
 			ctr = &res.Disconnects
 		case s.DeviceJID == nil:
 			// Pairing cannot move between processes (the unpaired keys live
@@ -106,7 +103,7 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 		}
 	}
 
-	n, err := ReapWorkerQueues(ctx, d.Enqueuer, d.Log)
+	n, err := d.Enqueuer.ReapWorkerQueues(ctx, d.Log)
 	if err != nil {
 		// Hygiene only: the gaps above are already covered.
 		d.Log.WarnContext(ctx, "reconcile: reap worker queues", "error", err)
@@ -124,11 +121,6 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 	return res, nil
 }
 
-// serverActive is the status asynq publishes for a server that takes
-// tasks; a server that received SIGTERM is listed as "stopped" until it
-// exits.
-const serverActive = "active"
-
 // Rebalance evens out how many sessions each running worker hosts. Sessions
 // never move back on their own: after a rolling deploy (each worker in turn
 // hands its sessions to the others) nearly all of them would sit on the
@@ -141,22 +133,17 @@ const serverActive = "active"
 // when it holds more than its fair share (ceil(total/workers)) and at least
 // two more than the least loaded one, so a balanced cluster stays still.
 func Rebalance(ctx context.Context, d Deps) (int, error) {
-	servers, err := d.Enqueuer.Inspector().Servers()
+	running, err := d.Enqueuer.Workers()
 	if err != nil {
-		return 0, fmt.Errorf("list servers: %w", err)
+		return 0, err
 	}
 	counts := map[string]int{}
-	for _, srv := range servers {
+	for _, w := range running {
 		// A worker shutting down stays listed as "stopped" while it hands
 		// its sessions off; its count falls towards zero, which would make
 		// it the favourite receiver of sessions it can no longer take.
-		if srv.Status != serverActive {
-			continue
-		}
-		for q := range srv.Queues {
-			if id, ok := tasks.WorkerIDFromQueue(q); ok {
-				counts[id] = 0
-			}
+		if w.Active {
+			counts[w.ID] = 0
 		}
 	}
 	if len(counts) < 2 {
@@ -232,106 +219,4 @@ func Rebalance(ctx context.Context, d Deps) (int, error) {
 			"moves", moves, "workers", len(counts), "sessions", total, "fair_share", fair)
 	}
 	return moves, nil
-}
-
-// ReapWorkerQueues drains the queues of workers that no running asynq
-// server serves any more back to wa:shared, and deletes them. A worker that
-// comes back simply gets its queue created again on the next enqueue.
-//
-// Each waiting disconnect (pending, scheduled or retrying) is enqueued on
-// wa:shared and then deleted from the dead queue, so it is moved once.
-// Tasks that were active on the dead worker (it was killed mid-task) cannot
-// be moved: asynq recovers them only on a server of that queue, and
-// refuses to delete a queue with active tasks. Such a queue is left in
-// place, emptied of everything else, until a worker with that id returns;
-// the reconciler already covers the work its orphaned tasks stood for. It
-// does not stop the other dead queues from being reaped.
-func ReapWorkerQueues(ctx context.Context, e *queue.Enqueuer, log *slog.Logger) (int, error) {
-	in := e.Inspector()
-	queues, err := in.Queues()
-	if err != nil {
-		return 0, fmt.Errorf("list queues: %w", err)
-	}
-	servers, err := in.Servers()
-	if err != nil {
-		return 0, fmt.Errorf("list servers: %w", err)
-	}
-	served := map[string]bool{}
-	for _, s := range servers {
-		for q := range s.Queues {
-			served[q] = true
-		}
-	}
-	reaped := 0
-	for _, q := range queues {
-		workerID, ok := tasks.WorkerIDFromQueue(q)
-		if !ok || served[q] {
-			continue
-		}
-		if err := drainToShared(ctx, e, q); err != nil {
-			if errors.Is(err, asynq.ErrQueueNotFound) {
-				continue // another reconciler reaped it meanwhile
-			}
-			return reaped, err
-		}
-		if err := in.DeleteQueue(q, true); err != nil {
-			if errors.Is(err, asynq.ErrQueueNotFound) {
-				continue
-			}
-			if info, ierr := in.GetQueueInfo(q); ierr == nil && info.Active > 0 {
-				log.WarnContext(ctx, "the queue of a worker that is gone keeps tasks it was running when it died; left in place",
-					"worker_id", workerID, "queue", q, "active", info.Active)
-				continue
-			}
-			return reaped, fmt.Errorf("delete %s: %w", q, err)
-		}
-		reaped++
-		log.InfoContext(ctx, "reaped the queue of a worker that is gone", "worker_id", workerID, "queue", q)
-	}
-	return reaped, nil
-}
-
-// drainToShared moves every waiting disconnect task of queue q to
-// wa:shared: enqueued there first (deduplicated by task id), then deleted
-// from q.
-func drainToShared(ctx context.Context, e *queue.Enqueuer, q string) error {
-	in := e.Inspector()
-	const pageSize = 500
-	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
-		in.ListPendingTasks, in.ListScheduledTasks, in.ListRetryTasks,
-	} {
-		// Moved tasks leave the list; the others stay at its head, in
-		// order. Page past those (seen), never past one not yet looked at.
-		seen := map[string]bool{}
-		for page := 1; ; page = len(seen)/pageSize + 1 {
-			infos, err := list(q, asynq.PageSize(pageSize), asynq.Page(page))
-			if err != nil {
-				return fmt.Errorf("list %s: %w", q, err)
-			}
-			for _, info := range infos {
-				if seen[info.ID] {
-					continue
-				}
-				p, err := tasks.ParseSession(asynq.NewTask(info.Type, info.Payload))
-				if info.Type != tasks.TypeSessionDisconnect || err != nil {
-					seen[info.ID] = true
-					continue
-				}
-				j, err := tasks.NewDisconnect(p.SessionID, p.Reason, tasks.QueueShared)
-				if err != nil {
-					return err
-				}
-				if _, err := e.Enqueue(ctx, j, false); err != nil {
-					return err
-				}
-				if err := in.DeleteTask(q, info.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-					return fmt.Errorf("delete %s/%s: %w", q, info.ID, err)
-				}
-			}
-			if len(infos) < pageSize {
-				break
-			}
-		}
-	}
-	return nil
 }

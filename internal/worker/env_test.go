@@ -111,13 +111,16 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	db := stdlib.OpenDBFromPool(st.Pool())
 	e.t.Cleanup(func() { db.Close() })
 	log := e.log.With("worker_id", id)
-	w := worker.New(worker.Config{
+	w, err := worker.New(worker.Config{
 		WorkerID: id, LeaseTTL: leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
 		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second,
 	}, worker.Deps{
 		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHost(db, ep, log),
 		Metrics: worker.NewMetrics(prometheus.NewRegistry()), Log: log,
 	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(ctx) }()

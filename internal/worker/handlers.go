@@ -13,6 +13,7 @@ import (
 
 	"wasessions/internal/cleanup"
 	"wasessions/internal/events"
+	"wasessions/internal/queue"
 	"wasessions/internal/reconcile"
 	"wasessions/internal/store"
 	"wasessions/tasks"
@@ -222,7 +223,7 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	case errors.Is(err, store.ErrLeaseHeld):
 		// Another worker holds the client: forward it to that worker's
 		// queue (its heartbeat would also notice, within LEASE_TTL/3).
-		j, err := tasks.NewDisconnect(p.SessionID, p.Reason, tasks.WorkerQueue(store.Str(sess.WorkerID)))
+		j, err := tasks.NewDisconnect(p.SessionID, p.Reason, queue.ForSession(sess))
 		if err != nil {
 			return err
 		}

@@ -282,11 +282,13 @@ func (h *hosted) handle(m any) {
 		h.onEnd(e.reason)
 		close(e.done)
 	case cmdHandoff:
+		// No target worker (shutdown): any worker takes it over.
+		to, noTarget := tasks.WorkerQueue(e.to)
 		switch {
-		case e.to == "":
+		case noTarget != nil:
 			h.release(store.ReasonWorkerShutdown, "")
 		case h.deviceJID != "" && h.connectedBefore:
-			h.releaseTo(store.ReasonRebalance, "", tasks.WorkerQueue(e.to))
+			h.releaseTo(store.ReasonRebalance, "", to)
 		default:
 			// Still pairing or not yet logged in: moving it would cost the
 			// user a new QR or a longer outage. Stays here.

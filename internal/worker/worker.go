@@ -15,6 +15,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -72,12 +73,18 @@ type Worker struct {
 	busy     map[string]bool // sessions a handler is claiming or ending right now
 	closing  bool
 
+	ownQueue     string // served only by this worker (tasks.WorkerQueue)
 	restoreSlots chan struct{}
 	wg           sync.WaitGroup // hosted sessions' goroutines
 }
 
-// New returns a Worker.
-func New(cfg Config, deps Deps) *Worker {
+// New returns a Worker; cfg.WorkerID must be set (it names the worker's
+// own queue).
+func New(cfg Config, deps Deps) (*Worker, error) {
+	own, err := tasks.WorkerQueue(cfg.WorkerID)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 30 * time.Second
 	}
@@ -90,14 +97,15 @@ func New(cfg Config, deps Deps) *Worker {
 		log:          deps.Log,
 		sessions:     map[string]*hosted{},
 		busy:         map[string]bool{},
+		ownQueue:     own,
 		restoreSlots: make(chan struct{}, cfg.RestoreConcurrency),
-	}
+	}, nil
 }
 
 // Queues are the asynq queues this worker serves, with priorities: its own
 // queue first (commands for clients only it holds), then the shared one.
 func (w *Worker) Queues() map[string]int {
-	return map[string]int{tasks.WorkerQueue(w.cfg.WorkerID): 6, tasks.QueueShared: 3}
+	return map[string]int{w.ownQueue: 6, tasks.QueueShared: 3}
 }
 
 // Mux routes every task type to its handler.

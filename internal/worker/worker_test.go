@@ -10,6 +10,7 @@ import (
 	"wasessions/internal/events"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 	"wasessions/internal/waendpoint"
 	"wasessions/tasks"
@@ -150,7 +151,7 @@ func TestDisconnectHostedSession(t *testing.T) {
 	if _, err := e.st.RequestDisconnect(context.Background(), userA); err != nil {
 		t.Fatal(err)
 	}
-	j, _ := tasks.NewDisconnect(s.SessionID, "user_disconnected", tasks.WorkerQueue("w1"))
+	j, _ := tasks.NewDisconnect(s.SessionID, "user_disconnected", testfactory.WorkerQueue(t, "w1"))
 	for range 2 {
 		if err := w.process(t, j); err != nil {
 			t.Fatal(err)
@@ -424,10 +425,10 @@ func TestHandoffMovesSessionToTargetWorker(t *testing.T) {
 	if rel.Status != store.StatusReconnecting || store.Str(rel.StatusReason) != "rebalance" || rel.WorkerID != nil || w1.Hosted() != 0 {
 		t.Fatalf("after handoff: status=%s reason=%s worker=%v hosted=%d", rel.Status, store.Str(rel.StatusReason), rel.WorkerID, w1.Hosted())
 	}
-	if _, err := e.inspector().GetTaskInfo(tasks.WorkerQueue("w2"), "restore:"+s.SessionID); err != nil {
+	if _, err := e.inspector().GetTaskInfo(testfactory.WorkerQueue(t, "w2"), "restore:"+s.SessionID); err != nil {
 		t.Fatalf("restore not enqueued on w2's queue: %v", err)
 	}
-	r, _ := tasks.NewRestoreOn(s.SessionID, "rebalance", tasks.WorkerQueue("w2"))
+	r, _ := tasks.NewRestoreOn(s.SessionID, "rebalance", testfactory.WorkerQueue(t, "w2"))
 	if err := w2.process(t, r); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package reconcile_test
+package queue_test
 
 import (
 	"context"
@@ -16,16 +16,18 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"wasessions/internal/reconcile"
+	"wasessions/internal/queue"
+	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
 // The reaper tests run a worker's asynq server in a child process (this
 // test binary, re-executed) so they can SIGKILL it the way a node dies.
 const (
-	helperAddr  = "WASESSIONS_RECONCILE_HELPER_REDIS_ADDR"
-	helperDB    = "WASESSIONS_RECONCILE_HELPER_REDIS_DB"
-	helperQueue = "WASESSIONS_RECONCILE_HELPER_QUEUE"
+	helperAddr  = "WASESSIONS_QUEUE_HELPER_REDIS_ADDR"
+	helperDB    = "WASESSIONS_QUEUE_HELPER_REDIS_DB"
+	helperQueue = "WASESSIONS_QUEUE_HELPER_QUEUE"
 )
 
 func TestMain(m *testing.M) {
@@ -55,6 +57,26 @@ func runHelperWorker(addr string) {
 	select {}
 }
 
+// env is one test's Redis database with an enqueuer on it.
+type env struct {
+	t    *testing.T
+	ctx  context.Context
+	rdb  *redis.Client
+	redi testenv.RedisDB
+	insp *asynq.Inspector
+	enq  *queue.Enqueuer
+	log  *slog.Logger
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	r := testenv.NewRedisDB(t)
+	rdb := redis.NewClient(r.Options())
+	t.Cleanup(func() { rdb.Close() })
+	return &env{t: t, ctx: context.Background(), rdb: rdb, redi: r, insp: asynq.NewInspectorFromRedisClient(rdb),
+		enq: queue.New(rdb), log: slog.New(slog.DiscardHandler)}
+}
+
 func (e *env) enqueueDisconnect(sessionID, queue string, opts ...asynq.Option) {
 	e.t.Helper()
 	j, err := tasks.NewDisconnect(sessionID, "user_disconnected", queue)
@@ -62,47 +84,39 @@ func (e *env) enqueueDisconnect(sessionID, queue string, opts ...asynq.Option) {
 		e.t.Fatal(err)
 	}
 	j.Opts = append(j.Opts, opts...)
-	if _, err := e.deps.Enqueuer.Enqueue(e.ctx, j, false); err != nil {
+	if _, err := e.enq.Enqueue(e.ctx, j, false); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+// tasksIn lists the ids and types of the pending and scheduled tasks of a
+// queue (none if the queue does not exist).
+func (e *env) tasksIn(q string) map[string]string {
+	e.t.Helper()
+	out := map[string]string{}
+	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){e.insp.ListPendingTasks, e.insp.ListScheduledTasks} {
+		infos, err := list(q, asynq.PageSize(1000))
+		if err != nil {
+			if _, qerr := e.insp.GetQueueInfo(q); qerr != nil {
+				return out // no such queue
+			}
+			e.t.Fatalf("list %s: %v", q, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		for _, info := range infos {
+			out[info.ID] = info.Type
+		}
 	}
+	return out
 }
 
-func (e *env) served(q string) bool {
+func (e *env) queues() []string {
 	e.t.Helper()
-	servers, err := e.insp.Servers()
+	qs, err := e.insp.Queues()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	for _, s := range servers {
-		if _, ok := s.Queues[q]; ok {
-			return true
-		}
-	}
-	return false
-}
-
-// startServer runs an asynq server for queue q in this process until the
-// test ends, and waits until it is registered.
-func (e *env) startServer(q string) {
-	e.t.Helper()
-	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 1, Queues: map[string]int{q: 1}, LogLevel: asynq.FatalLevel})
-	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(srv.Shutdown)
-	waitFor(e.t, q+" to be served", func() bool { return e.served(q) })
+	slices.Sort(qs)
+	return qs
 }
 
 // The queue of a worker that is gone for good is drained into wa:shared
@@ -111,13 +125,13 @@ func (e *env) startServer(q string) {
 func TestReapWorkerQueues(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	gone, alive := tasks.WorkerQueue("gone"), tasks.WorkerQueue("alive")
+	gone, alive := testfactory.WorkerQueue(t, "gone"), testfactory.WorkerQueue(t, "alive")
 	e.enqueueDisconnect("s-pending", gone)
 	e.enqueueDisconnect("s-scheduled", gone, asynq.ProcessIn(time.Hour))
 	e.enqueueDisconnect("s-alive", alive, asynq.ProcessIn(time.Hour))
-	e.startServer(alive)
+	testfactory.AsynqServer(t, e.rdb, alive)
 
-	n, err := reconcile.ReapWorkerQueues(e.ctx, e.deps.Enqueuer, e.deps.Log)
+	n, err := e.enq.ReapWorkerQueues(e.ctx, e.log)
 	if err != nil || n != 1 {
 		t.Fatalf("reaped %d (%v), want 1", n, err)
 	}
@@ -131,7 +145,7 @@ func TestReapWorkerQueues(t *testing.T) {
 	if got := e.tasksIn(alive); !maps.Equal(got, map[string]string{"disconnect:s-alive": tasks.TypeSessionDisconnect}) {
 		t.Fatalf("the running worker's queue holds %v", got)
 	}
-	if n, err := reconcile.ReapWorkerQueues(e.ctx, e.deps.Enqueuer, e.deps.Log); err != nil || n != 0 {
+	if n, err := e.enq.ReapWorkerQueues(e.ctx, e.log); err != nil || n != 0 {
 		t.Fatalf("second reap: %d (%v)", n, err)
 	}
 }
@@ -143,7 +157,7 @@ func TestReapWorkerQueues(t *testing.T) {
 func TestReapWorkerQueuesAfterSIGKILL(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	killed, gone := tasks.WorkerQueue("killed"), tasks.WorkerQueue("gone")
+	killed, gone := testfactory.WorkerQueue(t, "killed"), testfactory.WorkerQueue(t, "gone")
 	e.enqueueDisconnect("s-inflight", killed)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -153,7 +167,7 @@ func TestReapWorkerQueuesAfterSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, "the in-flight task to be active", func() bool {
+	testfactory.Eventually(t, "the in-flight task to be active", func() bool {
 		info, err := e.insp.GetTaskInfo(killed, "disconnect:s-inflight")
 		return err == nil && info.State == asynq.TaskStateActive
 	})
@@ -164,10 +178,10 @@ func TestReapWorkerQueuesAfterSIGKILL(t *testing.T) {
 	_ = cmd.Wait()
 	e.enqueueDisconnect("s-gone", gone)
 	// The killed server's registration outlives it by its TTL (10s).
-	waitFor(t, "the killed worker's server entry to expire", func() bool { return !e.served(killed) })
+	testfactory.Eventually(t, "the killed worker's server entry to expire", func() bool { return !testfactory.Served(t, e.insp, killed) })
 
 	log := slog.New(slog.DiscardHandler)
-	n, err := reconcile.ReapWorkerQueues(e.ctx, e.deps.Enqueuer, log)
+	n, err := e.enq.ReapWorkerQueues(e.ctx, log)
 	if err != nil || n != 1 {
 		t.Fatalf("reaped %d queues (%v), want 1 (%s)", n, err, gone)
 	}
@@ -190,7 +204,7 @@ func TestReapWorkerQueuesAfterSIGKILL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, err = reconcile.ReapWorkerQueues(e.ctx, e.deps.Enqueuer, log)
+	n, err = e.enq.ReapWorkerQueues(e.ctx, log)
 	if err != nil || n != 0 {
 		t.Fatalf("second reap: %d (%v)", n, err)
 	}
@@ -204,7 +218,7 @@ func TestReapWorkerQueuesAfterSIGKILL(t *testing.T) {
 func TestReapWorkerQueuesMovesEveryPage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	gone := tasks.WorkerQueue("gone")
+	gone := testfactory.WorkerQueue(t, "gone")
 	want := map[string]string{}
 	for i := range 1250 {
 		if i%20 == 0 {
@@ -213,7 +227,7 @@ func TestReapWorkerQueuesMovesEveryPage(t *testing.T) {
 				t.Fatal(err)
 			}
 			j.Opts, j.Queue = append(j.Opts, asynq.Queue(gone)), gone
-			if _, err := e.deps.Enqueuer.Enqueue(e.ctx, j, false); err != nil {
+			if _, err := e.enq.Enqueue(e.ctx, j, false); err != nil {
 				t.Fatal(err)
 			}
 			continue
@@ -222,7 +236,7 @@ func TestReapWorkerQueuesMovesEveryPage(t *testing.T) {
 		e.enqueueDisconnect(id, gone)
 		want["disconnect:"+id] = tasks.TypeSessionDisconnect
 	}
-	n, err := reconcile.ReapWorkerQueues(e.ctx, e.deps.Enqueuer, e.deps.Log)
+	n, err := e.enq.ReapWorkerQueues(e.ctx, e.log)
 	if err != nil || n != 1 {
 		t.Fatalf("reaped %d (%v)", n, err)
 	}
