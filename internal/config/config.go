@@ -36,6 +36,14 @@ type Config struct {
 	DBName      string `env:"DB_NAME" envDefault:"wasessions"`
 	DBUser      string `env:"DB_USER" envDefault:"postgres"`
 	DBPassword  string `env:"DB_PASSWORD"`
+	// DBSSLMode is libpq's sslmode for the DB_* connection. The default,
+	// prefer, works with a local Postgres with or without TLS; anything that
+	// crosses a network should use require, or verify-full with
+	// DBSSLRootCert: the device keys travel on this connection.
+	DBSSLMode string `env:"DB_SSLMODE" envDefault:"prefer"`
+	// DBSSLRootCert is the CA certificate file that verify-ca and
+	// verify-full check the server's certificate against.
+	DBSSLRootCert string `env:"DB_SSLROOTCERT"`
 	// DBMaxConns caps each process's Postgres pool; a worker shares it
 	// between its own queries and whatsmeow's key store.
 	DBMaxConns int `env:"DB_MAX_CONNS" envDefault:"10"`
@@ -204,6 +212,11 @@ func (c Config) Validate(p Program) error {
 	} else if c.DBPort <= 0 || c.DBPort > 65535 {
 		bad("DB_PORT", "must be a port number, got %d", c.DBPort)
 	}
+	switch c.DBSSLMode {
+	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		bad("DB_SSLMODE", "must be disable, allow, prefer, require, verify-ca or verify-full, got %q", c.DBSSLMode)
+	}
 	if c.DBMaxConns < 2 {
 		bad("DB_MAX_CONNS", "must be at least 2, got %d", c.DBMaxConns)
 	}
@@ -318,11 +331,15 @@ func (c Config) PostgresURL() string {
 		return c.DatabaseURL
 	}
 	u := url.URL{
-		Scheme:   "postgres",
-		Host:     net.JoinHostPort(c.DBHost, strconv.Itoa(c.DBPort)),
-		Path:     "/" + c.DBName,
-		RawQuery: "sslmode=disable",
+		Scheme: "postgres",
+		Host:   net.JoinHostPort(c.DBHost, strconv.Itoa(c.DBPort)),
+		Path:   "/" + c.DBName,
 	}
+	q := url.Values{"sslmode": {c.DBSSLMode}}
+	if c.DBSSLRootCert != "" {
+		q.Set("sslrootcert", c.DBSSLRootCert)
+	}
+	u.RawQuery = q.Encode()
 	if c.DBPassword != "" {
 		u.User = url.UserPassword(c.DBUser, c.DBPassword)
 	} else {

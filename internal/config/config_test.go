@@ -25,7 +25,7 @@ func TestLoadDefaults(t *testing.T) {
 		cfg.RateLimitCreate != (ratelimit.Limit{N: 10, Per: time.Minute}) || cfg.RateLimitDisconnect != (ratelimit.Limit{N: 10, Per: time.Minute}) {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
-	if got, want := cfg.PostgresURL(), "postgres://postgres@127.0.0.1:5432/wasessions?sslmode=disable"; got != want {
+	if got, want := cfg.PostgresURL(), "postgres://postgres@127.0.0.1:5432/wasessions?sslmode=prefer"; got != want {
 		t.Fatalf("PostgresURL = %q, want %q", got, want)
 	}
 }
@@ -38,7 +38,9 @@ func TestPostgresURL(t *testing.T) {
 	}{
 		{"database url wins", map[string]string{"DATABASE_URL": "postgres://a@b/c", "DB_HOST": "x"}, "postgres://a@b/c"},
 		{"seed variables", map[string]string{"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "n", "DB_USER": "u", "DB_PASSWORD": "p@ss"},
-			"postgres://u:p%40ss@db:6543/n?sslmode=disable"},
+			"postgres://u:p%40ss@db:6543/n?sslmode=prefer"},
+		{"verify-full", map[string]string{"DB_HOST": "postgres", "DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": "/run/secrets/pg ca.crt"},
+			"postgres://postgres@postgres:5432/wasessions?sslmode=verify-full&sslrootcert=%2Frun%2Fsecrets%2Fpg+ca.crt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,6 +98,7 @@ func TestValidate(t *testing.T) {
 		{"monitor addr bad", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_PASSWORD": "0123456789abcdef", "MONITOR_ADDR": "nine"}, "MONITOR_ADDR"},
 		{"monitor addr same", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_PASSWORD": "0123456789abcdef", "MONITOR_ADDR": ":8080"}, "MONITOR_ADDR: must differ"},
 		{"monitor addr no password", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_ADDR": "127.0.0.1:9000"}, "MONITOR_ADDR"},
+		{"ssl mode", Worker, map[string]string{"WORKER_ID": "w", "DB_SSLMODE": "on"}, "DB_SSLMODE"},
 		{"log level", API, map[string]string{"JWT_SECRET": goodSecret, "LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 	}
 	for _, tt := range tests {
