@@ -1,6 +1,14 @@
 # syntax=docker/dockerfile:1
-# One image holds all four programs; docker-compose.yml picks one per
-# service with `command:`.
+# The production image (the default, last stage `app`) holds api, worker and
+# scheduler; docker-compose.yml picks one per service with `command:`. The
+# WhatsApp emulator is a test and demo tool and has its own target, so a
+# production image never carries a fake WhatsApp server:
+#   docker build .                  the services
+#   docker build --target waemu .   the emulator alone
+#
+# Base images are pinned by tag; pin them by digest where you deploy
+# (`docker buildx imagetools inspect <image:tag>` prints it) so a rebuilt
+# tag cannot change what you run.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
@@ -8,17 +16,27 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
-# Pure Go (pgx, go-redis, whatsmeow): a static binary runs on distroless.
+# Pure Go (pgx, go-redis, whatsmeow): static binaries run on distroless.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ \
-        ./cmd/api ./cmd/worker ./cmd/scheduler ./cmd/waemu
+        ./cmd/api ./cmd/worker ./cmd/scheduler
+
+FROM build AS build-waemu
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out-waemu/ ./cmd/waemu
+
+# The emulator, for tests and demos only.
+FROM gcr.io/distroless/static-debian12:nonroot AS waemu
+COPY --from=build-waemu /out-waemu/waemu /usr/local/bin/waemu
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/waemu"]
 
 # distroless/static has CA certificates and tzdata, no shell, and a nonroot
 # user (65532).
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot AS app
 COPY --from=build /out/ /usr/local/bin/
 USER nonroot:nonroot
-# api: HTTP_ADDR; worker: METRICS_ADDR.
-EXPOSE 8080 9091
+# api: HTTP_ADDR, MONITOR_ADDR; worker: METRICS_ADDR.
+EXPOSE 8080 8090 9091
 ENTRYPOINT []
 CMD ["/usr/local/bin/api"]
