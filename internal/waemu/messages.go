@@ -376,6 +376,10 @@ func pad(b []byte) []byte {
 }
 
 func messageText(msg *waE2E.Message) string {
+	if dsm := msg.GetDeviceSentMessage(); dsm != nil {
+		// A note to self: the account's own phone gets the sender's copy.
+		msg = dsm.GetMessage()
+	}
 	if t := msg.GetConversation(); t != "" {
 		return t
 	}

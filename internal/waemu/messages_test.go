@@ -416,12 +416,25 @@ func TestOwnDeviceCopies(t *testing.T) {
 	if st.OwnDeviceCopies != 1 || st.MessagesIn != 1 || st.DecryptFailures != 0 {
 		t.Fatalf("stats = %+v", st)
 	}
+	// A note to self: the account's phone is the recipient, and its copy is
+	// the DeviceSentMessage.
+	self, err := c.SendMessage(ctx, peerJID("+15550007001"), textMsg("note to self"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inbox, _ := emu.Inbox("+15550007001"); len(inbox) != 1 || inbox[0].ID != self.ID || inbox[0].Text != "note to self" {
+		t.Fatalf("own phone's inbox = %+v", inbox)
+	}
+	sibling.wait("the note to self on the other device", isMessageText("note to self"))
 	eventually(t, "the sibling's receipt for its copy clears it", func() bool {
 		return emu.PendingFor(sibling.Store.ID.String()) == 0
 	})
 	eventually(t, "the sender's ack of the peer's receipt clears it", func() bool {
 		return emu.PendingFor(c.Store.ID.String()) == 0
 	})
+	if st := emu.Stats(); st.OwnDeviceCopies != 1 || st.MessagesIn != 2 || st.DecryptFailures != 0 || st.RejectedMessages != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
 	c.assertHealthy()
 	sibling.assertHealthy()
 }

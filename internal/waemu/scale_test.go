@@ -107,7 +107,7 @@ func TestMessagesAtScale(t *testing.T) {
 	c.waitN("every peer's text", n+len(peers), isMessage)
 	inWall := time.Since(inStart)
 	slices.Sort(latencies)
-	t.Logf("%d texts client→peers in %v (%.0f/s), SendMessage→ack p50 %v p99 %v; %d texts peers→client decrypted by the client in %v (%.0f/s); under -race",
+	t.Logf("%d texts client→peers in %v (%.0f/s), SendMessage→ack p50 %v p99 %v; %d texts peers→client decrypted by the client in %v (%.0f/s)",
 		n, outWall.Round(time.Millisecond), float64(n)/outWall.Seconds(),
 		latencies[len(latencies)/2].Round(time.Microsecond), latencies[len(latencies)*99/100].Round(time.Microsecond),
 		n, inWall.Round(time.Millisecond), float64(n)/inWall.Seconds())

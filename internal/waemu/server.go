@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -222,6 +223,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			}
 			return nil, err
 		}
+		// Decoding and re-encoding a state with many devices (each holds
+		// the one-time prekeys it uploaded, ~28 KiB) leaves a few hundred
+		// MiB of garbage; return it now so the RSS is the working set.
+		debug.FreeOSMemory()
 	}
 
 	mux := http.NewServeMux()

@@ -24,8 +24,10 @@ import (
 // poolSize covers the first upload (812) and one refill (50).
 const poolSize = 812 + 50
 
-// PreKeyPool is a set of one-time prekeys shared by many devices; devices
-// may share them because nothing here ever sends them an encrypted message.
+// PreKeyPool is a set of one-time prekeys shared by many devices. Sharing is
+// harmless for tests, also when a peer phone starts a session with such a
+// device: a one-time prekey only adds one DH term, and each device's own
+// identity and signed prekey keep its sessions distinct.
 type PreKeyPool struct {
 	keys []*keys.PreKey
 }
