@@ -37,7 +37,9 @@ import (
 // until the device sends its receipt; a device that was offline, or that
 // dropped the connection before its receipt, gets every pending message
 // again on its next login (the same ciphertext, as WhatsApp redelivers it,
-// which whatsmeow's decrypted-event buffer recognises).
+// which whatsmeow's decrypted-event buffer recognises). A retry receipt
+// (the device could not decrypt it) makes the phone start a new session with
+// the device and send the message again.
 
 // Errors of the message operations.
 var (
@@ -155,6 +157,13 @@ func (c *conn) handleMessage(node *waBinary.Node) {
 	}
 	log := c.log.With("jid", c.jid, "msg_id", id)
 	sender := mustJID(c.jid)
+	if ag.OptionalString("category") == "peer" {
+		// A protocol message between the account's own devices (whatsmeow
+		// asks its phone for a message it could not decrypt); the
+		// emulated phone takes it without acting on it.
+		c.ackMessage(id, to, 0)
+		return
+	}
 
 	if f := m.takeFault(FaultErrorAck, c.jid); f != nil {
 		code := f.Code
@@ -579,7 +588,7 @@ func (c *conn) handleReceipt(node *waBinary.Node) {
 	}
 	if typ == "retry" {
 		m.retryReceipts.Add(1)
-		c.log.Warn("the client could not decrypt a message and asks for a retry", "jid", c.jid, "msg_id", ids[0])
+		m.retry(c, ids[0], node)
 		return
 	}
 	now := time.Now().UTC()
@@ -614,6 +623,77 @@ func (c *conn) handleReceipt(node *waBinary.Node) {
 		}
 		return false
 	})
+}
+
+// maxRetries bounds how often a phone re-encrypts one message for one
+// device (whatsmeow asks up to 5 times).
+const maxRetries = 5
+
+// retry answers a retry receipt as the sending phone does: it drops its
+// session with the device, starts a new one from the device's keys, and
+// sends the message again with the same id and the retry count.
+func (m *messaging) retry(c *conn, id string, node *waBinary.Node) {
+	count := 1
+	if r, ok := node.GetOptionalChildByTag("retry"); ok {
+		count = r.AttrGetter().OptionalInt("count")
+	}
+	log := c.log.With("jid", c.jid, "msg_id", id, "count", count)
+	m.mu.Lock()
+	msg := m.sent[id]
+	m.mu.Unlock()
+	if msg == nil || count > maxRetries {
+		log.Warn("retry receipt not answered", "known", msg != nil)
+		return
+	}
+	ob := m.outboxOf(c.jid)
+	ob.mu.Lock()
+	var it *outItem
+	for _, x := range ob.items {
+		if x.key == "m:"+id && x.msg == msg {
+			it = x
+		}
+	}
+	if it == nil {
+		ob.mu.Unlock()
+		log.Warn("retry receipt for a message already receipted")
+		return
+	}
+	n, err := m.reencrypt(msg, c.jid, count)
+	if err != nil {
+		ob.mu.Unlock()
+		log.Warn("retry not possible", "err", err)
+		return
+	}
+	it.node, it.sentOn = n, nil
+	ob.mu.Unlock()
+	log.Info("the client could not decrypt a message; sent again on a new session")
+	m.flushLater(c)
+}
+
+// reencrypt starts a new session of msg's phone with device dev and
+// encrypts msg on it, marking the copy as retry number count.
+func (m *messaging) reencrypt(msg *outMessage, dev string, count int) (*waBinary.Node, error) {
+	s := m.s
+	s.mu.Lock()
+	a := s.st.Accounts[mustJID(msg.From).User]
+	s.mu.Unlock()
+	if a == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, msg.From)
+	}
+	lock := m.phones.get(a.Phone)
+	lock.Lock()
+	err := m.phoneStore(a).DeleteSession(context.Background(), mustJID(dev).SignalAddress())
+	lock.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	n, err := m.encryptFor(msg, dev)
+	if err != nil {
+		return nil, err
+	}
+	enc := n.GetChildren()[0]
+	enc.Attrs["count"] = count
+	return n, nil
 }
 
 // handleAck takes a linked device's ack of a receipt the emulator sent.
@@ -999,7 +1079,7 @@ type MessageStats struct {
 	// RejectedMessages got an error ack.
 	RejectedMessages int64 `json:"rejected_messages"`
 	// RetryReceipts are the clients' requests to resend a message they
-	// could not decrypt.
+	// could not decrypt (each answered on a new session).
 	RetryReceipts int64 `json:"retry_receipts"`
 	// OwnDeviceCopies are the sender's copies its own phone decrypted.
 	OwnDeviceCopies int64 `json:"own_device_copies"`

@@ -438,3 +438,45 @@ func TestOwnDeviceCopies(t *testing.T) {
 	c.assertHealthy()
 	sibling.assertHealthy()
 }
+
+// TestRetryReceiptResends: a client that cannot decrypt a peer's message
+// (here: it lost its session) sends a retry receipt; the peer's phone starts
+// a new session from the device's keys and sends the message again with the
+// same id, and the client gets it once.
+func TestRetryReceiptResends(t *testing.T) {
+	t.Parallel()
+	emu := startEmu(t, waemu.Options{})
+	container := newContainer(t)
+	ctx := context.Background()
+
+	c, _ := pairQR(t, emu, container, "+15550010001", "Me")
+	alice, _ := emu.AddPeer("+15557650101", "Alice")
+	first, err := emu.SendText(ctx, alice.JID, "+15550010001", "on the first session", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.wait("the first message", isMessageText("on the first session"))
+	waitDelivered(t, emu, first)
+
+	lid, _ := types.ParseJID(alice.LID)
+	for _, addr := range []string{peerJID("+15557650101").SignalAddress().String(), lid.SignalAddress().String()} {
+		if err := c.Store.Sessions.DeleteSession(ctx, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, err := emu.SendText(ctx, alice.JID, "+15550010001", "after the client lost its session", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.wait("the message, sent again", isMessageText("after the client lost its session")).(*events.Message)
+	if m.Info.ID != id {
+		t.Fatalf("message id %s, want %s", m.Info.ID, id)
+	}
+	waitDelivered(t, emu, id)
+	if st := emu.Stats(); st.RetryReceipts != 1 || st.RejectedMessages != 0 {
+		t.Fatalf("stats = %+v, want 1 retry receipt", st)
+	}
+	if n := c.count(isMessageText("after the client lost its session")); n != 1 {
+		t.Fatalf("the message arrived %d times", n)
+	}
+}
