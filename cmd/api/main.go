@@ -177,6 +177,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		apps = append(apps, listener{name: "MONITOR_ADDR", addr: cfg.MonitorAddr,
 			app: httpapi.NewMonitorApp(httpapi.Deps{Monitor: monitor, Log: log}, opts)})
 	}
+	// /metrics is served on HTTP_ADDR, or only on API_METRICS_ADDR; both
+	// apps report into one registry.
+	deps.Metrics = httpapi.NewMetrics(deps)
+	opts.MetricsToken = cfg.MetricsToken
+	if cfg.APIMetricsAddr != "" {
+		opts.MetricsApart = true
+		apps = append(apps, listener{name: "API_METRICS_ADDR", addr: cfg.APIMetricsAddr,
+			app: httpapi.NewMetricsApp(deps, opts)})
+	}
 	apps[0].app = httpapi.New(deps, opts)
 
 	for i := range apps {
@@ -191,7 +200,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	warnWeakSettings(log, cfg)
 	log.Info("api listening", "addr", apps[0].ln.Addr().String(), "monitor", monitor != nil,
-		"monitor_addr", monitorAddr(apps), "monitor_read_only", cfg.MonitorReadOnly,
+		"monitor_addr", listenerAddr(apps, "MONITOR_ADDR"), "monitor_read_only", cfg.MonitorReadOnly,
+		"metrics_addr", listenerAddr(apps, "API_METRICS_ADDR"), "metrics_token", cfg.MetricsToken != "",
 		"qr_wait", cfg.QRWait.String(), "session_ttl", cfg.SessionTTL.String(),
 		"rate_limit_create", cfg.RateLimitCreate.String(), "rate_limit_disconnect", cfg.RateLimitDisconnect.String(),
 		"rate_limit_pairing_phone", cfg.RateLimitPairingPhone.String(),
@@ -234,12 +244,15 @@ type listener struct {
 	ln         net.Listener
 }
 
-// monitorAddr is the monitor's own address for the start line, or "".
-func monitorAddr(apps []listener) string {
-	if len(apps) < 2 {
-		return ""
+// listenerAddr is the address of the listener named name (MONITOR_ADDR,
+// API_METRICS_ADDR) for the start line, or "" when there is none.
+func listenerAddr(apps []listener, name string) string {
+	for _, a := range apps {
+		if a.name == name {
+			return a.ln.Addr().String()
+		}
 	}
-	return apps[1].ln.Addr().String()
+	return ""
 }
 
 // warnWeakSettings logs, at start, the settings that work but leave a
@@ -249,6 +262,9 @@ func warnWeakSettings(log *slog.Logger, cfg config.Config) {
 		// Any token signed with the same secret, for any other service
 		// sharing it, would be accepted here.
 		log.Warn("JWT_AUDIENCE is unset: tokens are accepted whatever their aud; set it to the audience your issuer puts in tokens meant for this API")
+	}
+	if cfg.APIMetricsAddr == "" && cfg.MetricsToken == "" {
+		log.Warn("/metrics is public on HTTP_ADDR: set API_METRICS_ADDR (an internal address) or METRICS_TOKEN")
 	}
 }
 

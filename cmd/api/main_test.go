@@ -47,6 +47,8 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"token without user", map[string]string{"JWT_SECRET": secret}, []string{"token"}, "--user"},
 		{"token bad uuid", map[string]string{"JWT_SECRET": secret}, []string{"token", "--user", "alice"}, "UUID"},
 		{"token bad ttl", map[string]string{"JWT_SECRET": secret}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890", "--ttl", "-1h"}, "ttl"},
+		{"short METRICS_TOKEN", map[string]string{"JWT_SECRET": secret, "METRICS_TOKEN": "short"}, nil, "METRICS_TOKEN"},
+		{"bad API_METRICS_ADDR", map[string]string{"JWT_SECRET": secret, "API_METRICS_ADDR": "nope"}, nil, "API_METRICS_ADDR"},
 		{"token ttl over JWT_MAX_TTL", map[string]string{"JWT_SECRET": secret, "JWT_MAX_TTL": "1h"}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890", "--ttl", "2h"}, "JWT_MAX_TTL"},
 		{"JWT_MAX_TTL too short", map[string]string{"JWT_SECRET": secret, "JWT_MAX_TTL": "10s"}, nil, "JWT_MAX_TTL"},
 		{"token no secret", map[string]string{}, []string{"token", "--user", "6f1c2d3e-4a5b-4c6d-8e7f-901234567890"}, "JWT_SECRET"},
@@ -120,9 +122,12 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 	dsn := testenv.NewDatabase(t) // empty: run applies the migrations
 	rdb := testenv.NewRedisDB(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	const metricsToken = "metrics-token-0123456789"
 	env := map[string]string{
 		"JWT_SECRET": secret, "DATABASE_URL": dsn, "REDIS_URL": rdb.URL(), "HTTP_ADDR": addr,
 		"MONITOR_PASSWORD": monitorPass, "QR_WAIT": "0s",
+		"API_METRICS_ADDR": metricsAddr, "METRICS_TOKEN": metricsToken,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -157,6 +162,28 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("monitor: %d", res.StatusCode)
 	}
+	// /metrics only on API_METRICS_ADDR, only with METRICS_TOKEN.
+	for _, tc := range []struct {
+		url, token string
+		want       int
+	}{
+		{base + "/metrics", metricsToken, http.StatusNotFound},
+		{"http://" + metricsAddr + "/metrics", "", http.StatusUnauthorized},
+		{"http://" + metricsAddr + "/metrics", metricsToken, http.StatusOK},
+	} {
+		mreq, _ := http.NewRequest("GET", tc.url, nil)
+		if tc.token != "" {
+			mreq.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		mres, err := http.DefaultClient.Do(mreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mres.Body.Close()
+		if mres.StatusCode != tc.want {
+			t.Fatalf("GET %s (token %v): %d, want %d", tc.url, tc.token != "", mres.StatusCode, tc.want)
+		}
+	}
 	// An open event stream must not hold up the shutdown.
 	sreq, _ := http.NewRequest("GET", base+"/api/integrations/whatsapp/events", nil)
 	sreq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok.String()))
@@ -181,6 +208,9 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 	}
 	if !strings.Contains(l, `"level":"WARN","msg":"JWT_AUDIENCE is unset`) {
 		t.Fatalf("no warning that JWT_AUDIENCE is unset:\n%s", l)
+	}
+	if strings.Contains(l, metricsToken) {
+		t.Fatal("METRICS_TOKEN was logged")
 	}
 	if strings.Contains(l, secret) || strings.Contains(l, monitorPass) || strings.Contains(l, strings.TrimSpace(tok.String())) {
 		t.Fatal("a secret or token was logged")

@@ -95,6 +95,12 @@ type Config struct {
 	// MetricsAddr is where a worker serves /metrics and /healthz (the API
 	// serves its own on HTTP_ADDR); empty disables it.
 	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9091"`
+	// APIMetricsAddr, when set, is the only place the API serves /metrics
+	// (an internal address); unset, /metrics is on HTTP_ADDR.
+	APIMetricsAddr string `env:"API_METRICS_ADDR"`
+	// MetricsToken, when set, is the bearer token the API's /metrics
+	// requires.
+	MetricsToken string `env:"METRICS_TOKEN"`
 	// RestoreConcurrency caps restores (connects of stored devices) running at
 	// once in one worker, so a mass restore does not storm WhatsApp.
 	RestoreConcurrency int `env:"RESTORE_CONCURRENCY" envDefault:"4"`
@@ -266,6 +272,14 @@ func (c Config) Validate(p Program) error {
 			bad("JWT_SECRET", "is required (`make run` generates one for local use)")
 		} else if len(c.JWTSecret) < 32 {
 			bad("JWT_SECRET", "must be at least 32 characters, got %d", len(c.JWTSecret))
+		}
+		if c.APIMetricsAddr != "" {
+			if _, _, err := net.SplitHostPort(c.APIMetricsAddr); err != nil {
+				bad("API_METRICS_ADDR", "must be [host]:port or empty, got %q", c.APIMetricsAddr)
+			}
+		}
+		if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
+			bad("METRICS_TOKEN", "must be at least 16 characters, got %d", len(c.MetricsToken))
 		}
 		if c.JWTMaxTTL < time.Minute {
 			bad("JWT_MAX_TTL", "must be at least 1m, got %s", c.JWTMaxTTL)

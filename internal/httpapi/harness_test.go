@@ -55,6 +55,9 @@ type env struct {
 	inspector *asynq.Inspector
 	signer    *auth.Signer
 	logs      *syncBuffer
+	// deps and opts are what app was built with.
+	deps httpapi.Deps
+	opts httpapi.Options
 }
 
 // setup customises an env before the app is built.
@@ -114,6 +117,10 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 		t.Cleanup(func() { mon.Close() })
 		d.Monitor = mon
 	}
+	if d.Metrics == nil {
+		d.Metrics = httpapi.NewMetrics(d) // shared with any other app the test builds
+	}
+	e.deps, e.opts = d, s.opts
 	e.app = httpapi.New(d, s.opts)
 	return e
 }

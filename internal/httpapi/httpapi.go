@@ -78,6 +78,13 @@ type Options struct {
 	RetryHint time.Duration
 	// Limits are the request rate limits (with Deps.Limiter).
 	Limits Limits
+	// MetricsToken, when set, is the bearer token /metrics requires
+	// (METRICS_TOKEN): the metrics say how many sessions exist and how
+	// busy the queues are, which is no business of the public.
+	MetricsToken string
+	// MetricsApart leaves /metrics out of New (404 there): NewMetricsApp
+	// serves it on its own, internal, address (API_METRICS_ADDR).
+	MetricsApart bool
 	// MonitorUser and MonitorPassword guard /monitor.
 	MonitorUser     string
 	MonitorPassword string
@@ -149,19 +156,26 @@ func newServer(deps Deps, opts Options) *server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.metrics == nil {
-		var src metrics.Sources
-		if deps.Store != nil {
-			src.Sessions = deps.Store
-		}
-		if deps.Enqueuer != nil {
-			src.Inspector = deps.Enqueuer.Inspector()
-		}
-		if deps.Redis != nil {
-			src.RedisPing = func(ctx context.Context) error { return deps.Redis.Ping(ctx).Err() }
-		}
-		s.metrics = metrics.New(src)
+		s.metrics = NewMetrics(deps)
 	}
 	return s
+}
+
+// NewMetrics builds the API's instruments on deps' stores. New builds its
+// own when Deps.Metrics is nil; build them here to share them between New
+// and NewMetricsApp.
+func NewMetrics(deps Deps) *metrics.Metrics {
+	var src metrics.Sources
+	if deps.Store != nil {
+		src.Sessions = deps.Store
+	}
+	if deps.Enqueuer != nil {
+		src.Inspector = deps.Enqueuer.Inspector()
+	}
+	if deps.Redis != nil {
+		src.RedisPing = func(ctx context.Context) error { return deps.Redis.Ping(ctx).Err() }
+	}
+	return metrics.New(src)
 }
 
 // newApp is a fiber app with the API's limits and error handler.

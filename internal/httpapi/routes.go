@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
 
 	"wasessions/docs"
@@ -19,7 +18,9 @@ func (s *server) routes(app *fiber.App) {
 	// basic auth; its UI calls its API without tokens).
 	app.Get("/healthz", s.healthz)
 	app.Get("/readyz", s.readyz)
-	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
+	if !s.opts.MetricsApart {
+		s.metricsRoutes(app)
+	}
 	app.Get("/openapi.yaml", serveSpec)
 	s.monitorRoutes(app)
 

@@ -15,6 +15,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -47,6 +48,12 @@ type Sources struct {
 	RedisPing Pinger
 	// Timeout bounds each scrape-time read (default 2s).
 	Timeout time.Duration
+	// CacheFor is how long what the scrape-time collectors read is
+	// reused (default 5s; negative: never): the session counts are a
+	// GROUP BY over every session, and the queue figures a walk of every
+	// queue in Redis, so scrapes at any rate (several Prometheus, anyone
+	// who can reach /metrics) cost at most one read per period.
+	CacheFor time.Duration
 }
 
 // Metrics are the API's instruments and the registry they live on.
@@ -64,6 +71,9 @@ type Metrics struct {
 func New(src Sources) *Metrics {
 	if src.Timeout <= 0 {
 		src.Timeout = 2 * time.Second
+	}
+	if src.CacheFor == 0 {
+		src.CacheFor = 5 * time.Second
 	}
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
@@ -92,14 +102,14 @@ func New(src Sources) *Metrics {
 		m.httpRequests, m.httpDuration, m.enqueues, m.streams,
 	)
 	if src.Sessions != nil {
-		reg.MustRegister(&sessionCollector{src: src.Sessions, timeout: src.Timeout})
+		reg.MustRegister(cached(&sessionCollector{src: src.Sessions, timeout: src.Timeout}, src.CacheFor))
 	}
 	if src.Inspector != nil {
-		reg.MustRegister(&queueCollector{
+		reg.MustRegister(cached(&queueCollector{
 			inner:   asynqmetrics.NewQueueMetricsCollector(src.Inspector),
 			ping:    src.RedisPing,
 			timeout: src.Timeout,
-		})
+		}, src.CacheFor))
 	}
 	return m
 }
@@ -200,4 +210,44 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(queueUpDesc, prometheus.GaugeValue, 1)
 	c.inner.Collect(ch)
+}
+
+// cachedCollector replays what inner collected for ttl; concurrent
+// scrapes wait for one read instead of each running their own.
+type cachedCollector struct {
+	inner prometheus.Collector
+	ttl   time.Duration
+
+	mu   sync.Mutex
+	at   time.Time
+	last []prometheus.Metric
+}
+
+func cached(inner prometheus.Collector, ttl time.Duration) prometheus.Collector {
+	if ttl < 0 {
+		return inner
+	}
+	return &cachedCollector{inner: inner, ttl: ttl}
+}
+
+func (c *cachedCollector) Describe(ch chan<- *prometheus.Desc) { c.inner.Describe(ch) }
+
+func (c *cachedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil || time.Since(c.at) >= c.ttl {
+		got := make(chan prometheus.Metric, 64)
+		go func() {
+			c.inner.Collect(got)
+			close(got)
+		}()
+		c.last = c.last[:0]
+		for m := range got {
+			c.last = append(c.last, m)
+		}
+		c.at = time.Now()
+	}
+	for _, m := range c.last {
+		ch <- m
+	}
 }

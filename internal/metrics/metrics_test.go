@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,7 +85,8 @@ func TestQueueMetrics(t *testing.T) {
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	up := true
-	m := metrics.New(metrics.Sources{Inspector: insp, RedisPing: func(ctx context.Context) error {
+	// No cache: the second scrape must read Redis again.
+	m := metrics.New(metrics.Sources{Inspector: insp, CacheFor: -1, RedisPing: func(ctx context.Context) error {
 		if !up {
 			return errors.New("redis down")
 		}
@@ -100,5 +102,72 @@ func TestQueueMetrics(t *testing.T) {
 	mustContain(t, body, `wasessions_queue_scrape_up 0`)
 	if strings.Contains(body, "asynq_queue_size") {
 		t.Error("reported queue sizes it could not read")
+	}
+}
+
+// countingSessions counts the session-count queries a scrape runs on the
+// real store.
+type countingSessions struct {
+	inner metrics.SessionCounter
+	n     atomic.Int64
+}
+
+func (c *countingSessions) CountByStatus(ctx context.Context) (map[store.Status]int64, error) {
+	c.n.Add(1)
+	return c.inner.CountByStatus(ctx)
+}
+
+// countingHook counts the commands a Redis client sends.
+type countingHook struct{ n *atomic.Int64 }
+
+func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(int64(len(cmds))); return next(ctx, cmds) }
+}
+
+// Scrapes within the cache period run the Postgres GROUP BY and the walk
+// of asynq's queues once, however many there are; after the period, the
+// next scrape reads again.
+func TestScrapeTimeReadsAreCached(t *testing.T) {
+	st, _ := testenv.NewStore(t)
+	rinfo := testenv.NewRedisDB(t)
+	rdb := redis.NewClient(rinfo.Options())
+	t.Cleanup(func() { rdb.Close() })
+	var cmds atomic.Int64
+	rdb.AddHook(countingHook{&cmds})
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	sessions := &countingSessions{inner: st}
+	newMetrics := func(cacheFor time.Duration) *metrics.Metrics {
+		return metrics.New(metrics.Sources{Sessions: sessions, Inspector: insp, CacheFor: cacheFor,
+			RedisPing: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	}
+
+	m := newMetrics(time.Hour)
+	first := scrape(t, m)
+	mustContain(t, first, `wasessions_sessions_scrape_up 1`, `wasessions_queue_scrape_up 1`)
+	queries, commands := sessions.n.Load(), cmds.Load()
+	if queries != 1 || commands == 0 {
+		t.Fatalf("first scrape: %d session queries, %d Redis commands", queries, commands)
+	}
+	for i := 0; i < 20; i++ {
+		if body := scrape(t, m); !strings.Contains(body, `wasessions_sessions{status="connected"} 0`) {
+			t.Fatalf("a cached scrape lost the session counts:\n%s", body)
+		}
+	}
+	if q, c := sessions.n.Load(), cmds.Load(); q != queries || c != commands {
+		t.Fatalf("20 more scrapes within the period ran %d session queries and %d Redis commands; want none", q-queries, c-commands)
+	}
+
+	// A short period: once it has passed, a scrape reads again.
+	short := newMetrics(10 * time.Millisecond)
+	scrape(t, short)
+	before := sessions.n.Load()
+	time.Sleep(50 * time.Millisecond)
+	scrape(t, short)
+	if sessions.n.Load() != before+1 {
+		t.Fatalf("after the period, a scrape ran %d session queries; want 1", sessions.n.Load()-before)
 	}
 }
