@@ -42,6 +42,7 @@ type session struct {
 	UserName        *string    `json:"userName"`
 	ExpiresAt       *time.Time `json:"expiresAt"`
 	LastError       *string    `json:"lastError"`
+	LastErrorCode   *string    `json:"lastErrorCode"`
 	QRCode          *string    `json:"qrCode"`
 	QRRaw           *string    `json:"qrRaw"`
 }

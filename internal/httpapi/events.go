@@ -19,26 +19,33 @@ import (
 // events.Event with the phone number shown in E.164, as everywhere else in
 // the API. Status "none" (with no sessionId) means the user has no session.
 type streamEvent struct {
-	Type        string    `json:"type"`
-	SessionID   string    `json:"sessionId,omitempty"`
-	Status      string    `json:"status"`
-	Reason      string    `json:"reason,omitempty"`
-	QRCode      string    `json:"qrCode,omitempty"`
-	QRRaw       string    `json:"qrRaw,omitempty"`
-	PairingCode string    `json:"pairingCode,omitempty"`
-	PhoneNumber string    `json:"phoneNumber,omitempty"`
-	UserName    string    `json:"userName,omitempty"`
-	LastError   string    `json:"lastError,omitempty"`
-	At          time.Time `json:"at"`
+	Type        string `json:"type"`
+	SessionID   string `json:"sessionId,omitempty"`
+	Status      string `json:"status"`
+	Reason      string `json:"reason,omitempty"`
+	QRCode      string `json:"qrCode,omitempty"`
+	QRRaw       string `json:"qrRaw,omitempty"`
+	PairingCode string `json:"pairingCode,omitempty"`
+	PhoneNumber string `json:"phoneNumber,omitempty"`
+	UserName    string `json:"userName,omitempty"`
+	LastError   string `json:"lastError,omitempty"`
+	// LastErrorCode is the stable code behind LastError (the sentence).
+	LastErrorCode string    `json:"lastErrorCode,omitempty"`
+	At            time.Time `json:"at"`
 }
 
 func streamEventOf(e events.Event) streamEvent {
-	return streamEvent{
+	se := streamEvent{
 		Type: e.Type, SessionID: e.SessionID, Status: e.Status, Reason: e.Reason,
 		QRCode: e.QRCode, QRRaw: e.QRRaw, PairingCode: e.PairingCode,
-		PhoneNumber: store.Str(e164(&e.PhoneNumber)), UserName: e.UserName, LastError: e.LastError,
+		PhoneNumber: store.Str(e164(&e.PhoneNumber)), UserName: e.UserName,
 		At: e.At.UTC(),
 	}
+	if e.LastError != "" {
+		code := store.ErrorCode(e.LastError).Known()
+		se.LastError, se.LastErrorCode = code.Message(), string(code)
+	}
+	return se
 }
 
 // shownState is what a stream has shown of the user's session, to send

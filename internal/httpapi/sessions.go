@@ -38,7 +38,10 @@ type sessionView struct {
 	ExpiresAt       *time.Time         `json:"expiresAt"`
 	CreatedAt       time.Time          `json:"createdAt"`
 	UpdatedAt       time.Time          `json:"updatedAt"`
-	LastError       *string            `json:"lastError"`
+	// LastError is the sentence for users, LastErrorCode the stable code
+	// behind it (store.ErrorCode); the raw error is only in the worker's log.
+	LastError     *string          `json:"lastError"`
+	LastErrorCode *store.ErrorCode `json:"lastErrorCode"`
 }
 
 // createView is what POST /session answers: the session and, as in the
@@ -60,7 +63,7 @@ type qrView struct {
 }
 
 func viewOf(s store.Session) sessionView {
-	return sessionView{
+	v := sessionView{
 		SessionID:       s.SessionID,
 		Status:          string(s.Status),
 		StatusReason:    s.StatusReason,
@@ -74,8 +77,13 @@ func viewOf(s store.Session) sessionView {
 		ExpiresAt:       utc(s.ExpiresAt),
 		CreatedAt:       s.CreatedAt.UTC(),
 		UpdatedAt:       s.UpdatedAt.UTC(),
-		LastError:       s.LastError,
 	}
+	if s.LastError != nil {
+		code := s.LastError.Known()
+		msg := code.Message()
+		v.LastError, v.LastErrorCode = &msg, &code
+	}
+	return v
 }
 
 func createViewOf(s store.Session) createView {

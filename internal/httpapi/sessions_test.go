@@ -42,6 +42,7 @@ type sessionJSON struct {
 	QRRaw           *string `json:"qrRaw"`
 	ExpiresAt       *string `json:"expiresAt"`
 	LastError       *string `json:"lastError"`
+	LastErrorCode   *string `json:"lastErrorCode"`
 }
 
 // worker plays the worker's part for one session, through the same store
@@ -510,5 +511,40 @@ func TestStatsAndCleanup(t *testing.T) {
 	}
 	if strings.Join(left, ",") != "whatsapp_a_1" {
 		t.Fatalf("left after cleanup: %v", left)
+	}
+}
+
+// A session's error reaches the user as a stable code and a sentence,
+// never as the raw Go error (which names resolver and server addresses):
+// also for a row written before codes existed, which holds raw text.
+func TestLastErrorIsACodeAndASentence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	user := newUser()
+	tok := e.token(user, false)
+	var created sessionJSON
+	e.do(req{method: "POST", path: sessionPath, token: tok}).data(t, &created)
+	w := e.claim(t, created.SessionID, "w1")
+	if _, err := e.store.End(context.Background(), w.fence, store.Ending{Reason: store.ReasonConnectFailed,
+		LastError: store.ErrServerUnreachable}); err != nil {
+		t.Fatal(err)
+	}
+	var st sessionJSON
+	e.do(req{method: "GET", path: statusPath, token: tok}).data(t, &st)
+	if store.Str(st.LastErrorCode) != string(store.ErrServerUnreachable) ||
+		store.Str(st.LastError) != store.ErrServerUnreachable.Message() {
+		t.Fatalf("lastError %q, lastErrorCode %q", store.Str(st.LastError), store.Str(st.LastErrorCode))
+	}
+
+	const raw = "dial tcp: lookup g.whatsapp.net on 10.0.0.53:53: no such host"
+	if _, err := e.store.Pool().Exec(context.Background(), `UPDATE whatsapp_sessions SET last_error = $1 WHERE session_id = $2`,
+		raw, created.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(req{method: "GET", path: statusPath, token: tok})
+	r.data(t, &st)
+	if strings.Contains(string(r.Body), "10.0.0.53") || store.Str(st.LastErrorCode) != string(store.ErrUnknown) ||
+		store.Str(st.LastError) != store.ErrUnknown.Message() {
+		t.Fatalf("a raw stored error reached the user: %s", r.Body)
 	}
 }

@@ -125,7 +125,7 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 // (restored from its keys, no QR); one still pairing goes back to pending
 // (pairing starts over; the unpaired keys lived only in this process). lastErr may be "". Used on graceful shutdown and when a restore
 // cannot connect.
-func (s *Store) Release(ctx context.Context, f Fence, reason Reason, lastErr string) (Session, error) {
+func (s *Store) Release(ctx context.Context, f Fence, reason Reason, lastErr ErrorCode) (Session, error) {
 	return s.fencedUpdate(ctx, f, `status = CASE WHEN device_jid IS NULL THEN $6 ELSE $7 END,
 		qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
 		status_reason = $4, last_error = COALESCE(NULLIF($5, ''), last_error),

@@ -22,6 +22,6 @@ func (s *Store) OwnedBy(ctx context.Context, workerID string) ([]Session, error)
 // Unlease drops a worker's lease without changing the session's state, so
 // that another attempt (a retry, or the reconciler) can claim it; used when
 // carrying out a disconnect failed for now. lastErr may be "".
-func (s *Store) Unlease(ctx context.Context, f Fence, lastErr string) (Session, error) {
+func (s *Store) Unlease(ctx context.Context, f Fence, lastErr ErrorCode) (Session, error) {
 	return s.fencedUpdate(ctx, f, `worker_id = NULL, lease_until = NULL, last_error = COALESCE(NULLIF($4, ''), last_error)`, lastErr)
 }

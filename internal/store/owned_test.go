@@ -63,12 +63,12 @@ func TestUnlease(t *testing.T) {
 		t.Fatalf("stale unlease: %v, want ErrFenced", err)
 	}
 	before := f.get(s.SessionID)
-	after, err := f.st.Unlease(f.ctx, cur, "logout pending: timeout")
+	after, err := f.st.Unlease(f.ctx, cur, store.ErrLogoutPending)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.WorkerID != nil || after.LeaseLive || after.Status != before.Status || after.DesiredState != store.DesiredGone ||
-		store.Str(after.DeviceJID) != store.Str(before.DeviceJID) || store.Str(after.LastError) != "logout pending: timeout" {
+		store.Str(after.DeviceJID) != store.Str(before.DeviceJID) || store.Str(after.LastError) != string(store.ErrLogoutPending) {
 		t.Fatalf("after unlease: %+v", after)
 	}
 	// Free for the next attempt, by any worker.

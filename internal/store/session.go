@@ -39,7 +39,7 @@ type Session struct {
 	WorkerID        *string      `db:"worker_id"`
 	LeaseUntil      *time.Time   `db:"lease_until"`
 	LeaseEpoch      int64        `db:"lease_epoch"`
-	LastError       *string      `db:"last_error"`
+	LastError       *ErrorCode   `db:"last_error"`
 	PairPhone       *string      `db:"pair_phone"`
 	PairingCode     *string      `db:"pairing_code"`
 	// LeaseLive is computed by Postgres (lease_until > now()), so callers

@@ -52,7 +52,7 @@ func (s *Store) MarkDevice(ctx context.Context, f Fence, deviceJID, phone, name 
 
 // MarkReconnecting records a hosted session whose socket dropped while
 // whatsmeow reconnects it; lastErr may be "".
-func (s *Store) MarkReconnecting(ctx context.Context, f Fence, reason Reason, lastErr string) (Session, error) {
+func (s *Store) MarkReconnecting(ctx context.Context, f Fence, reason Reason, lastErr ErrorCode) (Session, error) {
 	return s.fencedUpdate(ctx, f, `status = $6, status_reason = $4, is_connected = false,
 		last_error = COALESCE(NULLIF($5, ''), last_error)`, reason, lastErr, StatusReconnecting)
 }
@@ -67,7 +67,7 @@ func (s *Store) SetUserName(ctx context.Context, f Fence, name string) (Session,
 type Ending struct {
 	Reason Reason // e.g. ReasonQRTimeout, ReasonPhoneUnlinked, ReasonUserDisconnected
 	// LastError is recorded when the end was caused by an error.
-	LastError string
+	LastError ErrorCode
 	// KeysDeleted: the device's keys are gone (logout, unlink), so the row
 	// forgets the device and is no longer authenticated.
 	KeysDeleted bool

@@ -36,7 +36,7 @@ func TestReleaseAndEnd(t *testing.T) {
 			return f.st.End(f.ctx, fe, store.Ending{Reason: store.ReasonPhoneUnlinked, KeysDeleted: true})
 		}, store.StatusLoggedOut, false, false},
 		{"end failed keeps keys", store.StatusConnected, func(fe store.Fence) (store.Session, error) {
-			return f.st.End(f.ctx, fe, store.Ending{Reason: store.ReasonConnectFailed, LastError: "x"})
+			return f.st.End(f.ctx, fe, store.Ending{Reason: store.ReasonConnectFailed, LastError: store.ErrServerUnreachable})
 		}, store.StatusFailed, true, true},
 		{"end qr timeout", store.StatusQR, func(fe store.Fence) (store.Session, error) {
 			return f.st.End(f.ctx, fe, store.Ending{Reason: store.ReasonQRTimeout})

@@ -165,3 +165,78 @@ func GoneReason(taskReason, rowReason Reason) Reason {
 	}
 	return ReasonUserDisconnected
 }
+
+// ErrorCode names what went wrong with a session, stably: last_error holds
+// the code, the API and the events stream show it with a sentence for
+// users (ErrorCode.Message). The raw error, which can carry resolver
+// addresses and Go error chains, goes only to the worker's log.
+type ErrorCode string
+
+// Error codes.
+const (
+	ErrServerUnreachable ErrorCode = "server_unreachable"
+	ErrConnectRefused    ErrorCode = "connect_refused"
+	ErrLoginIncomplete   ErrorCode = "login_incomplete"
+	ErrLoginRefused      ErrorCode = "login_refused"
+	ErrRestoreFailed     ErrorCode = "restore_failed"
+	ErrDeviceKeysMissing ErrorCode = "device_keys_missing"
+	ErrPairingFailed     ErrorCode = "pairing_failed"
+	ErrPairingCodeFailed ErrorCode = "pairing_code_failed"
+	ErrQRFailed          ErrorCode = "qr_failed"
+	ErrQRTimeout         ErrorCode = "qr_timeout"
+	ErrStreamReplaced    ErrorCode = "stream_replaced"
+	ErrTemporaryBan      ErrorCode = "temporary_ban"
+	ErrClientOutdated    ErrorCode = "client_outdated"
+	ErrLogoutPending     ErrorCode = "logout_pending"
+	ErrLogoutUnconfirmed ErrorCode = "logout_unconfirmed"
+	ErrUnknown           ErrorCode = "unknown"
+)
+
+// errorMessages is every error code with the sentence users see.
+var errorMessages = map[ErrorCode]string{
+	ErrServerUnreachable: "The WhatsApp server could not be reached.",
+	ErrConnectRefused:    "WhatsApp refused the connection.",
+	ErrLoginIncomplete:   "Linked, but the first login did not finish in time; another attempt follows.",
+	ErrLoginRefused:      "WhatsApp refused the login; link WhatsApp again.",
+	ErrRestoreFailed:     "The session could not be restored here; another attempt follows.",
+	ErrDeviceKeysMissing: "This device's keys are gone; link WhatsApp again.",
+	ErrPairingFailed:     "Linking did not complete; create a new session to try again.",
+	ErrPairingCodeFailed: "WhatsApp did not issue a pairing code; create a new session to try again.",
+	ErrQRFailed:          "The QR code could not be shown; create a new session to try again.",
+	ErrQRTimeout:         "Nobody scanned the QR code in time.",
+	ErrStreamReplaced:    "Another client logged in with this device; this one stopped.",
+	ErrTemporaryBan:      "WhatsApp has temporarily banned this account.",
+	ErrClientOutdated:    "WhatsApp rejected this client version as outdated.",
+	ErrLogoutPending:     "WhatsApp has not confirmed the logout yet; another attempt follows.",
+	ErrLogoutUnconfirmed: "WhatsApp did not confirm the logout; the device's keys were deleted anyway.",
+	ErrUnknown:           "Something went wrong with this session.",
+}
+
+// Message is the sentence users see for code c. A value that is not a
+// known code (a row written before codes existed held the raw error) gets
+// ErrUnknown's sentence, so no raw error reaches a user.
+func (c ErrorCode) Message() string {
+	if m, ok := errorMessages[c]; ok {
+		return m
+	}
+	return errorMessages[ErrUnknown]
+}
+
+// Known returns c, or ErrUnknown when c is not a code (see Message).
+func (c ErrorCode) Known() ErrorCode {
+	if _, ok := errorMessages[c]; ok {
+		return c
+	}
+	return ErrUnknown
+}
+
+// ErrorCodes lists every error code, sorted: what docs/openapi.yaml's
+// ErrorCode enum must hold.
+func ErrorCodes() []ErrorCode {
+	out := make([]ErrorCode, 0, len(errorMessages))
+	for c := range errorMessages {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
+}

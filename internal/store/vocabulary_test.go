@@ -43,6 +43,7 @@ func TestVocabularyMatchesOpenAPI(t *testing.T) {
 		{"StatusReason", enum("StatusReason"), strs(store.Reasons())},
 		{"Status", enum("Status"), strs(store.Statuses())},
 		{"DesiredState", enum("DesiredState"), strs(store.DesiredStates())},
+		{"ErrorCode", enum("ErrorCode"), strs(store.ErrorCodes())},
 		{"SessionEvent.status", eventStatuses, append(strs(store.Statuses()), string(store.StatusNone))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,4 +135,18 @@ func strs[T ~string](in []T) []string {
 		out[i] = string(v)
 	}
 	return out
+}
+
+// Every code has a sentence, and a value that is not a code (raw text
+// stored before codes existed) is shown as unknown, never as itself.
+func TestErrorCodeMessage(t *testing.T) {
+	for _, c := range store.ErrorCodes() {
+		if m := c.Message(); m == "" || (c != store.ErrUnknown && m == store.ErrUnknown.Message()) {
+			t.Errorf("%s has no sentence of its own", c)
+		}
+	}
+	raw := store.ErrorCode("dial tcp 10.0.0.1:443: connect: connection refused")
+	if raw.Known() != store.ErrUnknown || raw.Message() != store.ErrUnknown.Message() {
+		t.Errorf("raw text shown as %q / %q", raw.Known(), raw.Message())
+	}
 }

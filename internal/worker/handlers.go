@@ -99,13 +99,14 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	} else {
 		dev, err = w.deps.Host.LoadDevice(ctx, *sess.DeviceJID)
 		if err != nil {
-			w.releaseClaim(fence, store.ReasonRestoreFailed, err.Error())
+			log.Warn("restore: could not load the device's keys", "error", err)
+			w.releaseClaim(fence, store.ReasonRestoreFailed, store.ErrRestoreFailed)
 			return err
 		}
 		if dev == nil {
 			// Keys gone (unlinked elsewhere, or deleted): only a new scan helps.
 			s, err := w.deps.Store.End(ctx, fence, store.Ending{Reason: store.ReasonDeviceKeysMissing,
-				LastError: "the device's keys are gone; link WhatsApp again", KeysDeleted: true})
+				LastError: store.ErrDeviceKeysMissing, KeysDeleted: true})
 			if err == nil {
 				w.publish(ctx, events.TypeStatus, s)
 			}
@@ -122,7 +123,7 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	if !linked {
 		qr, err := h.client.GetQRChannel(h.ctx)
 		if err != nil {
-			h.end(store.Ending{Reason: store.ReasonPairError, LastError: err.Error()})
+			h.end(store.Ending{Reason: store.ReasonPairError, LastError: store.ErrPairingFailed}, err)
 			return nil
 		}
 		go h.pumpQR(qr)
@@ -138,13 +139,12 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		if linked {
 			// Not a network error (whatsmeow retries those itself): let
 			// the reconciler try again later, maybe elsewhere.
-			h.release(store.ReasonConnectFailed, err.Error())
+			h.log.Warn("restore could not connect; released", "error", err)
+			h.release(store.ReasonConnectFailed, store.ErrServerUnreachable)
 			w.deps.Metrics.Restores.WithLabelValues("released").Inc()
 			return nil
 		}
-		h.end(store.Ending{Reason: store.ReasonConnectFailed,
-			LastError: "could not reach the WhatsApp server: " + err.Error()})
-		log.Warn("pairing could not start: WhatsApp server unreachable", "error", err)
+		h.end(store.Ending{Reason: store.ReasonConnectFailed, LastError: store.ErrServerUnreachable}, err)
 		return nil
 	}
 
@@ -192,7 +192,7 @@ func (w *Worker) connect(ctx context.Context, h *hosted, linked bool) error {
 
 // releaseClaim gives a just-claimed lease back after a failure before any
 // client existed.
-func (w *Worker) releaseClaim(f store.Fence, reason store.Reason, lastErr string) {
+func (w *Worker) releaseClaim(f store.Fence, reason store.Reason, lastErr store.ErrorCode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if s, err := w.deps.Store.Release(ctx, f, reason, lastErr); err == nil {
@@ -243,12 +243,13 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 			if retry < max {
 				// Keep the keys and try again later: the phone should lose
 				// the device from its list, which needs WhatsApp's answer.
-				if _, uerr := w.deps.Store.Unlease(ctx, fence, "logout pending: "+err.Error()); uerr != nil {
+				log.Warn("logout not confirmed; retrying later", "error", err)
+				if _, uerr := w.deps.Store.Unlease(ctx, fence, store.ErrLogoutPending); uerr != nil {
 					log.Warn("unlease after failed logout", "error", uerr)
 				}
 				return fmt.Errorf("log out device: %w", err)
 			}
-			ending.LastError = "WhatsApp did not confirm the logout (keys deleted anyway): " + err.Error()
+			ending.LastError = store.ErrLogoutUnconfirmed
 			log.Warn("logout not confirmed after all retries; deleting keys locally", "error", err)
 		}
 		if err := w.deps.Store.DeleteDeviceKeys(ctx, *sess.DeviceJID); err != nil {

@@ -259,13 +259,22 @@ func (h *hosted) write(typ string, f func(context.Context) (store.Session, error
 	return s, true
 }
 
-// end writes the session's final state and stops hosting.
-func (h *hosted) end(e store.Ending) {
+// end writes the session's final state and stops hosting. cause, the raw
+// error behind e.LastError if any, is logged and never stored (users see
+// the code's sentence).
+func (h *hosted) end(e store.Ending, cause error) {
 	h.client.Disconnect()
 	if s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
 		return h.w.deps.Store.End(ctx, h.fence, e)
 	}); ok {
-		h.log.Info("session ended", "status", s.Status, "reason", e.Reason, "last_error", e.LastError)
+		attrs := []any{"status", s.Status, "reason", e.Reason}
+		if e.LastError != "" {
+			attrs = append(attrs, "last_error", e.LastError)
+		}
+		if cause != nil {
+			attrs = append(attrs, "error", cause)
+		}
+		h.log.Info("session ended", attrs...)
 	}
 	h.stop()
 }
@@ -276,7 +285,7 @@ func (h *hosted) handle(m any) {
 		h.onQR(e.QRChannelItem)
 	case loginTimeout:
 		if !h.connectedBefore {
-			h.release(store.ReasonConnectFailed, "paired, but the login that follows did not complete in time")
+			h.release(store.ReasonConnectFailed, store.ErrLoginIncomplete)
 		}
 	case cmdEnd:
 		h.onEnd(e.reason)
@@ -304,7 +313,7 @@ func (h *hosted) handle(m any) {
 			return h.w.deps.Store.MarkDevice(ctx, h.fence, e.ID.String(), wa.PhoneOf(&e.ID), e.BusinessName)
 		})
 	case *waevents.PairError:
-		h.end(store.Ending{Reason: store.ReasonPairError, LastError: "pairing failed: " + e.Error.Error()})
+		h.end(store.Ending{Reason: store.ReasonPairError, LastError: store.ErrPairingFailed}, e.Error)
 	case *waevents.Connected:
 		h.onConnected()
 	case *waevents.Disconnected:
@@ -316,30 +325,29 @@ func (h *hosted) handle(m any) {
 		})
 		h.log.Info("connection lost; whatsmeow is reconnecting")
 	case *waevents.LoggedOut:
-		reason, lastErr := store.ReasonPhoneUnlinked, ""
+		reason, lastErr, cause := store.ReasonPhoneUnlinked, store.ErrorCode(""), error(nil)
 		if e.OnConnect {
-			reason, lastErr = store.ReasonLoggedOut, "WhatsApp refused the login: "+e.Reason.String()
+			reason, lastErr, cause = store.ReasonLoggedOut, store.ErrLoginRefused, fmt.Errorf("login refused: %s", e.Reason)
 		}
 		h.deleteKeys()
-		h.end(store.Ending{Reason: reason, LastError: lastErr, KeysDeleted: true})
+		h.end(store.Ending{Reason: reason, LastError: lastErr, KeysDeleted: true}, cause)
 	case *waevents.StreamReplaced:
-		h.end(store.Ending{Reason: store.ReasonStreamReplaced,
-			LastError: "another client logged in with this device; this one stopped"})
+		h.end(store.Ending{Reason: store.ReasonStreamReplaced, LastError: store.ErrStreamReplaced}, nil)
 	case *waevents.TemporaryBan:
-		h.end(store.Ending{Reason: store.ReasonTemporaryBan, LastError: e.String()})
+		h.end(store.Ending{Reason: store.ReasonTemporaryBan, LastError: store.ErrTemporaryBan}, errors.New(e.String()))
 	case *waevents.ClientOutdated:
-		h.end(store.Ending{Reason: store.ReasonClientOutdated,
-			LastError: "WhatsApp rejected this client version as outdated"})
+		h.end(store.Ending{Reason: store.ReasonClientOutdated, LastError: store.ErrClientOutdated}, nil)
 	case *waevents.ConnectFailure:
-		msg := fmt.Sprintf("connect failure %d: %s", int(e.Reason), e.Message)
+		cause := fmt.Errorf("connect failure %d: %s", int(e.Reason), e.Message)
 		if e.Reason == waevents.ConnectFailureServiceUnavailable || e.Reason == waevents.ConnectFailureInternalServerError {
 			// whatsmeow retries these by itself.
+			h.log.Warn("WhatsApp refused the connection; whatsmeow retries", "error", cause)
 			h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
-				return h.w.deps.Store.MarkReconnecting(ctx, h.fence, store.ReasonConnectFailure, msg)
+				return h.w.deps.Store.MarkReconnecting(ctx, h.fence, store.ReasonConnectFailure, store.ErrConnectRefused)
 			})
 			return
 		}
-		h.end(store.Ending{Reason: store.ReasonConnectFailure, LastError: msg})
+		h.end(store.Ending{Reason: store.ReasonConnectFailure, LastError: store.ErrConnectRefused}, cause)
 	case *waevents.PushNameSetting:
 		if name := e.Action.GetName(); name != "" {
 			h.write("", func(ctx context.Context) (store.Session, error) {
@@ -364,7 +372,7 @@ func (h *hosted) onQR(item whatsmeow.QRChannelItem) {
 		}
 		url, err := qrpng.DataURL(item.Code)
 		if err != nil {
-			h.end(store.Ending{Reason: store.ReasonQRRenderFailed, LastError: err.Error()})
+			h.end(store.Ending{Reason: store.ReasonQRRenderFailed, LastError: store.ErrQRFailed}, err)
 			return
 		}
 		if _, ok := h.write(events.TypeQR, func(ctx context.Context) (store.Session, error) {
@@ -376,15 +384,16 @@ func (h *hosted) onQR(item whatsmeow.QRChannelItem) {
 	case whatsmeow.QRChannelSuccess.Event:
 		// PairSuccess and Connected carry the state.
 	case whatsmeow.QRChannelTimeout.Event:
-		h.end(store.Ending{Reason: store.ReasonQRTimeout, LastError: "nobody scanned the QR code in time"})
+		h.end(store.Ending{Reason: store.ReasonQRTimeout, LastError: store.ErrQRTimeout}, nil)
 	case whatsmeow.QRChannelClientOutdated.Event:
-		h.end(store.Ending{Reason: store.ReasonClientOutdated, LastError: "WhatsApp rejected this client version as outdated"})
+		h.end(store.Ending{Reason: store.ReasonClientOutdated, LastError: store.ErrClientOutdated}, nil)
 	case whatsmeow.QRChannelScannedWithoutMultidevice.Event:
 		h.log.Warn("QR scanned by a phone without multi-device support")
 	case whatsmeow.QRChannelEventError:
-		h.end(store.Ending{Reason: store.ReasonPairError, LastError: fmt.Sprint("pairing failed: ", item.Error)})
+		h.end(store.Ending{Reason: store.ReasonPairError, LastError: store.ErrPairingFailed}, item.Error)
 	default:
-		h.end(store.Ending{Reason: store.ReasonPairError, LastError: "unexpected pairing state: " + item.Event})
+		h.end(store.Ending{Reason: store.ReasonPairError, LastError: store.ErrPairingFailed},
+			fmt.Errorf("unexpected pairing state %q", item.Event))
 	}
 }
 
@@ -397,7 +406,7 @@ func (h *hosted) requestPairingCode() {
 	code, err := h.client.PairPhone(ctx, h.pairPhone, true, whatsmeow.PairClientChrome, "Chrome (Linux)")
 	cancel()
 	if err != nil {
-		h.end(store.Ending{Reason: store.ReasonPairingCodeFailed, LastError: "could not get a pairing code: " + err.Error()})
+		h.end(store.Ending{Reason: store.ReasonPairingCodeFailed, LastError: store.ErrPairingCodeFailed}, err)
 		return
 	}
 	if _, ok := h.write(events.TypePairingCode, func(ctx context.Context) (store.Session, error) {
@@ -442,18 +451,18 @@ func (h *hosted) onConnected() {
 // device out of WhatsApp so the phone's list of linked devices loses it,
 // delete its keys, and end the row.
 func (h *hosted) onEnd(reason store.Reason) {
-	var lastErr string
+	var lastErr store.ErrorCode
 	if h.deviceJID != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		err := h.client.Logout(ctx)
 		cancel()
 		if err != nil {
-			lastErr = "WhatsApp did not confirm the logout (keys deleted anyway): " + err.Error()
+			lastErr = store.ErrLogoutUnconfirmed
 			h.log.Warn("logout not confirmed; deleting keys locally", "error", err)
 		}
 		h.deleteKeys()
 	}
-	h.end(store.Ending{Reason: reason, LastError: lastErr, KeysDeleted: true})
+	h.end(store.Ending{Reason: reason, LastError: lastErr, KeysDeleted: true}, nil)
 }
 
 // deleteKeys makes sure the device's keys are gone from Postgres, whether
@@ -472,13 +481,13 @@ func (h *hosted) deleteKeys() {
 
 // release hands the session to another worker: disconnect without logout,
 // give the lease up, and enqueue the task that picks it up again.
-func (h *hosted) release(reason store.Reason, lastErr string) {
+func (h *hosted) release(reason store.Reason, lastErr store.ErrorCode) {
 	h.releaseTo(reason, lastErr, tasks.QueueShared)
 }
 
 // releaseTo is release with the takeover enqueued on queue: wa:shared for
 // any worker, or one worker's own queue to hand the session to it.
-func (h *hosted) releaseTo(reason store.Reason, lastErr, queue string) {
+func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue string) {
 	// An expected disconnect: whatsmeow emits no event for it, and the
 	// lease is still ours until Release commits, so no other worker can
 	// have connected yet.

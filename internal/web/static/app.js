@@ -68,9 +68,11 @@
     $('error').hidden = !msg;
   }
 
+  // detail is what went wrong: the API's sentence for users (lastError,
+  // never a raw error), else the status reason.
   function detail(s) {
-    const d = s.lastError || s.reason;
-    return d ? ` (${d}).` : '.';
+    if (s.lastError) return '. ' + s.lastError;
+    return s.reason ? ` (${s.reason}).` : '.';
   }
 
   const who = (s) => (s.phoneNumber || 'unknown number') + (s.userName ? ` (${s.userName})` : '');
@@ -84,7 +86,8 @@
       ? 'WhatsApp was unlinked from your phone (Linked devices → Log out).'
       : 'WhatsApp logged this device out' + detail(s),
     failed: (s) => 'Linking WhatsApp failed' + detail(s),
-    disconnected: () => "WhatsApp is disconnected. This device was removed from your phone's linked devices.",
+    disconnected: (s) => "You disconnected WhatsApp: this device is no longer one of your phone's linked devices" +
+      (s.lastError ? '. ' + s.lastError : '.'),
   };
 
   function render() {
