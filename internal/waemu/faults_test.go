@@ -20,8 +20,8 @@ func TestFaultSwitches(t *testing.T) {
 	container := newContainer(t)
 	ctx := context.Background()
 
-	c, jid := pairQR(t, emu, container, "+15550006001", "Faulty")
-	other, otherJID := pairQR(t, emu, container, "+15550006002", "Bystander")
+	c, jid := pairPooled(t, emu, container, "+15550006001", "Faulty")
+	other, otherJID := pairPooled(t, emu, container, "+15550006002", "Bystander")
 	alice, _ := emu.AddPeer("+15557656001", "Alice")
 	to := peerJID("+15557656001")
 	inboxCount := func(id string) int {

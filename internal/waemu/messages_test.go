@@ -5,18 +5,36 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.mau.fi/whatsmeow"
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/store/sqlstore"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 	"google.golang.org/protobuf/proto"
 
 	"wasessions/internal/waemu"
+	"wasessions/internal/waemu/waemutest"
 )
+
+// pairPooled is pairQR with the device's one-time prekeys drawn from a pool
+// shared by the test process (waemutest), for tests that never reload the
+// device from Postgres: generating and inserting 812 prekeys per pairing is
+// the client's cost and, with -race on a busy machine, most of a test's time.
+func pairPooled(t testing.TB, emu *waemu.Server, container *sqlstore.Container, phone, name string) (*client, string) {
+	t.Helper()
+	c, jid, err := pairQRErr(t, emu, sharedPool().NewDevice(container), phone, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, jid
+}
+
+var sharedPool = sync.OnceValue(waemutest.NewPreKeyPool)
 
 // peerJID is the phone-number JID of a peer created with this number.
 func peerJID(phone string) types.JID {
@@ -71,7 +89,7 @@ func TestMessagesBothWays(t *testing.T) {
 	container := newContainer(t)
 	ctx := context.Background()
 
-	c, jid := pairQR(t, emu, container, "+15550001234", "Me")
+	c, jid := pairPooled(t, emu, container, "+15550001234", "Me")
 	alice, err := emu.AddPeer("+15557654321", "Alice")
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +143,8 @@ func TestPeersAndContacts(t *testing.T) {
 	container := newContainer(t)
 	ctx := context.Background()
 
-	c, jid := pairQR(t, emu, container, "+15550002001", "Me")
-	second, jid2 := pairQR(t, emu, container, "+15550002001", "Me")
+	c, jid := pairPooled(t, emu, container, "+15550002001", "Me")
+	second, jid2 := pairPooled(t, emu, container, "+15550002001", "Me")
 	second.Disconnect()
 	first, err := emu.AddPeer("+1 555 765 0001", "Bob")
 	if err != nil || !first.Created {
@@ -249,7 +267,7 @@ func TestMessageRefusalsAndDuplicates(t *testing.T) {
 	container := newContainer(t)
 	ctx := context.Background()
 
-	c, _ := pairQR(t, emu, container, "+15550004001", "Me")
+	c, _ := pairPooled(t, emu, container, "+15550004001", "Me")
 	alice, _ := emu.AddPeer("+15557654001", "Alice")
 	to := peerJID("+15557654001")
 
@@ -397,8 +415,8 @@ func TestOwnDeviceCopies(t *testing.T) {
 	container := newContainer(t)
 	ctx := context.Background()
 
-	c, _ := pairQR(t, emu, container, "+15550007001", "Me")
-	sibling, _ := pairQR(t, emu, container, "+15550007001", "Me")
+	c, _ := pairPooled(t, emu, container, "+15550007001", "Me")
+	sibling, _ := pairPooled(t, emu, container, "+15550007001", "Me")
 	alice, _ := emu.AddPeer("+15557657001", "Alice")
 
 	resp, err := c.SendMessage(ctx, peerJID("+15557657001"), textMsg("seen on my other device"))
