@@ -26,10 +26,12 @@ func (s *server) routes(app *fiber.App) {
 
 	// Bearer token on each route, not on a prefix: see authenticate.
 	wa := "/api/integrations/whatsapp"
-	app.Post(wa+"/session", s.authenticate, s.createSession)
-	app.Get(wa+"/qr", s.authenticate, s.qr)
-	app.Get(wa+"/status", s.authenticate, s.status)
-	app.Post(wa+"/disconnect", s.authenticate, s.perUser(limitDisconnect, s.opts.Limits.Disconnect), s.disconnect)
+	// noStore: these answers carry QR or pairing codes (events sets it
+	// itself).
+	app.Post(wa+"/session", noStore, s.authenticate, s.createSession)
+	app.Get(wa+"/qr", noStore, s.authenticate, s.qr)
+	app.Get(wa+"/status", noStore, s.authenticate, s.status)
+	app.Post(wa+"/disconnect", noStore, s.authenticate, s.perUser(limitDisconnect, s.opts.Limits.Disconnect), s.disconnect)
 	app.Get(wa+"/events", s.authenticate, s.events)
 	app.Get("/api/integrations/sessions/stats", s.authenticate, s.stats)
 	app.Post("/api/integrations/sessions/cleanup", s.authenticate, requireAdmin, s.cleanup)
@@ -46,6 +48,14 @@ func (s *server) routes(app *fiber.App) {
 			},
 		}))
 	}
+}
+
+// noStore forbids any cache (browser, proxy) to keep the answer: a QR or
+// pairing code kept in a shared or on-disk cache could be scanned or typed
+// by someone else while it is valid, and link their phone to the user.
+func noStore(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Next()
 }
 
 // staticHeaders sets Options.StaticHeaders on the static files' responses.

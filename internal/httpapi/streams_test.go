@@ -200,3 +200,33 @@ func TestEventStreamEndsWhenTokenExpires(t *testing.T) {
 		}
 	}
 }
+
+// Every answer that can carry a QR code or a pairing code says
+// Cache-Control: no-store, so no browser or proxy cache keeps a code
+// someone else could scan or type.
+func TestCodesAreNeverCached(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := e.serve()
+	tok := e.token(newUser(), false)
+	var sess sessionJSON
+	created := e.do(req{method: "POST", path: sessionPath, token: tok})
+	created.data(t, &sess)
+	e.claim(t, sess.SessionID, "w1").showQR(t, "2@cached?")
+	answers := map[string]response{
+		"create":  created,
+		"qr":      e.do(req{method: "GET", path: qrPath, token: tok}),
+		"status":  e.do(req{method: "GET", path: statusPath, token: tok}),
+		"again":   e.do(req{method: "POST", path: sessionPath, token: tok}),
+		"events":  e.tryStream(t, base, tok),
+		"disconn": e.do(req{method: "POST", path: disconnectPath, token: tok}),
+	}
+	for name, r := range answers {
+		if r.Status >= 300 {
+			t.Fatalf("%s: %d %s", name, r.Status, r.Body)
+		}
+		if got := r.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("%s: Cache-Control %q, want no-store", name, got)
+		}
+	}
+}
