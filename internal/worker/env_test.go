@@ -111,12 +111,13 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	db := stdlib.OpenDBFromPool(st.Pool())
 	e.t.Cleanup(func() { db.Close() })
 	log := e.log.With("worker_id", id)
+	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
 		WorkerID: id, LeaseTTL: leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
 		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second,
 	}, worker.Deps{
 		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHost(db, ep, log),
-		Metrics: worker.NewMetrics(prometheus.NewRegistry()), Log: log,
+		Metrics: worker.NewMetrics(reg), Log: log,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -124,13 +125,14 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(ctx) }()
-	tw := &testWorker{Worker: w, id: id, cancel: cancel, done: done}
+	tw := &testWorker{Worker: w, id: id, cancel: cancel, done: done, reg: reg}
 	e.t.Cleanup(tw.stop)
 	return tw
 }
 
 type testWorker struct {
 	*worker.Worker
+	reg    *prometheus.Registry // its metrics
 	id     string
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -146,6 +148,29 @@ func (w *testWorker) stop() {
 		w.cancel()
 		<-w.done
 	})
+}
+
+// histogramCount is how many observations the worker's histogram name
+// holds for the label kind=value.
+func (w *testWorker) histogramCount(t *testing.T, name, label, value string) uint64 {
+	t.Helper()
+	mfs, err := w.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // process runs a task through the worker's mux, as asynq would.

@@ -158,6 +158,11 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 				outcome = "failed"
 			}
 			w.deps.Metrics.Restores.WithLabelValues(outcome).Inc()
+			if err == nil {
+				if kind, since, ok := takeoverStart(cur, w.cfg.LeaseTTL); ok {
+					w.deps.Metrics.Takeover.WithLabelValues(kind).Observe(time.Since(since).Seconds())
+				}
+			}
 		}
 	case <-timer.C:
 		// Still trying (whatsmeow reconnects on its own); the client stays.
@@ -165,6 +170,21 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// takeoverStart says when the session, as read before the claim, lost
+// its previous client: released by its worker (handoff: the release's
+// write), or left behind by a worker whose lease lapsed (failover: its last
+// heartbeat, the lease end minus one LEASE_TTL). A session that was never
+// hosted or is still leased to someone else is no takeover.
+func takeoverStart(prev store.Session, leaseTTL time.Duration) (string, time.Time, bool) {
+	switch {
+	case prev.WorkerID == nil && prev.Status == store.StatusReconnecting:
+		return "handoff", prev.UpdatedAt, true
+	case prev.WorkerID != nil && prev.LeaseUntil != nil && !prev.LeaseLive:
+		return "failover", prev.LeaseUntil.Add(-leaseTTL), true
+	}
+	return "", time.Time{}, false
 }
 
 // connect dials the server. A new pairing retries a few times before

@@ -26,6 +26,13 @@ type Metrics struct {
 	// LeasesLost counts clients stopped because their lease was lost,
 	// by cause (fenced, expired_locally, taken).
 	LeasesLost *prometheus.CounterVec
+	// Takeover is how long a linked session was without a client when
+	// another worker took it over, by kind: handoff (the previous worker
+	// released it: shutdown, rebalance) measured from the release, failover
+	// (its lease lapsed: the worker died) from the last heartbeat
+	// (lease end minus LEASE_TTL). Both ends are Postgres timestamps read
+	// against this worker's clock.
+	Takeover *prometheus.HistogramVec
 }
 
 // NewMetrics creates the instruments and registers them on reg.
@@ -50,7 +57,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LeasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wasessions_worker_leases_lost_total", Help: "Clients stopped because their lease was lost, by cause."},
 			[]string{"cause"}),
+		Takeover: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wasessions_worker_takeover_seconds", Help: "Time a linked session had no client before this worker connected it, by kind (handoff, failover).",
+			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"kind"}),
 	}
-	reg.MustRegister(m.Hosted, m.Tasks, m.TaskDuration, m.Restores, m.RestoresInFlight, m.StatusChanges, m.LeaseRenewals, m.LeasesLost)
+	reg.MustRegister(m.Hosted, m.Tasks, m.TaskDuration, m.Restores, m.RestoresInFlight, m.StatusChanges, m.LeaseRenewals, m.LeasesLost, m.Takeover)
 	return m
 }

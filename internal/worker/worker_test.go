@@ -138,6 +138,10 @@ func TestShutdownHandsSessionToAnotherWorker(t *testing.T) {
 	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
 		t.Fatalf("emulator stats %+v", st)
 	}
+	// The receiver timed the handoff (the dashboards' handoff duration).
+	if n := w2.histogramCount(t, "wasessions_worker_takeover_seconds", "kind", "handoff"); n != 1 {
+		t.Fatalf("handoff observations on w2: %d, want 1", n)
+	}
 }
 
 // The user disconnects: the device is logged out of WhatsApp (the phone's
