@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -85,6 +86,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	}
 	defer rdb.Close()
 
+	enq := queue.New(rdb)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	w, err := worker.New(worker.Config{
@@ -96,7 +98,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		RebalanceMaxMoves:  cfg.RebalanceMaxMoves,
 	}, worker.Deps{
 		Store:    store.New(pool),
-		Enqueuer: queue.New(rdb),
+		Enqueuer: enq,
 		Bus:      events.NewBus(rdb),
 		Host:     wa.NewHost(sqlDB, endpoint, log),
 		Metrics:  worker.NewMetrics(reg),
@@ -123,6 +125,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	if err := srv.Start(w.Mux()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
+	go advertiseCapacity(bg, enq, cfg.WorkerID, cfg.WorkerMaxSessions, log)
 
 	var metricsSrv *http.Server
 	if cfg.MetricsAddr != "" {
@@ -157,6 +160,23 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	}
 	log.Info("worker stopped")
 	return nil
+}
+
+// advertiseCapacity tells the admin API (GET .../admin/workers) how many
+// sessions this worker hosts at most, retrying while Redis is unreachable.
+func advertiseCapacity(ctx context.Context, enq *queue.Enqueuer, workerID string, capacity int, log *slog.Logger) {
+	for {
+		err := enq.AdvertiseCapacity(ctx, workerID, capacity)
+		if err == nil {
+			return
+		}
+		log.Warn("could not advertise capacity; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 // retryDelay backs off exponentially from 1s to at most 1m: session tasks

@@ -33,6 +33,10 @@ type Options struct {
 	// clients before deleting their rows; 0 leaves those rows to the next
 	// run. The admin endpoint waits so its count includes them.
 	WaitHosted time.Duration
+	// HistoryRetention is how long status history rows are kept (the
+	// admin detail view's "recent" changes); older ones are pruned in
+	// batches of Batch. Default 30 days.
+	HistoryRetention time.Duration
 }
 
 // Result is what a run did.
@@ -43,12 +47,17 @@ type Result struct {
 	// owners were told to stop them; those not yet stopped when the run
 	// ended are deleted by the next run.
 	HandedOff int `json:"handedOff"`
+	// HistoryPruned are status history rows older than the retention.
+	HistoryPruned int64 `json:"historyPruned"`
 }
 
 // Run expires and deletes every session past its expiry.
 func Run(ctx context.Context, d Deps, o Options) (Result, error) {
 	if o.Batch <= 0 {
 		o.Batch = 500
+	}
+	if o.HistoryRetention <= 0 {
+		o.HistoryRetention = 30 * 24 * time.Hour
 	}
 	var res Result
 
@@ -104,8 +113,20 @@ func Run(ctx context.Context, d Deps, o Options) (Result, error) {
 			break
 		}
 	}
+	// 4. Status history past its retention (a deleted session's history
+	//    went with it), a batch at a time.
+	for {
+		n, err := d.Store.PruneStatusHistory(ctx, o.HistoryRetention, o.Batch)
+		if err != nil {
+			return res, fmt.Errorf("cleanup: %w", err)
+		}
+		res.HistoryPruned += n
+		if n < int64(o.Batch) {
+			break
+		}
+	}
 	d.Log.InfoContext(ctx, fmt.Sprintf("Cleaned up %d expired WhatsApp sessions", res.Deleted),
-		"cleaned_count", res.Deleted, "handed_off", res.HandedOff)
+		"cleaned_count", res.Deleted, "handed_off", res.HandedOff, "history_pruned", res.HistoryPruned)
 	return res, nil
 }
 

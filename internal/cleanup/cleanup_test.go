@@ -284,3 +284,36 @@ func TestRunWaitsForHostedRelease(t *testing.T) {
 		t.Fatal("released session not deleted")
 	}
 }
+
+// The run prunes status history past its retention, in batches, and keeps
+// the recent history of sessions it leaves alone.
+func TestRunPrunesOldStatusHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	old, _ := e.session("", store.StatusConnected)
+	if _, err := e.st.Pool().Exec(e.ctx, `UPDATE session_status_history SET changed_at = now() - interval '31 days'`); err != nil {
+		t.Fatal(err)
+	}
+	recent, _ := e.session("", store.StatusConnected)
+	before, err := e.st.StatusHistory(e.ctx, old.SessionID, 100)
+	if err != nil || len(before) < 2 {
+		t.Fatalf("history of the old session before the run: %d rows, %v", len(before), err)
+	}
+
+	res, err := cleanup.Run(e.ctx, e.deps, cleanup.Options{Batch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.HistoryPruned != int64(len(before)) {
+		t.Fatalf("pruned %d rows, want %d", res.HistoryPruned, len(before))
+	}
+	if h, _ := e.st.StatusHistory(e.ctx, old.SessionID, 100); len(h) != 0 {
+		t.Fatalf("old history left: %+v", h)
+	}
+	if h, _ := e.st.StatusHistory(e.ctx, recent.SessionID, 100); len(h) == 0 {
+		t.Fatal("recent history pruned")
+	}
+	if e.get(old.SessionID).Status != store.StatusConnected {
+		t.Fatal("pruning history touched the session")
+	}
+}

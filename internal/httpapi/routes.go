@@ -35,6 +35,11 @@ func (s *server) routes(app *fiber.App) {
 	app.Get(wa+"/events", s.authenticate, s.events)
 	app.Get("/api/integrations/sessions/stats", s.authenticate, s.stats)
 	app.Post("/api/integrations/sessions/cleanup", s.authenticate, requireAdmin, s.cleanup)
+	admin := "/api/integrations/admin"
+	app.Get(admin+"/sessions", s.authenticate, requireAdmin, s.adminSessions)
+	app.Get(admin+"/sessions/:sessionId", s.authenticate, requireAdmin, s.adminSessionDetail)
+	app.Post(admin+"/sessions/:sessionId/disconnect", s.authenticate, requireAdmin, s.adminDisconnect)
+	app.Get(admin+"/workers", s.authenticate, requireAdmin, s.adminWorkers)
 
 	// Last: the frontend's static files, reached only by paths no route
 	// above matched.

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"wasessions/internal/events"
-	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/tasks"
 )
@@ -381,13 +380,8 @@ func (s *server) disconnect(c *fiber.Ctx) error {
 		changed = []store.Session{cur}
 	}
 	for _, sess := range changed {
-		j, err := tasks.NewDisconnect(sess.SessionID, string(store.ReasonUserDisconnected), queue.ForSession(sess))
-		if err != nil {
+		if err := s.dispatchDisconnect(ctx, sess); err != nil {
 			return err
-		}
-		if err := s.enqueue(ctx, j); err != nil {
-			return queueUnavailable(err, "the disconnect was recorded and will be carried out, but Redis is unavailable now; retry to confirm",
-				fiber.Map{"sessionId": sess.SessionID})
 		}
 	}
 	noteSession(c, changed[0].SessionID)

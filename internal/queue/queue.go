@@ -25,6 +25,7 @@ import (
 type Enqueuer struct {
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	rdb       redis.UniversalClient
 }
 
 // New builds an Enqueuer on the process's shared Redis client.
@@ -32,6 +33,7 @@ func New(rdb redis.UniversalClient) *Enqueuer {
 	return &Enqueuer{
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		rdb:       rdb,
 	}
 }
 
