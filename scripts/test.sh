@@ -33,6 +33,16 @@ export TEST_REDIS_ADDR=${TEST_REDIS_ADDR:-127.0.0.1:6379}
 echo "test: go vet ./..." >&2
 go vet ./...
 
+# The alert rules (deploy/prometheus): syntax, then their unit tests. A
+# second or two; promtool comes from Debian's prometheus package.
+case $suites in *unit*)
+	scripts/promtool.sh
+	echo "test: promtool check rules, promtool test rules (deploy/prometheus)" >&2
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+	;;
+esac
+
 has_pkg=0
 for a in "$@"; do
 	case $a in ./* | wasessions*) has_pkg=1 ;; esac
