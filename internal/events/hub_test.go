@@ -54,11 +54,19 @@ func TestHubSignalsOnlyTheUsersListeners(t *testing.T) {
 	if signalled(la, 300*time.Millisecond) || signalled(lb, 300*time.Millisecond) {
 		t.Fatal("a mismatched payload or another user's event signalled a listener")
 	}
-	// Three events unread: one pending signal.
+	// Three events unread: one pending signal. Alice's event, published
+	// after them, is a barrier: the hub dispatches in order, so once alice
+	// is signalled all three of bob's were dispatched.
 	for i := 0; i < 3; i++ {
 		if err := b.Publish(ctx, events.Event{Type: events.TypeStatus, SessionID: "s-b", UserID: bob, Status: "qr"}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := b.Publish(ctx, events.Event{Type: events.TypeStatus, SessionID: "s-a", UserID: alice, Status: "qr"}); err != nil {
+		t.Fatal(err)
+	}
+	if !signalled(la, 10*time.Second) {
+		t.Fatal("alice's listener was not signalled")
 	}
 	if !signalled(lb, 10*time.Second) {
 		t.Fatal("bob's listener was not signalled")
