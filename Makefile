@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e build lint bench clean
+.PHONY: help run demo test test-e2e build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -33,6 +33,9 @@ lint: ## gofmt -l (must list nothing) and go vet.
 bench: ## Go benchmarks of every package (see docs/BENCHMARKS.md for the load benchmark).
 	@scripts/services.sh
 	$(GO) test -run '^$$' -bench . -benchmem $(or $(ARGS),./...)
+
+fuzz: ## The Go fuzz targets (body parser, phone numbers, bearer tokens), FUZZTIME each (default 60s).
+	@scripts/fuzz.sh $(FUZZTIME)
 
 demo: ## The whole stack against the WhatsApp emulator (no internet): link a session in a minute.
 	@scripts/demo.sh
