@@ -548,3 +548,34 @@ func TestLastErrorIsACodeAndASentence(t *testing.T) {
 		t.Fatalf("a raw stored error reached the user: %s", r.Body)
 	}
 }
+
+// Disconnecting a session that already failed answers "already
+// disconnected", records that the user wants it gone (desiredState gone),
+// and queues nothing: there is nothing left to log out.
+func TestDisconnectOfFailedSessionRecordsGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	user := newUser()
+	tok := e.token(user, false)
+	var created sessionJSON
+	e.do(req{method: "POST", path: sessionPath, token: tok}).data(t, &created)
+	w := e.claim(t, created.SessionID, "w1")
+	if _, err := e.store.End(context.Background(), w.fence, store.Ending{Reason: store.ReasonPairError,
+		LastError: store.ErrPairingFailed}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(req{method: "POST", path: disconnectPath, token: tok})
+	var d sessionJSON
+	r.data(t, &d)
+	if r.Status != http.StatusOK || d.Status != "failed" || d.DesiredState != string(store.DesiredGone) {
+		t.Fatalf("disconnect of a failed session: %d status %s desiredState %s", r.Status, d.Status, d.DesiredState)
+	}
+	var st sessionJSON
+	e.do(req{method: "GET", path: statusPath, token: tok}).data(t, &st)
+	if st.DesiredState != string(store.DesiredGone) || st.Status != "failed" {
+		t.Fatalf("status after disconnect: %+v", st)
+	}
+	if n := len(e.pendingTasks(tasks.QueueShared)); n != 1 { // the create task only
+		t.Fatalf("%d tasks on %s, want only the create", n, tasks.QueueShared)
+	}
+}

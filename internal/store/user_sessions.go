@@ -125,15 +125,20 @@ func (s *Store) GetForUser(ctx context.Context, userID, sessionID string) (Sessi
 }
 
 // RequestDisconnect records that the user wants their linked sessions gone
-// and returns the sessions it changed (normally one). Carrying it out
-// (logout, key deletion) is the worker's job; the row is durable first, so
-// a lost task is found again by the reconciler.
+// and returns those that need a worker to carry it out (normally one): a
+// live session, or one whose device keys remain. Carrying it out (logout,
+// key deletion) is the worker's job; the row is durable first, so a lost
+// task is found again by the reconciler. A session that already ended
+// without a device (a failed pairing) is marked gone too, so the row says
+// what the user asked for, but is not returned: nothing is left to do.
 func (s *Store) RequestDisconnect(ctx context.Context, userID string) ([]Session, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions
-		SET desired_state = 'gone', updated_at = now()
-		WHERE user_id = $1 AND desired_state = 'linked'
-		  AND (status IN `+liveStatuses+` OR device_jid IS NOT NULL)
-		RETURNING `+sessionColumns, userID)
+	rows, err := s.pool.Query(ctx, `WITH gone AS (
+			UPDATE whatsapp_sessions
+			SET desired_state = 'gone', updated_at = now()
+			WHERE user_id = $1 AND desired_state = 'linked'
+			RETURNING `+sessionColumns+`
+		)
+		SELECT * FROM gone WHERE status IN `+liveStatuses+` OR device_jid IS NOT NULL`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("store: request disconnect: %w", err)
 	}
