@@ -30,6 +30,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"wasessions/internal/queue"
+	"wasessions/internal/store"
 	"wasessions/tasks"
 )
 
@@ -325,10 +326,16 @@ func (s *Scheduler) logCount(ctx context.Context) bool {
 	cctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
 	n, err := s.d.Sessions.CountLinked(cctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.d.Log.WarnContext(ctx, "scheduler: could not count sessions; will retry", "error", err)
-		}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return false
+	case store.IsSchemaMissing(err):
+		// A fresh database: expected until an api or worker has started.
+		s.d.Log.InfoContext(ctx, "scheduler: waiting for the api or a worker to create the database schema")
+		return false
+	default:
+		s.d.Log.WarnContext(ctx, "scheduler: could not count sessions; will retry", "error", err)
 		return false
 	}
 	s.d.Log.InfoContext(ctx, fmt.Sprintf("Loaded %d existing sessions", n), "count", n)

@@ -426,8 +426,9 @@ func TestStartupReconcileAndCount(t *testing.T) {
 }
 
 // TestCountWaitsForSchema: the scheduler starts before any api or worker
-// has migrated the database; it keeps running and logs the count once the
-// table exists.
+// has migrated the database; it keeps running, says (at info, not as a
+// warning: nothing is wrong) that it waits for the schema, and logs the
+// count once the table exists.
 func TestCountWaitsForSchema(t *testing.T) {
 	db := testenv.NewRedisDB(t)
 	dsn := testenv.NewDatabase(t)
@@ -439,8 +440,8 @@ func TestCountWaitsForSchema(t *testing.T) {
 
 	start := at("2026-03-01T08:17:12Z")
 	r := startReplica(t, db.URL(), hourly, start, store.New(pool))
-	r.logs.await(t, "about the failed count", func(l loggedRecord) bool {
-		return l.Level == slog.LevelWarn && l.Msg == "scheduler: could not count sessions; will retry"
+	r.logs.await(t, "about waiting for the schema", func(l loggedRecord) bool {
+		return l.Level == slog.LevelInfo && l.Msg == "scheduler: waiting for the api or a worker to create the database schema"
 	})
 	if f := r.fires.await(t, KindReconcile, at("2026-03-01T08:17:00Z")); f.Err != nil {
 		t.Fatalf("reconcile must not wait for Postgres: %v", f.Err)
@@ -453,6 +454,13 @@ func TestCountWaitsForSchema(t *testing.T) {
 	})
 	if rec.Attrs["count"] != int64(0) {
 		t.Errorf("count attribute %v", rec.Attrs["count"])
+	}
+	r.logs.mu.Lock()
+	defer r.logs.mu.Unlock()
+	for _, l := range r.logs.records {
+		if l.Level >= slog.LevelWarn {
+			t.Errorf("a fresh database made the scheduler log %s %q %v", l.Level, l.Msg, l.Attrs)
+		}
 	}
 }
 
