@@ -140,9 +140,9 @@ func publish(ctx context.Context, d Deps, e events.Event) {
 }
 
 // waitReleased polls until every session in hosted has no live lease, or
-// until max has passed.
-func waitReleased(ctx context.Context, st *store.Store, hosted []store.Session, max time.Duration) {
-	deadline := time.Now().Add(max)
+// until within has passed.
+func waitReleased(ctx context.Context, st *store.Store, hosted []store.Session, within time.Duration) {
+	deadline := time.Now().Add(within)
 	pending := make(map[string]bool, len(hosted))
 	for _, s := range hosted {
 		pending[s.SessionID] = true

@@ -97,8 +97,9 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// e164 shows a phone number with its leading '+': workers store the
-// digits of the WhatsApp JID, the API always shows E.164.
+// e164 shows a phone number with its leading '+'. Workers store
+// wa.PhoneOf's "+digits" already; a number stored bare (by an older
+// version) gets its '+' here, so the API always shows E.164.
 func e164(p *string) *string {
 	if p == nil || *p == "" {
 		return nil
@@ -245,7 +246,12 @@ func (s *server) insert(ctx context.Context, n store.NewSession) (store.Session,
 		sess, created, err := s.deps.Store.CreateSession(ctx, n)
 		var pgErr *pgconn.PgError
 		if err != nil && errors.As(err, &pgErr) && pgErr.Code == "23505" && attempt < 3 {
-			time.Sleep(time.Millisecond)
+			// A new millisecond gives a new id; the request may end first.
+			select {
+			case <-time.After(time.Millisecond):
+			case <-ctx.Done():
+				return store.Session{}, false, ctx.Err()
+			}
 			continue
 		}
 		return sess, created, err

@@ -80,7 +80,9 @@ type Renewal struct {
 	Kept map[string]bool
 	// Lost are the sessions whose lease was not extended: another worker
 	// claimed them, the row is gone, or the user wants them gone. The worker
-	// must stop their clients now (see Lookup for why).
+	// must stop their clients now: their writes would be fenced off
+	// anyway (see Fence), and a client left running would keep a socket
+	// WhatsApp now expects on the new owner.
 	Lost []string
 }
 

@@ -38,6 +38,10 @@ func (w *Worker) handleRestore(ctx context.Context, t *asynq.Task) error {
 	return w.host(ctx, p.SessionID)
 }
 
+// restoreJitter spreads restores that come at once (a worker's sessions
+// after it died) over this much time, so they do not connect in lockstep.
+const restoreJitter = 200 * time.Millisecond
+
 // Connect attempts for a new pairing before the session is declared failed.
 var pairConnectBackoff = []time.Duration{0, time.Second, 2 * time.Second}
 
@@ -79,7 +83,11 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		defer func() { <-w.restoreSlots }()
 		w.deps.Metrics.RestoresInFlight.Inc()
 		defer w.deps.Metrics.RestoresInFlight.Dec()
-		time.Sleep(rand.N(200 * time.Millisecond))
+		select {
+		case <-time.After(rand.N(restoreJitter)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 
 	sent := time.Now()
@@ -213,7 +221,7 @@ func (w *Worker) connect(ctx context.Context, h *hosted, linked bool) error {
 // releaseClaim gives a just-claimed lease back after a failure before any
 // client existed.
 func (w *Worker) releaseClaim(f store.Fence, reason store.Reason, lastErr store.ErrorCode) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
 	if s, err := w.deps.Store.Release(ctx, f, reason, lastErr); err == nil {
 		w.publish(ctx, events.TypeStatus, s)
@@ -259,8 +267,8 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	if sess.DeviceJID != nil {
 		if err := w.logoutUnhosted(ctx, *sess.DeviceJID); err != nil {
 			retry, _ := asynq.GetRetryCount(ctx)
-			max, _ := asynq.GetMaxRetry(ctx)
-			if retry < max {
+			maxRetry, _ := asynq.GetMaxRetry(ctx)
+			if retry < maxRetry {
 				// Keep the keys and try again later: the phone should lose
 				// the device from its list, which needs WhatsApp's answer.
 				log.Warn("logout not confirmed; retrying later", "error", err)
@@ -328,12 +336,12 @@ func (w *Worker) logoutUnhosted(ctx context.Context, deviceJID string) error {
 		if err != nil {
 			return err
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(logoutTimeout):
 		return errors.New("timed out waiting for login")
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	lctx, cancel := context.WithTimeout(ctx, logoutTimeout)
 	defer cancel()
 	return cli.Logout(lctx)
 }

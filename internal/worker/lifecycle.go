@@ -85,7 +85,7 @@ func (w *Worker) fenceExpired() {
 // gone (this worker still owns it and carries that out), or it is no
 // longer ours (stop the client at once, write nothing).
 func (w *Worker) leaseLost(ctx context.Context, h *hosted) {
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	qctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	s, err := w.deps.Store.Get(qctx, h.id)
 	cancel()
 	switch {

@@ -61,6 +61,17 @@ type hosted struct {
 }
 
 // Inbox messages other than whatsmeow events.
+// Timeouts of the calls a hosted session makes outside a task's context.
+const (
+	// writeTimeout bounds one state write (and a lease lookup) in Postgres.
+	writeTimeout = 5 * time.Second
+	// logoutTimeout bounds each step of a logout: waiting for the login
+	// (an unhosted device) and WhatsApp's answer to the logout.
+	logoutTimeout = 15 * time.Second
+	// pairingCodeTimeout bounds WhatsApp's answer to a pairing-code request.
+	pairingCodeTimeout = 20 * time.Second
+)
+
 type (
 	qrItem       struct{ whatsmeow.QRChannelItem }
 	loginTimeout struct{}
@@ -235,7 +246,7 @@ func (h *hosted) write(typ string, f func(context.Context) (store.Session, error
 	)
 	backoff := 100 * time.Millisecond
 	for attempt := 0; attempt < 5; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		s, err = f(ctx)
 		cancel()
 		if err == nil || errors.Is(err, store.ErrFenced) {
@@ -402,7 +413,7 @@ func (h *hosted) requestPairingCode() {
 		return // later QR refs only keep the socket open; the code stands
 	}
 	h.codeRequested = true
-	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(h.ctx, pairingCodeTimeout)
 	code, err := h.client.PairPhone(ctx, h.pairPhone, true, whatsmeow.PairClientChrome, "Chrome (Linux)")
 	cancel()
 	if err != nil {
@@ -453,7 +464,7 @@ func (h *hosted) onConnected() {
 func (h *hosted) onEnd(reason store.Reason) {
 	var lastErr store.ErrorCode
 	if h.deviceJID != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), logoutTimeout)
 		err := h.client.Logout(ctx)
 		cancel()
 		if err != nil {
@@ -472,7 +483,7 @@ func (h *hosted) deleteKeys() {
 		return
 	}
 	jid := h.deviceJID
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
 	if err := h.w.deps.Store.DeleteDeviceKeys(ctx, jid); err != nil {
 		h.log.Error("delete device keys", "error", err)
@@ -509,7 +520,7 @@ func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue s
 		j, err = tasks.NewCreate(s.SessionID, string(reason))
 	}
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		_, err = h.w.deps.Enqueuer.Enqueue(ctx, j, false)
 		cancel()
 	}
