@@ -6,8 +6,8 @@ CREATE TABLE users (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- whatsapp_sessions: the seed's columns, name for name, plus what the
--- distributed design needs (DESIGN.md "Data model"). Timestamps are
+-- whatsapp_sessions: the columns of the service this replaced, name for
+-- name, plus what the distributed design needs (docs/ARCHITECTURE.md). Timestamps are
 -- TIMESTAMPTZ so comparisons against Postgres' now() never depend on a
 -- connection's TimeZone setting.
 CREATE TABLE whatsapp_sessions (
@@ -47,7 +47,7 @@ CREATE TABLE whatsapp_sessions (
     pairing_code  VARCHAR(16)
 );
 
--- The seed's four indexes.
+-- The four indexes of the service this replaced (docs/ARCHITECTURE.md).
 CREATE INDEX idx_whatsapp_sessions_user_id    ON whatsapp_sessions (user_id);
 CREATE INDEX idx_whatsapp_sessions_session_id ON whatsapp_sessions (session_id);
 CREATE INDEX idx_whatsapp_sessions_expires_at ON whatsapp_sessions (expires_at);

@@ -163,7 +163,7 @@ start_redis() {
 	fi
 	mkdir -p "$dir"
 	say "starting redis-server on $REDIS_HOST:$REDIS_PORT (data in $dir)"
-	# noeviction and AOF, as asynq needs (DESIGN.md "Operating asynq well").
+	# noeviction and AOF, as asynq needs: evicted or lost keys are lost tasks.
 	redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
 		--dir "$dir" --logfile "$dir/redis-$REDIS_PORT.log" --pidfile "$dir/redis-$REDIS_PORT.pid" \
 		--maxmemory-policy noeviction --appendonly yes --appendfilename "appendonly-$REDIS_PORT.aof" \

@@ -1,6 +1,6 @@
 // Package auth verifies and issues the API's bearer tokens: HS256 JWTs
 // signed with JWT_SECRET whose subject is the caller's user UUID and whose
-// optional role "admin" marks operators (DESIGN.md "API conventions").
+// optional role "admin" marks operators.
 //
 // Only HS256 is accepted, whatever the token's header says, so a token
 // with alg "none", or one signed with an RSA public key used as an HMAC

@@ -29,7 +29,8 @@ type Config struct {
 	// HTTPAddr is where the API listens.
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
 
-	// DatabaseURL, when set, wins over the seed's DB_* variables.
+	// DatabaseURL, when set, wins over the DB_* variables (kept for
+	// compatibility, docs/ARCHITECTURE.md).
 	DatabaseURL string `env:"DATABASE_URL"`
 	DBHost      string `env:"DB_HOST" envDefault:"127.0.0.1"`
 	DBPort      int    `env:"DB_PORT" envDefault:"5432"`
@@ -339,7 +340,7 @@ func (c Config) Validate(p Program) error {
 }
 
 // PostgresURL is the connection string: DATABASE_URL, or one built from the
-// seed's DB_* variables.
+// DB_* variables.
 func (c Config) PostgresURL() string {
 	if c.DatabaseURL != "" {
 		return c.DatabaseURL

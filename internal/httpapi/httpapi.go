@@ -1,5 +1,5 @@
-// Package httpapi is the service's HTTP API on fiber: the seed's session
-// endpoints and envelopes, the admin endpoints, the live event stream,
+// Package httpapi is the service's HTTP API on fiber: the session
+// endpoints and envelopes (kept for compatibility, docs/ARCHITECTURE.md), the admin endpoints, the live event stream,
 // health, readiness, metrics, the OpenAPI document and asynqmon.
 //
 // New builds the whole app from explicit dependencies (no globals, no init

@@ -12,7 +12,8 @@ import (
 	"wasessions/internal/store"
 )
 
-// envelope is the seed's response shape: {"success","data","message"} on
+// envelope is the response shape clients rely on (docs/ARCHITECTURE.md,
+// "Compatibility"): {"success","data","message"} on
 // success, {"success":false,"error":{"code","message"}} on failure.
 type envelope struct {
 	Success bool       `json:"success"`

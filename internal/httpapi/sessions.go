@@ -20,8 +20,8 @@ import (
 	"wasessions/tasks"
 )
 
-// sessionView is a session as the API shows it: the seed's camelCase
-// fields plus what the distributed design adds. Nullable columns are null,
+// sessionView is a session as the API shows it: the camelCase fields
+// clients rely on (docs/ARCHITECTURE.md, "Compatibility") plus what the distributed design adds. Nullable columns are null,
 // never omitted, so clients can rely on every key being there.
 type sessionView struct {
 	SessionID       string             `json:"sessionId"`

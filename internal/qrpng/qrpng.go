@@ -1,5 +1,6 @@
-// Package qrpng renders a WhatsApp QR string as the PNG data URL the seed's
-// API returned in qrCode, so a frontend can put it straight into an <img>.
+// Package qrpng renders a WhatsApp QR string as the PNG data URL the API
+// returns in qrCode (kept for compatibility, docs/ARCHITECTURE.md), so a
+// frontend can put it straight into an <img>.
 package qrpng
 
 import (

@@ -1,8 +1,8 @@
 // Package reconcile closes the gap between what each session should be
 // (desired_state) and what it is (status, lease): the one mechanism that
 // recovers from a failed enqueue after the row committed, a SIGKILLed
-// worker, lost Redis data and a dropped message alike (DESIGN.md "Reconcile
-// and restore"). It is idempotent: every task it enqueues has a
+// worker, lost Redis data and a dropped message alike (docs/ARCHITECTURE.md,
+// "Reconcile and restore"). It is idempotent: every task it enqueues has a
 // deterministic id, so running it twice, or on two workers at once, enqueues
 // nothing twice.
 package reconcile

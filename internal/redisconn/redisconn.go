@@ -1,6 +1,7 @@
 // Package redisconn opens the one go-redis client each process shares
 // between asynq (client, server, inspector), the event bus and readiness
-// checks, as DESIGN.md asks: one pool per process, not one per library.
+// checks: one pool per process, not one per library, so a process's Redis
+// connections stay few and bounded.
 //
 // REDIS_URL carries the credentials and the transport:
 //

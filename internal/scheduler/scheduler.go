@@ -65,7 +65,8 @@ type Enqueuer interface {
 }
 
 // Counter counts the sessions that should be hosted, for the start-up log
-// line the seed printed; *store.Store is the implementation.
+// line operators rely on (docs/ARCHITECTURE.md, "Compatibility");
+// *store.Store is the implementation.
 type Counter interface {
 	CountLinked(ctx context.Context) (int64, error)
 }
@@ -319,7 +320,7 @@ func (s *Scheduler) job(kind Kind, slot time.Time) (tasks.Job, error) {
 	return tasks.Job{}, fmt.Errorf("scheduler: unknown kind %q", kind)
 }
 
-// logCount logs "Loaded N existing sessions", the seed's start-up line, and
+// logCount logs "Loaded N existing sessions", the start-up line, and
 // reports whether it could. Postgres may be down, or the schema not there
 // yet (the api and worker migrate, not the scheduler): both are retried.
 func (s *Scheduler) logCount(ctx context.Context) bool {

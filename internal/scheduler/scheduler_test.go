@@ -386,7 +386,7 @@ func TestCompletedSlotIsRetained(t *testing.T) {
 }
 
 // TestStartupReconcileAndCount: at start the scheduler enqueues the current
-// reconcile slot at once and logs the seed's "Loaded N existing sessions"
+// reconcile slot at once and logs the start-up line "Loaded N existing sessions"
 // as a structured record.
 func TestStartupReconcileAndCount(t *testing.T) {
 	db := testenv.NewRedisDB(t)

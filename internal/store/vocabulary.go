@@ -10,7 +10,7 @@ import "slices"
 // document's lists equal to these.
 
 // Status is where a session is in its lifecycle (docs/ARCHITECTURE.md,
-// "Session states").
+// "The vocabulary").
 type Status string
 
 // Session statuses. pending, qr, connected and reconnecting are live: a
