@@ -19,6 +19,7 @@ import (
 	"wasessions/internal/reconcile"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -121,35 +122,9 @@ func (e *env) disconnect(s store.Session) {
 	}
 }
 
-// tasksIn lists the ids and types of the pending and scheduled tasks of a
-// queue (none if the queue does not exist).
-func (e *env) tasksIn(q string) map[string]string {
-	e.t.Helper()
-	out := map[string]string{}
-	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){e.insp.ListPendingTasks, e.insp.ListScheduledTasks} {
-		infos, err := list(q, asynq.PageSize(1000))
-		if err != nil {
-			if _, qerr := e.insp.GetQueueInfo(q); qerr != nil {
-				return out // no such queue
-			}
-			e.t.Fatalf("list %s: %v", q, err)
-		}
-		for _, info := range infos {
-			out[info.ID] = info.Type
-		}
-	}
-	return out
-}
+func (e *env) tasksIn(q string) map[string]string { return testfactory.TasksIn(e.t, e.insp, q) }
 
-func (e *env) queues() []string {
-	e.t.Helper()
-	qs, err := e.insp.Queues()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	slices.Sort(qs)
-	return qs
-}
+func (e *env) queues() []string { return testfactory.Queues(e.t, e.insp) }
 
 // One pass closes every gap with the right task on the right queue: a new
 // QR for pairing that lost its worker or its create task, a restore (no QR)

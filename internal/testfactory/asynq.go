@@ -2,6 +2,7 @@ package testfactory
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/hibiken/asynq"
@@ -35,4 +36,35 @@ func Served(t testing.TB, insp *asynq.Inspector, q string) bool {
 		}
 	}
 	return false
+}
+
+// TasksIn lists the ids and types of the pending and scheduled tasks of
+// queue q (none if the queue does not exist).
+func TasksIn(t testing.TB, insp *asynq.Inspector, q string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){insp.ListPendingTasks, insp.ListScheduledTasks} {
+		infos, err := list(q, asynq.PageSize(1000))
+		if err != nil {
+			if _, qerr := insp.GetQueueInfo(q); qerr != nil {
+				return out // no such queue
+			}
+			t.Fatalf("list %s: %v", q, err)
+		}
+		for _, info := range infos {
+			out[info.ID] = info.Type
+		}
+	}
+	return out
+}
+
+// Queues lists asynq's queues, sorted.
+func Queues(t testing.TB, insp *asynq.Inspector) []string {
+	t.Helper()
+	qs, err := insp.Queues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(qs)
+	return qs
 }
