@@ -133,6 +133,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		"QR_WAIT":          "5s",
 		"WA_SERVER_ADDR":   s.emuAddr,
 		"WA_SERVER_PUBKEY": s.pubkey,
+		"WA_VERSION_URL":   "http://" + ctl + "/web", // never the internet
 		"LOG_LEVEL":        "info",
 		"DB_MAX_CONNS":     "10",
 	}

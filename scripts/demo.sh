@@ -84,6 +84,9 @@ wait_ok "$control/pubkey" 30 waemu
 pubkey=$(sed -n 's/.*"pubkey":"\([0-9a-f]\{64\}\)".*/\1/p' .run/waemu.log | head -n 1)
 [ -n "$pubkey" ] || die "no root key in the emulator's ready line; see .run/waemu.log"
 export WA_SERVER_ADDR=$WAEMU_LISTEN WA_SERVER_PUBKEY=$pubkey
+# The worker reads the client version from the emulator, never from the
+# internet.
+export WA_VERSION_URL=$control/web
 
 say "starting worker, scheduler and api (logs in .run/)"
 start worker WORKER_ID="${WORKER_ID:-local-1}"

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	wastore "go.mau.fi/whatsmeow/store"
 
 	"wasessions/internal/cli"
 	"wasessions/internal/config"
@@ -89,6 +92,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	enq := queue.New(rdb)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := worker.NewMetrics(reg)
+	host, err := newHost(cfg, sqlDB, endpoint, metrics, log)
+	if err != nil {
+		return cli.Usage(err)
+	}
 	w, err := worker.New(worker.Config{
 		WorkerID:           cfg.WorkerID,
 		LeaseTTL:           cfg.LeaseTTL,
@@ -96,12 +104,14 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		MaxSessions:        cfg.WorkerMaxSessions,
 		RestoreConcurrency: cfg.RestoreConcurrency,
 		RebalanceMaxMoves:  cfg.RebalanceMaxMoves,
+		ReleaseAfter:       cfg.ReleaseAfter,
+		VersionRefresh:     cfg.WAVersionRefresh,
 	}, worker.Deps{
 		Store:    store.New(pool),
 		Enqueuer: enq,
 		Bus:      events.NewBus(rdb),
-		Host:     wa.NewHost(sqlDB, endpoint, log),
-		Metrics:  worker.NewMetrics(reg),
+		Host:     host,
+		Metrics:  metrics,
 		Log:      log,
 	})
 	if err != nil {
@@ -144,7 +154,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	leasesDone := make(chan struct{})
 	go func() { defer close(leasesDone); w.Run(leases) }()
 	log.Info("worker started", "queues", w.Queues(), "endpoint", endpoint.String(),
-		"lease_ttl", cfg.LeaseTTL, "max_sessions", cfg.WorkerMaxSessions, "metrics_addr", cfg.MetricsAddr)
+		"lease_ttl", cfg.LeaseTTL, "max_sessions", cfg.WorkerMaxSessions, "metrics_addr", cfg.MetricsAddr,
+		"proxy", redactedProxy(cfg.WAProxy), "device_name", host.Device().Display(),
+		"client_version", host.Versions().Current().String(), "version_fetch", versionSource(cfg))
 
 	<-ctx.Done()
 	log.Info("shutting down: handing sessions over", "hosted", w.Hosted())
@@ -177,6 +189,60 @@ func advertiseCapacity(ctx context.Context, enq *queue.Enqueuer, workerID string
 		case <-time.After(5 * time.Second):
 		}
 	}
+}
+
+// newHost builds the whatsmeow side of the worker: device name, proxy, and
+// the client version (pinned, or fetched through the clients' own network
+// path).
+func newHost(cfg config.Config, db *sql.DB, endpoint waendpoint.Endpoint, m *worker.Metrics, log *slog.Logger) (*wa.Host, error) {
+	pinned, err := wa.ParseVersion(cfg.WAVersion)
+	if err != nil {
+		return nil, fmt.Errorf("WA_VERSION: %w", err)
+	}
+	transport, err := wa.ProxyTransport(cfg.WAProxy)
+	if err != nil {
+		return nil, fmt.Errorf("WA_PROXY: %w", err)
+	}
+	versions := wa.NewVersions(wa.VersionOptions{
+		Pinned:    pinned,
+		Fetch:     versionSource(cfg) != "",
+		URL:       cfg.WAVersionURL,
+		Transport: transport,
+		Log:       log.With("component", "wa_version"),
+		Observe: func(outcome string, _ wastore.WAVersionContainer) {
+			m.VersionFetches.WithLabelValues(outcome).Inc()
+		},
+	})
+	return wa.NewHostWith(db, endpoint, log, wa.HostOptions{
+		Proxy:    cfg.WAProxy,
+		Versions: versions,
+		Device:   wa.DeviceName{Name: strings.TrimSpace(cfg.DeviceName), Platform: wa.Platforms[strings.ToLower(cfg.DevicePlatform)]},
+	}), nil
+}
+
+// versionSource is where the worker reads the current client version, ""
+// for nowhere: WA_VERSION pins one; WA_VERSION_URL names the page; without
+// either, only a worker talking to the real WhatsApp reads WhatsApp's own
+// page. A worker pointed at another server (the emulator, in tests and the
+// demo) never fetches from the internet unless told where.
+func versionSource(cfg config.Config) string {
+	switch {
+	case cfg.WAVersion != "":
+		return ""
+	case cfg.WAVersionURL != "":
+		return cfg.WAVersionURL
+	case cfg.WAServerAddr != "":
+		return ""
+	default:
+		return "https://web.whatsapp.com"
+	}
+}
+
+func redactedProxy(p string) string {
+	if p == "" {
+		return ""
+	}
+	return wa.RedactProxy(p)
 }
 
 // retryDelay backs off exponentially from 1s to at most 1m: session tasks

@@ -22,6 +22,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"wasessions/internal/ratelimit"
+	"wasessions/internal/wa"
 )
 
 // Config is every setting of api, worker and scheduler.
@@ -135,6 +136,28 @@ type Config struct {
 	// WhatsApp-protocol server (the emulator); unset means real WhatsApp.
 	WAServerAddr   string `env:"WA_SERVER_ADDR"`
 	WAServerPubKey string `env:"WA_SERVER_PUBKEY"`
+
+	// WAProxy routes this worker's WhatsApp traffic (and its version
+	// fetch) through a proxy: socks5://, http:// or https://, optionally
+	// with user:password. A session's own proxy (set by an admin) wins.
+	WAProxy string `env:"WA_PROXY"`
+	// WAVersion pins the client version announced to WhatsApp
+	// ("2.3000.1031080782"); unset, the worker fetches the current one.
+	WAVersion string `env:"WA_VERSION"`
+	// WAVersionURL is the page the current client version is read from;
+	// unset, WhatsApp's own (web.whatsapp.com), except with WA_SERVER_ADDR,
+	// where nothing is fetched unless this is set.
+	WAVersionURL string `env:"WA_VERSION_URL"`
+	// WAVersionRefresh is how often the worker fetches the version again.
+	WAVersionRefresh time.Duration `env:"WA_VERSION_REFRESH" envDefault:"6h"`
+	// DeviceName and DevicePlatform are what the user's phone lists for the
+	// linked device: by default "Chrome (Linux)", like a WhatsApp Web tab.
+	DeviceName     string `env:"DEVICE_NAME" envDefault:"Linux"`
+	DevicePlatform string `env:"DEVICE_PLATFORM" envDefault:"chrome"`
+	// ReleaseAfter is how long a linked session may stay without a
+	// connection (network errors, refused connections) before its worker
+	// gives it to another worker, whose path to WhatsApp may be fine.
+	ReleaseAfter time.Duration `env:"RELEASE_AFTER" envDefault:"5m"`
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
@@ -327,6 +350,31 @@ func (c Config) Validate(p Program) error {
 		}
 		if c.RebalanceMaxMoves < 0 {
 			bad("REBALANCE_MAX_MOVES", "must be 0 (off) or more, got %d", c.RebalanceMaxMoves)
+		}
+		if c.WAProxy != "" {
+			if _, err := wa.ParseProxy(c.WAProxy); err != nil {
+				bad("WA_PROXY", "%v (got %s)", err, wa.RedactProxy(c.WAProxy))
+			}
+		}
+		if _, err := wa.ParseVersion(c.WAVersion); err != nil {
+			bad("WA_VERSION", "%v", err)
+		}
+		if c.WAVersionURL != "" {
+			if u, err := url.Parse(c.WAVersionURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("WA_VERSION_URL", "must be an http:// or https:// URL, got %q", c.WAVersionURL)
+			}
+		}
+		if c.WAVersionRefresh < time.Minute {
+			bad("WA_VERSION_REFRESH", "must be at least 1m, got %s", c.WAVersionRefresh)
+		}
+		if n := len(strings.TrimSpace(c.DeviceName)); n == 0 || n > 40 {
+			bad("DEVICE_NAME", "must be 1-40 characters, got %d", n)
+		}
+		if _, ok := wa.Platforms[strings.ToLower(c.DevicePlatform)]; !ok {
+			bad("DEVICE_PLATFORM", "must be one of chrome, firefox, safari, edge, opera, desktop, got %q", c.DevicePlatform)
+		}
+		if c.ReleaseAfter < time.Second {
+			bad("RELEASE_AFTER", "must be at least 1s, got %s", c.ReleaseAfter)
 		}
 		if c.RestoreConcurrency < 1 {
 			bad("RESTORE_CONCURRENCY", "must be at least 1, got %d", c.RestoreConcurrency)

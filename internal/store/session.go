@@ -42,6 +42,11 @@ type Session struct {
 	LastError       *ErrorCode   `db:"last_error"`
 	PairPhone       *string      `db:"pair_phone"`
 	PairingCode     *string      `db:"pairing_code"`
+	// BannedUntil is when a temporary ban by WhatsApp ends; nil without one.
+	BannedUntil *time.Time `db:"banned_until"`
+	// ProxyURL is the admin-set proxy of this session; it may carry a
+	// password, so show it only through wa.RedactProxy.
+	ProxyURL *string `db:"proxy_url"`
 	// LeaseLive is computed by Postgres (lease_until > now()), so callers
 	// never compare a lease against their own clock.
 	LeaseLive bool `db:"lease_live"`
@@ -51,6 +56,7 @@ type Session struct {
 const sessionColumns = `id, user_id, session_id, qr_code, qr_raw, is_connected, is_authenticated,
 	phone_number, user_name, last_seen, expires_at, created_at, updated_at, status, status_reason,
 	desired_state, device_jid, worker_id, lease_until, lease_epoch, last_error, pair_phone, pairing_code,
+	banned_until, proxy_url,
 	COALESCE(lease_until > now(), false) AS lease_live`
 
 // Str returns *p, or "" for nil; handy for the nullable text columns

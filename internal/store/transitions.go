@@ -37,7 +37,7 @@ type Linked struct {
 func (s *Store) MarkConnected(ctx context.Context, f Fence, l Linked, sessionTTL time.Duration) (Session, error) {
 	return s.fencedUpdate(ctx, f, `status = $9, status_reason = $4, is_connected = true, is_authenticated = true,
 		device_jid = $5, phone_number = NULLIF($6, ''), user_name = COALESCE(NULLIF($7, ''), user_name),
-		qr_code = NULL, qr_raw = NULL, pairing_code = NULL, last_error = NULL,
+		qr_code = NULL, qr_raw = NULL, pairing_code = NULL, last_error = NULL, banned_until = NULL,
 		last_seen = now(), expires_at = now() + $8::interval`,
 		l.Reason, l.DeviceJID, l.Phone, l.Name, sessionTTL, StatusConnected)
 }
@@ -55,6 +55,13 @@ func (s *Store) MarkDevice(ctx context.Context, f Fence, deviceJID, phone, name 
 func (s *Store) MarkReconnecting(ctx context.Context, f Fence, reason Reason, lastErr ErrorCode) (Session, error) {
 	return s.fencedUpdate(ctx, f, `status = $6, status_reason = $4, is_connected = false,
 		last_error = COALESCE(NULLIF($5, ''), last_error)`, reason, lastErr, StatusReconnecting)
+}
+
+// MarkBanned records a temporary ban: the session waits, reconnecting,
+// until the ban ends (reason temporary_ban, the end in banned_until).
+func (s *Store) MarkBanned(ctx context.Context, f Fence, until time.Time, lastErr ErrorCode) (Session, error) {
+	return s.fencedUpdate(ctx, f, `status = 'reconnecting', status_reason = 'temporary_ban', is_connected = false,
+		banned_until = $4, last_error = COALESCE(NULLIF($5, ''), last_error)`, until, lastErr)
 }
 
 // SetUserName records a push name learned after linking.
@@ -87,4 +94,16 @@ func (s *Store) End(ctx context.Context, f Fence, e Ending) (Session, error) {
 		qr_code = NULL, qr_raw = NULL, pairing_code = NULL,
 		worker_id = NULL, lease_until = NULL`,
 		status, e.Reason, e.LastError, e.KeysDeleted)
+}
+
+// SetProxy sets (or, with "", clears) the admin-set proxy of a session. It
+// is not fenced: it changes no hosting state, and the worker that hosts the
+// session next (a restore, a handoff) connects through it.
+func (s *Store) SetProxy(ctx context.Context, sessionID, proxyURL string) (Session, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions SET proxy_url = NULLIF($2, ''), updated_at = now()
+		WHERE session_id = $1 RETURNING `+sessionColumns, sessionID, proxyURL)
+	if err != nil {
+		return Session{}, fmt.Errorf("store: set proxy of %s: %w", sessionID, err)
+	}
+	return collectOne(rows)
 }

@@ -78,13 +78,20 @@ const (
 
 	// Reconnecting: the client is trying again, or the session waits for a
 	// worker to take it over (a release).
-	ReasonConnectionLost    Reason = "connection_lost"
-	ReasonConnectFailure    Reason = "connect_failure" // WhatsApp refused the connection; final unless retryable
-	ReasonWorkerShutdown    Reason = "worker_shutdown"
-	ReasonRebalance         Reason = "rebalance"
-	ReasonWorkerUnavailable Reason = "worker_unavailable"
-	ReasonRestoreFailed     Reason = "restore_failed"
-	ReasonConnectFailed     Reason = "connect_failed" // final for a new pairing, a release for a linked session
+	ReasonConnectionLost Reason = "connection_lost"
+	// connect_failure (a refused login), client_outdated (405) and
+	// temporary_ban (402, until banned_until) keep a linked session
+	// reconnecting until the cause passes; they end only a session that is
+	// still pairing (nothing to keep), as failed.
+	ReasonConnectFailure     Reason = "connect_failure"
+	ReasonWorkerShutdown     Reason = "worker_shutdown"
+	ReasonRebalance          Reason = "rebalance"
+	ReasonWorkerUnavailable  Reason = "worker_unavailable"
+	ReasonRestoreFailed      Reason = "restore_failed"
+	ReasonConnectFailed      Reason = "connect_failed" // final for a new pairing, a retry for a linked session
+	ReasonKeepaliveTimeout   Reason = "keepalive_timeout"
+	ReasonUnreachable        Reason = "unreachable"          // released to another worker after RELEASE_AFTER without a connection
+	ReasonHealedAfterUpgrade Reason = "healed_after_upgrade" // failed for a reason that now heals; restored once by migration 00016
 
 	// Final.
 	ReasonUserDisconnected  Reason = "user_disconnected"
@@ -97,8 +104,8 @@ const (
 	ReasonPairingCodeFailed Reason = "pairing_code_failed"
 	ReasonQRRenderFailed    Reason = "qr_render_failed"
 	ReasonStreamReplaced    Reason = "stream_replaced"
-	ReasonTemporaryBan      Reason = "temporary_ban"
-	ReasonClientOutdated    Reason = "client_outdated"
+	ReasonTemporaryBan      Reason = "temporary_ban"   // see connect_failure
+	ReasonClientOutdated    Reason = "client_outdated" // see connect_failure
 
 	// Only in events, never in a row.
 	ReasonSessionDeleted Reason = "session_deleted" // cleanup deleted the expired row
@@ -108,18 +115,21 @@ const (
 // endStatus is every status reason with the final status a session ending
 // for that reason takes, or "" for a reason that never ends a session.
 var endStatus = map[Reason]Status{
-	ReasonQRCode:            "",
-	ReasonPairingCode:       "",
-	ReasonPaired:            "",
-	ReasonRestored:          "",
-	ReasonReconnected:       "",
-	ReasonConnectionLost:    "",
-	ReasonWorkerShutdown:    "",
-	ReasonRebalance:         "",
-	ReasonWorkerUnavailable: "",
-	ReasonRestoreFailed:     "",
-	ReasonSessionDeleted:    "",
-	ReasonNoSession:         "",
+	ReasonQRCode:             "",
+	ReasonPairingCode:        "",
+	ReasonPaired:             "",
+	ReasonRestored:           "",
+	ReasonReconnected:        "",
+	ReasonConnectionLost:     "",
+	ReasonWorkerShutdown:     "",
+	ReasonRebalance:          "",
+	ReasonWorkerUnavailable:  "",
+	ReasonRestoreFailed:      "",
+	ReasonKeepaliveTimeout:   "",
+	ReasonUnreachable:        "",
+	ReasonHealedAfterUpgrade: "",
+	ReasonSessionDeleted:     "",
+	ReasonNoSession:          "",
 
 	ReasonConnectFailure:    StatusFailed,
 	ReasonConnectFailed:     StatusFailed,

@@ -10,11 +10,14 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 
 	signallog "go.mau.fi/libsignal/logger"
 	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/proto/waCompanionReg"
+	"go.mau.fi/whatsmeow/proto/waWa6"
 	wastore "go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/store/sqlstore"
 	"go.mau.fi/whatsmeow/types"
@@ -34,28 +37,121 @@ type Host struct {
 	container *sqlstore.Container
 	endpoint  waendpoint.Endpoint
 	log       *slog.Logger
+	opts      HostOptions
 }
 
-// NewHost builds a Host on db (the service's Postgres through pgx's
+// HostOptions are the worker-wide settings of the clients a Host makes.
+type HostOptions struct {
+	// Proxy is the worker's proxy for WhatsApp traffic (WA_PROXY:
+	// socks5://, http:// or https://, with optional user:password); a
+	// session's own proxy wins over it. Empty: direct.
+	Proxy string
+	// Versions is the client version clients announce; nil announces the
+	// one compiled into whatsmeow.
+	Versions *Versions
+	// Device names the linked device on the user's phone.
+	Device DeviceName
+}
+
+// DeviceName is what a user's phone lists for the linked device: the
+// platform picks the icon and label (a browser or a desktop app), Name is
+// the operating system shown next to it (whatsmeow's DeviceProps.Os).
+type DeviceName struct {
+	Name     string
+	Platform waCompanionReg.DeviceProps_PlatformType
+}
+
+// DefaultDeviceName is what the phone shows unless DEVICE_NAME and
+// DEVICE_PLATFORM say otherwise: "Chrome (Linux)", like a WhatsApp Web tab,
+// which users recognise (the bare "wasessions" it used to show was not).
+var DefaultDeviceName = DeviceName{Name: "Linux", Platform: waCompanionReg.DeviceProps_CHROME}
+
+// Platforms maps DEVICE_PLATFORM's values to whatsmeow's platform types.
+var Platforms = map[string]waCompanionReg.DeviceProps_PlatformType{
+	"chrome":  waCompanionReg.DeviceProps_CHROME,
+	"firefox": waCompanionReg.DeviceProps_FIREFOX,
+	"safari":  waCompanionReg.DeviceProps_SAFARI,
+	"edge":    waCompanionReg.DeviceProps_EDGE,
+	"opera":   waCompanionReg.DeviceProps_OPERA,
+	"desktop": waCompanionReg.DeviceProps_DESKTOP,
+}
+
+// Display is the name whatsmeow gives the phone when pairing by code
+// (PairPhone's clientDisplayName), e.g. "Chrome (Linux)".
+func (d DeviceName) Display() string {
+	label := "Desktop"
+	for name, p := range Platforms {
+		if p == d.Platform && name != "desktop" {
+			label = strings.ToUpper(name[:1]) + name[1:]
+		}
+	}
+	return label + " (" + d.Name + ")"
+}
+
+// PairClient is the whatsmeow pairing client type matching the platform.
+func (d DeviceName) PairClient() whatsmeow.PairClientType {
+	switch d.Platform {
+	case waCompanionReg.DeviceProps_FIREFOX:
+		return whatsmeow.PairClientFirefox
+	case waCompanionReg.DeviceProps_SAFARI:
+		return whatsmeow.PairClientSafari
+	case waCompanionReg.DeviceProps_EDGE:
+		return whatsmeow.PairClientEdge
+	case waCompanionReg.DeviceProps_OPERA:
+		return whatsmeow.PairClientOpera
+	case waCompanionReg.DeviceProps_DESKTOP:
+		return whatsmeow.PairClientOtherWebClient
+	default:
+		return whatsmeow.PairClientChrome
+	}
+}
+
+// NewHost builds a Host with default options; see NewHostWith.
+func NewHost(db *sql.DB, endpoint waendpoint.Endpoint, log *slog.Logger) *Host {
+	return NewHostWith(db, endpoint, log, HostOptions{})
+}
+
+// NewHostWith builds a Host on db (the service's Postgres through pgx's
 // database/sql driver; whatsmeow's schema must already be applied, see
 // internal/migrate). It installs the endpoint's root key into whatsmeow's
 // process-global WACertPubKey and names the linked device as phones will
 // list it, so call it once per process.
-func NewHost(db *sql.DB, endpoint waendpoint.Endpoint, log *slog.Logger) *Host {
+func NewHostWith(db *sql.DB, endpoint waendpoint.Endpoint, log *slog.Logger, opts HostOptions) *Host {
 	endpoint.InstallRootKey()
-	setOSInfo()
+	if opts.Device.Name == "" {
+		opts.Device = DefaultDeviceName
+	}
+	setOSInfo(opts.Device)
+	if opts.Versions == nil {
+		opts.Versions = NewVersions(VersionOptions{})
+	}
 	return &Host{
 		container: sqlstore.NewWithDB(db, "postgres", NewLogger(log.With("component", "sqlstore"))),
 		endpoint:  endpoint,
 		log:       log,
+		opts:      opts,
 	}
 }
 
-// setOSInfo names the linked device (whatsmeow's process-global client
-// payload) once: clients read that payload on every handshake, so writing
-// it again, even with the same values, races with clients already
-// connecting (several hosts in one test process).
-var setOSInfo = sync.OnceFunc(func() { wastore.SetOSInfo("wasessions", [3]uint32{1, 0, 0}) })
+// Versions is the version keeper the Host's clients announce.
+func (h *Host) Versions() *Versions { return h.opts.Versions }
+
+// Device is the name the Host's clients give the phone.
+func (h *Host) Device() DeviceName { return h.opts.Device }
+
+// osInfoOnce names the linked device (whatsmeow's process-global client
+// payload and device props) once: clients read them on every handshake, so
+// writing them again, even with the same values, races with clients
+// already connecting (several hosts in one test process). The first Host's
+// name wins.
+var osInfoOnce sync.Once
+
+func setOSInfo(d DeviceName) {
+	osInfoOnce.Do(func() {
+		wastore.SetOSInfo(d.Name, [3]uint32{1, 0, 0})
+		wastore.DeviceProps.PlatformType = d.Platform.Enum()
+	})
+}
 
 // NewDevice returns a fresh, unsaved device for pairing; whatsmeow saves it
 // when the phone accepts the link.
@@ -75,24 +171,73 @@ func (h *Host) LoadDevice(ctx context.Context, jid string) (*wastore.Device, err
 	return dev, nil
 }
 
-// NewClient returns a client for dev that dials the configured server and,
-// for a linked device, reconnects by itself after a dropped socket or a
-// failed first dial (whatsmeow's auto-reconnect, with its delay capped so a
-// long outage never leaves a session minutes away from recovering).
-func (h *Host) NewClient(dev *wastore.Device, log *slog.Logger) *whatsmeow.Client {
-	cli := whatsmeow.NewClient(dev, NewLogger(log))
-	h.endpoint.Apply(cli)
-	cli.EnableAutoReconnect = true
-	cli.InitialAutoReconnect = dev.ID != nil
-	cli.AutoReconnectHook = func(error) bool {
-		// whatsmeow waits 2s × AutoReconnectErrors; keep that at most 30s.
-		if cli.AutoReconnectErrors > 15 {
-			cli.AutoReconnectErrors = 15
-		}
-		return true
-	}
-	return cli
+// ClientOptions are one session's settings for its client.
+type ClientOptions struct {
+	// Proxy is the session's own proxy (set by an admin); it wins over
+	// the worker's. Empty: the worker's.
+	Proxy string
+	// OnHandshake, when set, is told the version each connection attempt
+	// announces (to tell, on ClientOutdated, whether a newer one came
+	// since).
+	OnHandshake func(wastore.WAVersionContainer)
 }
+
+// NewClient returns a client for dev that dials the configured server
+// (through the session's or the worker's proxy) and announces the current
+// client version. It never reconnects by itself.
+func (h *Host) NewClient(dev *wastore.Device, log *slog.Logger, opts ClientOptions) (*whatsmeow.Client, error) {
+	cli := whatsmeow.NewClient(dev, NewLogger(log))
+	proxy := opts.Proxy
+	if proxy == "" {
+		proxy = h.opts.Proxy
+	}
+	if err := h.route(cli, proxy); err != nil {
+		return nil, err
+	}
+	versions, onHandshake := h.opts.Versions, opts.OnHandshake
+	cli.GetClientPayload = func() *waWa6.ClientPayload {
+		p := cli.Store.GetClientPayload() // a clone of whatsmeow's base payload
+		v := versions.Current()
+		p.UserAgent.AppVersion = v.ProtoAppVersion()
+		if p.DevicePairingData != nil {
+			hash := v.Hash()
+			p.DevicePairingData.BuildHash = hash[:]
+		}
+		if onHandshake != nil {
+			onHandshake(v)
+		}
+		return p
+	}
+	// The worker's session loop reconnects (backoff with jitter, release
+	// to another worker, waiting out bans); whatsmeow's own auto-reconnect
+	// would be a second mechanism, and one that outlives the hosting.
+	cli.EnableAutoReconnect = false
+	cli.InitialAutoReconnect = false
+	return cli, nil
+}
+
+// route points cli at the endpoint through proxy ("" for direct).
+func (h *Host) route(cli *whatsmeow.Client, proxy string) error {
+	if h.endpoint.IsWhatsApp() {
+		if proxy == "" {
+			return nil
+		}
+		if err := cli.SetProxyAddress(proxy); err != nil {
+			return fmt.Errorf("wa: proxy %s: %w", RedactProxy(proxy), err)
+		}
+		return nil
+	}
+	t, err := ProxyTransport(proxy)
+	if err != nil {
+		return err
+	}
+	h.endpoint.ApplyVia(cli, t)
+	return nil
+}
+
+// WorkerTransport is the network path of the worker's clients (its proxy,
+// if any), for the requests the worker makes itself: the version fetch.
+func (h *Host) WorkerTransport() (*http.Transport, error) { return ProxyTransport(h.opts.Proxy) }
 
 // PhoneOf is the phone number of a linked device, E.164 with a leading '+':
 // the user part of a device JID on s.whatsapp.net is the number.

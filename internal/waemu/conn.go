@@ -33,10 +33,11 @@ const (
 // conn is one client websocket after the Noise handshake: either a pairing
 // connection (reg != nil) or the login of a known device (jid != "").
 type conn struct {
-	srv *Server
-	ws  *websocket.Conn
-	log *slog.Logger
-	fr  frameReader
+	srv    *Server
+	ws     *websocket.Conn
+	log    *slog.Logger
+	remote string // the peer's address (a proxy's, when the client uses one)
+	fr     frameReader
 
 	// ctx ends when the socket closes (or the server does).
 	ctx    context.Context
@@ -74,7 +75,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(maxFrame + 16)
-	c := &conn{srv: s, ws: ws, log: s.log.With("remote", r.RemoteAddr)}
+	c := &conn{srv: s, ws: ws, log: s.log.With("remote", r.RemoteAddr), remote: r.RemoteAddr}
 	c.fr.ws = ws
 	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	defer c.close()
@@ -91,7 +92,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 
-	if hs.payload.GetDevicePairingData() != nil {
+	if node, refused := s.refusal(c); refused {
+		c.endWith(node)
+	} else if hs.payload.GetDevicePairingData() != nil {
 		if err := c.startPairing(); err != nil {
 			c.log.Warn("pairing connection refused", "err", err)
 		}

@@ -133,6 +133,7 @@ type Server struct {
 	lids        map[string]string // LID user → phone, filled on lookup (peers.go)
 
 	msgs *messaging // message traffic with the emulated phones (messages.go)
+	ref  refusals   // switchable refusals of the real server (refusals.go)
 
 	pairings, logins, conflicts, refused, keepalives atomic.Int64
 

@@ -110,21 +110,31 @@ var rootKeyMu sync.Mutex
 // wss://web.whatsapp.com to http://Addr. Call it before cli.Connect. No-op
 // for real WhatsApp, so production code can call it unconditionally.
 func (e Endpoint) Apply(cli *whatsmeow.Client) {
+	e.ApplyVia(cli, nil)
+}
+
+// ApplyVia is Apply with the connections made by base (a proxy's
+// transport); nil is a direct transport.
+func (e Endpoint) ApplyVia(cli *whatsmeow.Client, base *http.Transport) {
 	if e.IsWhatsApp() {
 		return
 	}
-	h := e.HTTPClient()
+	h := e.httpClient(base)
 	cli.SetPreLoginHTTPClient(h)
 	cli.SetWebsocketHTTPClient(h)
 }
 
 // HTTPClient returns the HTTP client Apply installs. It has no timeout on
 // purpose: the websocket it opens lives as long as the session.
-func (e Endpoint) HTTPClient() *http.Client {
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	// A plain-HTTP websocket to a configured host must not go through an
-	// environment proxy.
-	base.Proxy = nil
+func (e Endpoint) HTTPClient() *http.Client { return e.httpClient(nil) }
+
+func (e Endpoint) httpClient(base *http.Transport) *http.Client {
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport).Clone()
+		// A plain-HTTP websocket to a configured host must not go through
+		// an environment proxy.
+		base.Proxy = nil
+	}
 	return &http.Client{Transport: &rewriter{addr: e.Addr, base: base}}
 }
 

@@ -90,6 +90,9 @@ type workerOpts struct {
 	endpoint    *waendpoint.Endpoint
 	maxSessions int
 	pool        *store.Store // another Store (e.g. on a private Postgres)
+	host        wa.HostOptions
+	// releaseAfter and retryMax shorten the recovery clocks (defaults 1m, 2s).
+	releaseAfter, retryMax time.Duration
 }
 
 // startWorker builds a worker on the env's stores and emulator, runs its
@@ -108,15 +111,21 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	if o.maxSessions == 0 {
 		o.maxSessions = 100
 	}
+	if o.releaseAfter == 0 {
+		o.releaseAfter = time.Minute
+	}
+	if o.retryMax == 0 {
+		o.retryMax = 2 * time.Second
+	}
 	db := stdlib.OpenDBFromPool(st.Pool())
 	e.t.Cleanup(func() { db.Close() })
 	log := e.log.With("worker_id", id)
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
 		WorkerID: id, LeaseTTL: leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
-		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second,
+		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
 	}, worker.Deps{
-		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHost(db, ep, log),
+		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHostWith(db, ep, log, o.host),
 		Metrics: worker.NewMetrics(reg), Log: log,
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"wasessions/internal/queue"
 	"wasessions/internal/reconcile"
 	"wasessions/internal/store"
+	"wasessions/internal/wa"
 	"wasessions/tasks"
 )
 
@@ -122,7 +123,18 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		}
 	}
 
-	h := newHosted(w, sess, fence, w.deps.Host.NewClient(dev, log), sent.Add(w.cfg.LeaseTTL), linked)
+	h := newHosted(w, sess, fence, nil, sent.Add(w.cfg.LeaseTTL), linked)
+	h.client, err = w.deps.Host.NewClient(dev, log, wa.ClientOptions{
+		Proxy:       store.Str(sess.ProxyURL),
+		OnHandshake: func(v wastore.WAVersionContainer) { h.lastVersion.Store(&v) },
+	})
+	if err != nil {
+		// Only a proxy the admin route let through and this build cannot
+		// use: the session stays put for the reconciler, the log says why.
+		log.Warn("client cannot be built; released", "error", err)
+		w.releaseClaim(fence, store.ReasonRestoreFailed, store.ErrRestoreFailed)
+		return err
+	}
 	if err := w.add(h); err != nil {
 		w.releaseClaim(fence, store.ReasonWorkerUnavailable, "")
 		return err
@@ -137,6 +149,12 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		go h.pumpQR(qr)
 	}
 
+	if linked && sess.BannedUntil != nil && time.Until(*sess.BannedUntil) > 0 {
+		// Banned when another worker hosted it: wait the ban out here.
+		h.send(banWait{until: *sess.BannedUntil})
+		log.Info("session is temporarily banned; waiting before connecting", "until", sess.BannedUntil.UTC().Format(time.RFC3339))
+		return nil
+	}
 	if err := w.connect(ctx, h, linked); err != nil {
 		if errors.Is(err, errHostingEnded) {
 			// Stopped before it was up (a handoff, a lost lease): its
@@ -145,11 +163,11 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 			return nil
 		}
 		if linked {
-			// Not a network error (whatsmeow retries those itself): let
-			// the reconciler try again later, maybe elsewhere.
-			h.log.Warn("restore could not connect; released", "error", err)
-			h.release(store.ReasonConnectFailed, store.ErrServerUnreachable)
-			w.deps.Metrics.Restores.WithLabelValues("released").Inc()
+			// The session loop retries with backoff and, if WhatsApp stays
+			// out of reach, hands the session to another worker.
+			h.send(dialFailed{err: err})
+			w.deps.Metrics.Restores.WithLabelValues("retrying").Inc()
+			log.Warn("restore could not reach WhatsApp; retrying", "error", err)
 			return nil
 		}
 		h.end(store.Ending{Reason: store.ReasonConnectFailed, LastError: store.ErrServerUnreachable}, err)
@@ -196,8 +214,8 @@ func takeoverStart(prev store.Session, leaseTTL time.Duration) (string, time.Tim
 }
 
 // connect dials the server. A new pairing retries a few times before
-// giving up; a linked device's client retries network errors by itself
-// (whatsmeow InitialAutoReconnect), so only other errors come back.
+// giving up; a linked device's first failure goes back to the caller,
+// which hands it to the session loop's backoff.
 func (w *Worker) connect(ctx context.Context, h *hosted, linked bool) error {
 	var err error
 	for i, d := range pairConnectBackoff {
@@ -265,7 +283,7 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	ending := store.Ending{Reason: reason, KeysDeleted: true}
 
 	if sess.DeviceJID != nil {
-		if err := w.logoutUnhosted(ctx, *sess.DeviceJID); err != nil {
+		if err := w.logoutUnhosted(ctx, *sess.DeviceJID, store.Str(sess.ProxyURL)); err != nil {
 			retry, _ := asynq.GetRetryCount(ctx)
 			maxRetry, _ := asynq.GetMaxRetry(ctx)
 			if retry < maxRetry {
@@ -294,7 +312,7 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 }
 
 // logoutUnhosted connects a stored device just long enough to log it out.
-func (w *Worker) logoutUnhosted(ctx context.Context, deviceJID string) error {
+func (w *Worker) logoutUnhosted(ctx context.Context, deviceJID, proxy string) error {
 	dev, err := w.deps.Host.LoadDevice(ctx, deviceJID)
 	if err != nil {
 		return err
@@ -302,8 +320,10 @@ func (w *Worker) logoutUnhosted(ctx context.Context, deviceJID string) error {
 	if dev == nil {
 		return nil // keys already gone
 	}
-	cli := w.deps.Host.NewClient(dev, w.log.With("device_purpose", "logout"))
-	cli.EnableAutoReconnect, cli.InitialAutoReconnect = false, false
+	cli, err := w.deps.Host.NewClient(dev, w.log.With("device_purpose", "logout"), wa.ClientOptions{Proxy: proxy})
+	if err != nil {
+		return err
+	}
 	ready := make(chan error, 1)
 	cli.AddEventHandler(func(evt any) {
 		switch e := evt.(type) {

@@ -13,9 +13,11 @@ import (
 // LeaseTTL/3 renews them all in one statement, and a tighter check stops any
 // client whose lease this worker could not renew in time, by its own
 // monotonic clock, before Postgres would let another worker take it. It
-// first takes back what this worker id hosted before a restart.
+// first takes back what this worker id hosted before a restart, and keeps
+// the client version current.
 func (w *Worker) Run(ctx context.Context) {
 	go w.restoreOwn(ctx)
+	go w.deps.Host.Versions().Run(ctx, w.cfg.VersionRefresh)
 	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
 	defer renew.Stop()
 	check := time.NewTicker(min(250*time.Millisecond, w.cfg.LeaseTTL/20))

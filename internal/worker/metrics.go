@@ -33,6 +33,17 @@ type Metrics struct {
 	// (lease end minus LEASE_TTL). Both ends are Postgres timestamps read
 	// against this worker's clock.
 	Takeover *prometheus.HistogramVec
+	// Waiting is the number of hosted sessions without a connection, by
+	// what they wait on (unreachable, client_outdated, temporary_ban).
+	// Many sessions waiting on client_outdated at once is an incident: no
+	// newer client version is known yet.
+	Waiting *prometheus.GaugeVec
+	// UnreachableReleases counts sessions handed to another worker after
+	// RELEASE_AFTER without a connection.
+	UnreachableReleases prometheus.Counter
+	// VersionFetches counts client version fetches by outcome (ok,
+	// changed, error); an error keeps the last known version.
+	VersionFetches *prometheus.CounterVec
 }
 
 // NewMetrics creates the instruments and registers them on reg.
@@ -60,7 +71,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Takeover: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "wasessions_worker_takeover_seconds", Help: "Time a linked session had no client before this worker connected it, by kind (handoff, failover).",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"kind"}),
+		Waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasessions_worker_sessions_waiting", Help: "Hosted sessions without a connection, by what they wait on."},
+			[]string{"reason"}),
+		UnreachableReleases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wasessions_worker_unreachable_releases_total",
+			Help: "Sessions handed to another worker after RELEASE_AFTER without a connection."}),
+		VersionFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasessions_worker_version_fetches_total", Help: "Client version fetches, by outcome (ok, changed, error)."},
+			[]string{"outcome"}),
 	}
+	reg.MustRegister(m.Waiting, m.UnreachableReleases, m.VersionFetches)
 	reg.MustRegister(m.Hosted, m.Tasks, m.TaskDuration, m.Restores, m.RestoresInFlight, m.StatusChanges, m.LeaseRenewals, m.LeasesLost, m.Takeover)
 	return m
 }

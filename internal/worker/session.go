@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mau.fi/whatsmeow"
+	wastore "go.mau.fi/whatsmeow/store"
 	waevents "go.mau.fi/whatsmeow/types/events"
 
 	"wasessions/internal/events"
@@ -45,6 +47,11 @@ type hosted struct {
 	mu         sync.Mutex
 	validUntil time.Time // by this process's monotonic clock
 	stopped    bool
+	waiting    string // what a session without a connection waits on (recovery.go)
+
+	// lastVersion is the client version the last handshake announced
+	// (written by whatsmeow's goroutine, see wa.ClientOptions).
+	lastVersion atomic.Pointer[wastore.WAVersionContainer]
 
 	// Loop-goroutine state.
 	//
@@ -58,6 +65,16 @@ type hosted struct {
 	connectedBefore bool
 	codeRequested   bool
 	loginTimer      *time.Timer
+
+	// Recovery state (recovery.go), loop goroutine only. up: logged in
+	// and not lost since (whatsmeow's IsLoggedIn stays true after a
+	// dropped socket).
+	up           bool
+	failures     int // consecutive failed attempts since the last connection
+	retryTimer   *time.Timer
+	retryGen     int
+	releaseTimer *time.Timer
+	releaseGen   int
 }
 
 // Inbox messages other than whatsmeow events.
@@ -187,6 +204,7 @@ func (h *hosted) stop() {
 	}
 	h.client.Disconnect()
 	h.client.RemoveEventHandlers()
+	h.setWaiting("")
 	h.w.remove(h)
 	h.cancel()
 	h.signalFirst(errors.New("hosting ended"))
@@ -326,15 +344,13 @@ func (h *hosted) handle(m any) {
 	case *waevents.PairError:
 		h.end(store.Ending{Reason: store.ReasonPairError, LastError: store.ErrPairingFailed}, e.Error)
 	case *waevents.Connected:
+		h.connectionUp()
 		h.onConnected()
 	case *waevents.Disconnected:
 		if h.deviceJID == "" {
 			return // still pairing: the QR channel reports this as a timeout
 		}
-		h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
-			return h.w.deps.Store.MarkReconnecting(ctx, h.fence, store.ReasonConnectionLost, "")
-		})
-		h.log.Info("connection lost; whatsmeow is reconnecting")
+		h.connectionDown(store.ReasonConnectionLost, "")
 	case *waevents.LoggedOut:
 		reason, lastErr, cause := store.ReasonPhoneUnlinked, store.ErrorCode(""), error(nil)
 		if e.OnConnect {
@@ -345,20 +361,28 @@ func (h *hosted) handle(m any) {
 	case *waevents.StreamReplaced:
 		h.end(store.Ending{Reason: store.ReasonStreamReplaced, LastError: store.ErrStreamReplaced}, nil)
 	case *waevents.TemporaryBan:
-		h.end(store.Ending{Reason: store.ReasonTemporaryBan, LastError: store.ErrTemporaryBan}, errors.New(e.String()))
-	case *waevents.ClientOutdated:
-		h.end(store.Ending{Reason: store.ReasonClientOutdated, LastError: store.ErrClientOutdated}, nil)
-	case *waevents.ConnectFailure:
-		cause := fmt.Errorf("connect failure %d: %s", int(e.Reason), e.Message)
-		if e.Reason == waevents.ConnectFailureServiceUnavailable || e.Reason == waevents.ConnectFailureInternalServerError {
-			// whatsmeow retries these by itself.
-			h.log.Warn("WhatsApp refused the connection; whatsmeow retries", "error", cause)
-			h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
-				return h.w.deps.Store.MarkReconnecting(ctx, h.fence, store.ReasonConnectFailure, store.ErrConnectRefused)
-			})
+		if h.deviceJID == "" {
+			h.end(store.Ending{Reason: store.ReasonTemporaryBan, LastError: store.ErrTemporaryBan}, errors.New(e.String()))
 			return
 		}
-		h.end(store.Ending{Reason: store.ReasonConnectFailure, LastError: store.ErrConnectRefused}, cause)
+		h.onTemporaryBan(e)
+	case *waevents.ClientOutdated:
+		if h.deviceJID == "" {
+			// Nothing to keep: the user starts a new pairing, which the
+			// refreshed version serves.
+			h.refreshVersionInBackground()
+			h.end(store.Ending{Reason: store.ReasonClientOutdated, LastError: store.ErrClientOutdated}, nil)
+			return
+		}
+		h.onClientOutdated()
+	case *waevents.ConnectFailure:
+		cause := fmt.Errorf("connect failure %d: %s", int(e.Reason), e.Message)
+		if h.deviceJID == "" {
+			h.end(store.Ending{Reason: store.ReasonConnectFailure, LastError: store.ErrConnectRefused}, cause)
+			return
+		}
+		h.log.Warn("WhatsApp refused the connection; retrying", "error", cause)
+		h.connectionDown(store.ReasonConnectFailure, store.ErrConnectRefused)
 	case *waevents.PushNameSetting:
 		if name := e.Action.GetName(); name != "" {
 			h.write("", func(ctx context.Context) (store.Session, error) {
@@ -367,8 +391,28 @@ func (h *hosted) handle(m any) {
 		}
 	case *waevents.KeepAliveTimeout:
 		h.log.Warn("keepalive timeout", "error_count", e.ErrorCount)
+		if h.deviceJID != "" && time.Since(e.LastSuccess) > whatsmeow.KeepAliveMaxFailTime {
+			// What whatsmeow's own auto-reconnect would do: the socket is
+			// dead in all but name.
+			h.client.Disconnect()
+			h.log.Warn("no keepalive answer for too long; reconnecting", "since", time.Since(e.LastSuccess).Round(time.Second))
+			h.connectionDown(store.ReasonKeepaliveTimeout, store.ErrServerUnreachable)
+		}
 	case *waevents.KeepAliveRestored:
 		h.log.Info("keepalive restored")
+	case retryConnect:
+		if e.gen == h.retryGen && !h.up {
+			h.reconnect()
+		}
+	case dialFailed:
+		h.log.Warn("could not reach WhatsApp", "error", e.err)
+		h.connectionDown(store.ReasonConnectFailed, store.ErrServerUnreachable)
+	case versionChecked:
+		h.onVersionChecked(e)
+	case releaseCheck:
+		h.onReleaseCheck(e)
+	case banWait:
+		h.waitBan(e.until)
 	case *waevents.StreamError:
 		h.log.Warn("unknown stream error from server", "code", e.Code)
 	}
@@ -414,7 +458,8 @@ func (h *hosted) requestPairingCode() {
 	}
 	h.codeRequested = true
 	ctx, cancel := context.WithTimeout(h.ctx, pairingCodeTimeout)
-	code, err := h.client.PairPhone(ctx, h.pairPhone, true, whatsmeow.PairClientChrome, "Chrome (Linux)")
+	dev := h.w.deps.Host.Device()
+	code, err := h.client.PairPhone(ctx, h.pairPhone, true, dev.PairClient(), dev.Display())
 	cancel()
 	if err != nil {
 		h.end(store.Ending{Reason: store.ReasonPairingCodeFailed, LastError: store.ErrPairingCodeFailed}, err)

@@ -47,6 +47,14 @@ type Config struct {
 	// ConnectTimeout bounds the wait for a first QR code or for a restored
 	// client to log in. Default 30s.
 	ConnectTimeout time.Duration
+	// ReleaseAfter is how long a linked session may stay without a
+	// connection before it is handed to another worker. Default 5m.
+	ReleaseAfter time.Duration
+	// RetryMax caps the reconnect backoff. Default 2m.
+	RetryMax time.Duration
+	// VersionRefresh is how often the client version is fetched again
+	// (when fetching is on, see wa.Versions). Default 6h.
+	VersionRefresh time.Duration
 }
 
 // Deps are the worker's collaborators.
@@ -90,6 +98,15 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	}
 	if cfg.RestoreConcurrency <= 0 {
 		cfg.RestoreConcurrency = 4
+	}
+	if cfg.ReleaseAfter <= 0 {
+		cfg.ReleaseAfter = 5 * time.Minute
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 2 * time.Minute
+	}
+	if cfg.VersionRefresh <= 0 {
+		cfg.VersionRefresh = 6 * time.Hour
 	}
 	return &Worker{
 		cfg:          cfg,
