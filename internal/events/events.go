@@ -33,18 +33,21 @@ const (
 
 // Event is one change of one session.
 type Event struct {
-	Type        string    `json:"type"`
-	SessionID   string    `json:"sessionId"`
-	UserID      string    `json:"-"`
-	Status      string    `json:"status"`
-	Reason      string    `json:"reason,omitempty"`
-	QRCode      string    `json:"qrCode,omitempty"`
-	QRRaw       string    `json:"qrRaw,omitempty"`
-	PairingCode string    `json:"pairingCode,omitempty"`
-	PhoneNumber string    `json:"phoneNumber,omitempty"`
-	UserName    string    `json:"userName,omitempty"`
-	LastError   string    `json:"lastError,omitempty"`
-	At          time.Time `json:"at"`
+	Type        string `json:"type"`
+	SessionID   string `json:"sessionId"`
+	UserID      string `json:"-"`
+	Status      string `json:"status"`
+	Reason      string `json:"reason,omitempty"`
+	QRCode      string `json:"qrCode,omitempty"`
+	QRRaw       string `json:"qrRaw,omitempty"`
+	PairingCode string `json:"pairingCode,omitempty"`
+	PhoneNumber string `json:"phoneNumber,omitempty"`
+	UserName    string `json:"userName,omitempty"`
+	LastError   string `json:"lastError,omitempty"`
+	// BannedUntil is when WhatsApp's temporary ban of the account ends
+	// (reason temporary_ban); the session reconnects by itself then.
+	BannedUntil *time.Time `json:"bannedUntil,omitempty"`
+	At          time.Time  `json:"at"`
 }
 
 // wire is Event as published: UserID included.
@@ -65,6 +68,10 @@ func FromSession(typ string, sess store.Session) Event {
 		UserName:    store.Str(sess.UserName),
 		LastError:   store.Str(sess.LastError),
 		At:          sess.UpdatedAt,
+	}
+	if sess.BannedUntil != nil {
+		t := sess.BannedUntil.UTC()
+		e.BannedUntil = &t
 	}
 	switch typ {
 	case TypeQR:

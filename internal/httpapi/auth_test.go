@@ -20,6 +20,7 @@ var jwtRoutes = []struct{ method, path string }{
 	{"GET", "/api/integrations/whatsapp/events"},
 	{"GET", "/api/integrations/sessions/stats"},
 	{"POST", "/api/integrations/sessions/cleanup"},
+	{"PUT", "/api/integrations/admin/sessions/x/proxy"},
 }
 
 func rawToken(t *testing.T, m jwt.SigningMethod, key any, claims jwt.MapClaims) string {

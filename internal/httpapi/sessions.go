@@ -41,6 +41,9 @@ type sessionView struct {
 	// behind it (store.ErrorCode); the raw error is only in the worker's log.
 	LastError     *string          `json:"lastError"`
 	LastErrorCode *store.ErrorCode `json:"lastErrorCode"`
+	// BannedUntil: WhatsApp banned the account until then (statusReason
+	// temporary_ban); the session reconnects by itself after it.
+	BannedUntil *time.Time `json:"bannedUntil"`
 }
 
 // createView is what POST /session answers: the session and, as in the
@@ -76,6 +79,7 @@ func viewOf(s store.Session) sessionView {
 		ExpiresAt:       utc(s.ExpiresAt),
 		CreatedAt:       s.CreatedAt.UTC(),
 		UpdatedAt:       s.UpdatedAt.UTC(),
+		BannedUntil:     utc(s.BannedUntil),
 	}
 	if s.LastError != nil {
 		code := s.LastError.Known()

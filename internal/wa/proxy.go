@@ -34,16 +34,11 @@ func ParseProxy(raw string) (*url.URL, error) {
 }
 
 // RedactProxy shows a proxy URL without its password, for logs and API
-// answers: socks5://user:***@host:port.
+// answers: socks5://user:xxxxx@host:port (net/url's Redacted).
 func RedactProxy(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparseable proxy URL)"
-	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "***")
-		}
 	}
 	return u.Redacted()
 }

@@ -110,7 +110,16 @@
         }
         return show('pending', 'Preparing the code…', 'pending-view');
       case 'connected': return show('connected', 'Connected as ' + who(s), 'linked-view');
-      case 'reconnecting': return show('reconnecting', `Reconnecting… (still linked as ${who(s)})`, 'linked-view');
+      case 'reconnecting':
+        if (s.reason === 'temporary_ban' && s.bannedUntil) {
+          const until = new Date(s.bannedUntil);
+          return show('banned', `WhatsApp has temporarily blocked this account until ${until.toLocaleString()}. ` +
+            `It reconnects by itself then, no new scan needed (still linked as ${who(s)}).`, 'linked-view');
+        }
+        if (s.reason === 'client_outdated') {
+          return show('reconnecting', `Waiting for WhatsApp to accept this service's client version; it reconnects by itself (still linked as ${who(s)}).`, 'linked-view');
+        }
+        return show('reconnecting', `Reconnecting… (still linked as ${who(s)})`, 'linked-view');
       default: {
         const msg = ended[s.status] ? ended[s.status](s) : `The session is ${s.status}` + detail(s);
         return show(s.status, msg, 'ended-view');
@@ -123,7 +132,7 @@
   // fromSession maps an API session (a create or disconnect answer) to the
   // shape of a stream event.
   const fromSession = (d) => ({
-    sessionId: d.sessionId, status: d.status, reason: d.statusReason, lastError: d.lastError,
+    sessionId: d.sessionId, status: d.status, reason: d.statusReason, lastError: d.lastError, bannedUntil: d.bannedUntil,
     phoneNumber: d.phoneNumber, userName: d.userName, qrCode: d.qrCode, qrRaw: d.qrRaw,
     pairingCode: d.pairingCode, at: d.updatedAt, gone: d.desiredState === 'gone',
   });
@@ -137,7 +146,7 @@
     if (at < cur.at) return;
     if (at) cur.at = at;
     const keep = cur.gone;
-    if (u.type === 'status' || !u.type) Object.assign(cur, { reason: u.reason, lastError: u.lastError });
+    if (u.type === 'status' || !u.type) Object.assign(cur, { reason: u.reason, lastError: u.lastError, bannedUntil: u.bannedUntil });
     for (const [k, v] of Object.entries(u)) if (v !== undefined && v !== null && k !== 'at') cur[k] = v;
     cur.gone = keep || !!u.gone;
     if (cur.pairingCode) cur.byPhone = true;
