@@ -2,6 +2,7 @@ package waemu
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -205,7 +206,9 @@ func (s *Server) refusal(c *conn) (waBinary.Node, bool) {
 		left := time.Until(b.until)
 		if left > 0 {
 			r.banned++
-			return fail(failureTempBanned, waBinary.Attrs{"code": b.code, "expire": int(left.Round(time.Second).Seconds())})
+			// Whole seconds, rounded up: a client that waits what it is told
+			// must not come back before the ban ends.
+			return fail(failureTempBanned, waBinary.Attrs{"code": b.code, "expire": int(math.Ceil(left.Seconds()))})
 		}
 		delete(r.bans, jid)
 	}
