@@ -69,8 +69,9 @@ var appServices = []string{"api", "worker-1", "worker-2", "scheduler"}
 // TestComposeSecuritySettings: the services reach Postgres over verified
 // TLS as a role that is not the superuser; Postgres has TLS on and the init
 // script that makes that role; every container has a memory limit; the
-// services run the production target (no emulator); the operator UI is
-// published on the host's loopback only.
+// services run the production target (no emulator); Redis asks for a
+// password and the services send it; the operator UI is published on the
+// host's loopback only.
 func TestComposeSecuritySettings(t *testing.T) {
 	c := readCompose(t)
 	for _, name := range appServices {
@@ -133,6 +134,14 @@ func TestComposeSecuritySettings(t *testing.T) {
 	}
 	if c.Services["api"].Environment["MONITOR_ADDR"] == "" {
 		t.Error("api: the monitor shares the public port (MONITOR_ADDR unset)")
+	}
+	if !slices.Contains(c.Services["redis"].Command, "--requirepass") {
+		t.Error("redis: no password (--requirepass): anyone on the network could enqueue commands")
+	}
+	for _, name := range appServices {
+		if u := c.Services[name].Environment["REDIS_URL"]; !strings.HasPrefix(u, "redis://:${REDIS_PASSWORD") && !strings.HasPrefix(u, "rediss://:${REDIS_PASSWORD") {
+			t.Errorf("%s: REDIS_URL %q carries no password", name, u)
+		}
 	}
 	if !slices.Contains(c.Services["redis"].Command, "--maxmemory") {
 		t.Error("redis: no maxmemory under its mem_limit")
