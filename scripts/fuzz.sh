@@ -2,7 +2,8 @@
 # fuzz.sh [FUZZTIME]: runs every Go fuzz target for FUZZTIME each (default
 # 60s; `make fuzz`, `make fuzz FUZZTIME=10m`). `make test` runs each
 # target's seed corpus, and every crash kept in testdata/fuzz/, as an
-# ordinary test; it does not fuzz, because building a package for fuzzing
+# ordinary test, and fuzzes FuzzVerifyHeader for 5 s; it does not fuzz the
+# internal/httpapi targets, because building a package for fuzzing
 # instruments its whole dependency tree (for internal/httpapi, minutes on
 # a busy 2-core machine). A crash is written to the package's
 # testdata/fuzz/<Target>/, where plain `go test` then replays it: commit

@@ -58,6 +58,12 @@ for suite in $suites; do
 		mapfile -t pkgs < <(go list ./... | grep -Ev '^wasessions/e2e(/|$)')
 		echo "test: unit: go test -race -count=1 -timeout 30m $* (every package but ./e2e/...)" >&2
 		go test -race -count=1 -timeout 30m "$@" "${pkgs[@]}"
+		# A few seconds of real fuzzing of the bearer-token check (a small
+		# package, so its instrumented build is quick); every target's seed
+		# corpus and kept crashes ran above as ordinary tests, and
+		# `make fuzz` fuzzes all targets for longer.
+		echo "test: fuzz: FuzzVerifyHeader for 5s" >&2
+		go test -run '^$' -fuzz '^FuzzVerifyHeader$' -fuzztime 5s -parallel 2 ./internal/auth
 		;;
 	e2e)
 		# The programs under test carry the race detector (built by the
