@@ -39,6 +39,10 @@ const (
 	TypeSessionsReconcile = "sessions:reconcile"
 	// TypeSessionsCleanup deletes expired sessions and their device keys.
 	TypeSessionsCleanup = "sessions:cleanup"
+	// TypeMessagesSend wakes the sender of a session's outbox on the worker
+	// that hosts it. It carries no message: the sender takes whatever is
+	// queued, in order, from Postgres (see internal/worker/outbox.go).
+	TypeMessagesSend = "messages:send"
 )
 
 // Queue names.
@@ -96,6 +100,7 @@ const (
 	reconcileTimeout  = 1 * time.Minute
 	cleanupTimeout    = 10 * time.Minute
 	handoffTimeout    = 1 * time.Minute
+	sendTimeout       = 30 * time.Second
 
 	createMaxRetry     = 3
 	restoreMaxRetry    = 3
@@ -103,6 +108,7 @@ const (
 	reconcileMaxRetry  = 1
 	cleanupMaxRetry    = 3
 	handoffMaxRetry    = 1
+	sendMaxRetry       = 3
 )
 
 // Job is a task plus the options it is enqueued with. ID and Queue stay
@@ -188,6 +194,18 @@ func newSessionTask(typ, idPrefix, sessionID, reason, queue string, maxRetry int
 		return Job{}, fmt.Errorf("tasks: %s: empty session id", typ)
 	}
 	return newJob(typ, SessionPayload{SessionID: sessionID, Reason: reason}, idPrefix+sessionID, queue, maxRetry, timeout, 0)
+}
+
+// NewSend is the task that wakes the outbox sender of sessionID on queue
+// (its host's worker queue). Its id names the message that prompted it, so
+// a retried enqueue for one message is one task, while each new message
+// gets a wake-up of its own even if an earlier one is running right now.
+func NewSend(sessionID, messageID, queue string) (Job, error) {
+	if sessionID == "" || messageID == "" {
+		return Job{}, fmt.Errorf("tasks: %s: need a session and a message", TypeMessagesSend)
+	}
+	return newJob(TypeMessagesSend, SessionPayload{SessionID: sessionID, Reason: "message:" + messageID},
+		"send:"+messageID, queue, sendMaxRetry, sendTimeout, 0)
 }
 
 // NewReconcile is the reconcile task for the slot starting at slot, which

@@ -33,6 +33,9 @@ func (s *server) routes(app *fiber.App) {
 	app.Get(wa+"/status", noStore, s.authenticate, s.status)
 	app.Post(wa+"/disconnect", noStore, s.authenticate, s.perUser(limitDisconnect, s.opts.Limits.Disconnect), s.disconnect)
 	app.Get(wa+"/events", s.authenticate, s.events)
+	app.Post(wa+"/messages", s.authenticate, s.sendMessage)
+	app.Get(wa+"/messages", s.authenticate, s.listMessages)
+	app.Get(wa+"/messages/:messageId", s.authenticate, s.getMessage)
 	app.Get("/api/integrations/sessions/stats", s.authenticate, s.stats)
 	app.Post("/api/integrations/sessions/cleanup", s.authenticate, requireAdmin, s.cleanup)
 	admin := "/api/integrations/admin"

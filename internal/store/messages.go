@@ -79,8 +79,8 @@ type Message struct {
 const messageColumns = `id, seq, user_id, session_id, direction, chat, text, wa_message_id, status, status_reason,
 	idempotency_key, attempts, created_at, updated_at, sent_at, delivered_at, read_at, wa_timestamp`
 
-// StatusChange is one entry of a message's status history.
-type StatusChange struct {
+// MessageStatusChange is one entry of a message's status history.
+type MessageStatusChange struct {
 	Status       string    `db:"status"`
 	StatusReason *string   `db:"status_reason"`
 	At           time.Time `db:"at"`
@@ -193,13 +193,13 @@ func (s *Store) GetMessage(ctx context.Context, userID, id string) (Message, err
 }
 
 // MessageHistory is every status the message went through, oldest first.
-func (s *Store) MessageHistory(ctx context.Context, id string) ([]StatusChange, error) {
+func (s *Store) MessageHistory(ctx context.Context, id string) ([]MessageStatusChange, error) {
 	rows, err := s.pool.Query(ctx, `SELECT status, status_reason, at FROM message_status_history
 		WHERE message_id = $1 ORDER BY at, status`, id)
 	if err != nil {
 		return nil, fmt.Errorf("store: message history: %w", err)
 	}
-	h, err := pgx.CollectRows(rows, pgx.RowToStructByName[StatusChange])
+	h, err := pgx.CollectRows(rows, pgx.RowToStructByName[MessageStatusChange])
 	if err != nil {
 		return nil, fmt.Errorf("store: message history: %w", err)
 	}

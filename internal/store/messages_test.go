@@ -222,7 +222,7 @@ func TestExpiryAndStrandedMessages(t *testing.T) {
 	// Ended (unlinked): every queued message fails as session_ended.
 	gone, gfence := f.hosted("w1", store.StatusConnected)
 	doomed := f.queue(gone.UserID, "+15557654321", "doomed", "")
-	if _, err := f.st.End(f.ctx, gfence, store.Ending{Status: store.StatusLoggedOut, Reason: "phone_unlinked", KeysDeleted: true}); err != nil {
+	if _, err := f.st.End(f.ctx, gfence, store.Ending{Reason: store.ReasonPhoneUnlinked, KeysDeleted: true}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := f.st.FailStranded(f.ctx, time.Hour, 100)
@@ -276,7 +276,7 @@ func TestSaveInboundOnceAndRetention(t *testing.T) {
 		in.WAMessageID = fmt.Sprint("X", i)
 		f.st.SaveInbound(f.ctx, in)
 	}
-	if _, err := f.st.End(f.ctx, fence, store.Ending{Status: store.StatusDisconnected, Reason: "user_disconnected", KeysDeleted: true}); err != nil {
+	if _, err := f.st.End(f.ctx, fence, store.Ending{Reason: store.ReasonUserDisconnected, KeysDeleted: true}); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := f.st.DeleteOldMessages(f.ctx, time.Hour, 2); n != 0 {
