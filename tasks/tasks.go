@@ -196,6 +196,14 @@ func newSessionTask(typ, idPrefix, sessionID, reason, queue string, maxRetry int
 	return newJob(typ, SessionPayload{SessionID: sessionID, Reason: reason}, idPrefix+sessionID, queue, maxRetry, timeout, 0)
 }
 
+// SendPayload names the session whose outbox sender to wake and the
+// message that prompted it (the task's id; the sender takes whatever is
+// queued, in order, not this message in particular).
+type SendPayload struct {
+	SessionID string `json:"session_id"`
+	MessageID string `json:"message_id"`
+}
+
 // NewSend is the task that wakes the outbox sender of sessionID on queue
 // (its host's worker queue). Its id names the message that prompted it, so
 // a retried enqueue for one message is one task, while each new message
@@ -204,8 +212,20 @@ func NewSend(sessionID, messageID, queue string) (Job, error) {
 	if sessionID == "" || messageID == "" {
 		return Job{}, fmt.Errorf("tasks: %s: need a session and a message", TypeMessagesSend)
 	}
-	return newJob(TypeMessagesSend, SessionPayload{SessionID: sessionID, Reason: "message:" + messageID},
+	return newJob(TypeMessagesSend, SendPayload{SessionID: sessionID, MessageID: messageID},
 		"send:"+messageID, queue, sendMaxRetry, sendTimeout, 0)
+}
+
+// ParseSend decodes a send payload.
+func ParseSend(t *asynq.Task) (SendPayload, error) {
+	var p SendPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("tasks: %s payload: %w: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	if p.SessionID == "" || p.MessageID == "" {
+		return p, fmt.Errorf("tasks: %s payload without session_id or message_id: %w", t.Type(), asynq.SkipRetry)
+	}
+	return p, nil
 }
 
 // NewReconcile is the reconcile task for the slot starting at slot, which

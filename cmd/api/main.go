@@ -155,8 +155,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	streams, endStreams := context.WithCancel(context.Background())
 	defer endStreams()
 	opts := httpapi.Options{
-		SessionTTL: cfg.SessionTTL,
-		QRWait:     cfg.QRWait,
+		SessionTTL:       cfg.SessionTTL,
+		QRWait:           cfg.QRWait,
+		MessageRetention: cfg.MessageRetention,
 		Limits: httpapi.Limits{
 			Create:       cfg.RateLimitCreate,
 			Disconnect:   cfg.RateLimitDisconnect,

@@ -106,6 +106,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		RebalanceMaxMoves:  cfg.RebalanceMaxMoves,
 		ReleaseAfter:       cfg.ReleaseAfter,
 		VersionRefresh:     cfg.WAVersionRefresh,
+		Pacing:             store.Pacing{PerMinute: cfg.SendRate, Burst: cfg.SendBurst},
+		MessageTTL:         cfg.MessageTTL,
+		MessageRetention:   cfg.MessageRetention,
 	}, worker.Deps{
 		Store:    store.New(pool),
 		Enqueuer: enq,
@@ -214,9 +217,10 @@ func newHost(cfg config.Config, db *sql.DB, endpoint waendpoint.Endpoint, m *wor
 		},
 	})
 	return wa.NewHostWith(db, endpoint, log, wa.HostOptions{
-		Proxy:    cfg.WAProxy,
-		Versions: versions,
-		Device:   wa.DeviceName{Name: strings.TrimSpace(cfg.DeviceName), Platform: wa.Platforms[strings.ToLower(cfg.DevicePlatform)]},
+		Proxy:         cfg.WAProxy,
+		Versions:      versions,
+		Device:        wa.DeviceName{Name: strings.TrimSpace(cfg.DeviceName), Platform: wa.Platforms[strings.ToLower(cfg.DevicePlatform)]},
+		HistoryRecent: cfg.HistorySync == "recent",
 	}), nil
 }
 

@@ -29,6 +29,9 @@ type Options struct {
 	// Batch is how many rows one DELETE removes (bounded so a backlog
 	// never holds locks on many rows at once). Default 500.
 	Batch int
+	// MessageRetention is how long messages of an ended session are kept
+	// before this run deletes them (default 7 days).
+	MessageRetention time.Duration
 	// WaitHosted is how long to wait for hosting workers to stop expired
 	// clients before deleting their rows; 0 leaves those rows to the next
 	// run. The admin endpoint waits so its count includes them.
@@ -49,6 +52,8 @@ type Result struct {
 	HandedOff int `json:"handedOff"`
 	// HistoryPruned are status history rows older than the retention.
 	HistoryPruned int64 `json:"historyPruned"`
+	// MessagesDeleted are messages past MESSAGE_RETENTION.
+	MessagesDeleted int `json:"-"`
 }
 
 // Run expires and deletes every session past its expiry.
@@ -125,8 +130,17 @@ func Run(ctx context.Context, d Deps, o Options) (Result, error) {
 			break
 		}
 	}
+	// 5. Messages of sessions that ended more than the retention ago.
+	retention := o.MessageRetention
+	if retention <= 0 {
+		retention = 7 * 24 * time.Hour
+	}
+	res.MessagesDeleted, err = d.Store.DeleteOldMessages(ctx, retention, o.Batch)
+	if err != nil {
+		return res, fmt.Errorf("cleanup: %w", err)
+	}
 	d.Log.InfoContext(ctx, fmt.Sprintf("Cleaned up %d expired WhatsApp sessions", res.Deleted),
-		"cleaned_count", res.Deleted, "handed_off", res.HandedOff, "history_pruned", res.HistoryPruned)
+		"cleaned_count", res.Deleted, "handed_off", res.HandedOff, "history_pruned", res.HistoryPruned, "messages_deleted", res.MessagesDeleted)
 	return res, nil
 }
 

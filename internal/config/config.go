@@ -118,6 +118,21 @@ type Config struct {
 	RateLimitDisconnect   ratelimit.Limit `env:"RATE_LIMIT_DISCONNECT" envDefault:"10/1m"`
 	RateLimitPairingPhone ratelimit.Limit `env:"RATE_LIMIT_PAIRING_PHONE" envDefault:"3/1h"`
 
+	// SendRate paces each session's sends (messages per minute, 0 = off),
+	// with bursts of up to SendBurst; the bucket lives in Postgres, so a
+	// handoff does not reset it.
+	SendRate  float64 `env:"SEND_RATE" envDefault:"20"`
+	SendBurst int     `env:"SEND_BURST" envDefault:"5"`
+	// MessageTTL is how long an outbound message may wait before it fails
+	// as expired.
+	MessageTTL time.Duration `env:"MESSAGE_TTL" envDefault:"1h"`
+	// MessageRetention is how long messages of an ended session are kept.
+	MessageRetention time.Duration `env:"MESSAGE_RETENTION" envDefault:"168h"`
+	// HistorySync is what a new pairing asks of the phone's history: none
+	// (no history blobs downloaded) or recent (the phone's recent sync,
+	// its texts stored as received messages).
+	HistorySync string `env:"HISTORY_SYNC" envDefault:"none"`
+
 	// MonitorUser and MonitorPassword guard asynqmon at /monitor; without a
 	// password the monitor is not served at all. The password is the only
 	// thing between the internet and the task queues, hence its minimum
@@ -269,6 +284,9 @@ func (c Config) Validate(p Program) error {
 	if c.RestoreInterval < time.Second {
 		bad("RESTORE_INTERVAL", "must be at least 1s, got %s", c.RestoreInterval)
 	}
+	if c.MessageRetention < time.Hour {
+		bad("MESSAGE_RETENTION", "must be at least 1h, got %s", c.MessageRetention)
+	}
 	if c.LogLevel != "" {
 		switch strings.ToLower(c.LogLevel) {
 		case "debug", "info", "warn", "error":
@@ -375,6 +393,18 @@ func (c Config) Validate(p Program) error {
 		}
 		if c.ReleaseAfter < time.Second {
 			bad("RELEASE_AFTER", "must be at least 1s, got %s", c.ReleaseAfter)
+		}
+		if c.SendRate < 0 {
+			bad("SEND_RATE", "must be 0 (no pacing) or more messages per minute, got %v", c.SendRate)
+		}
+		if c.SendBurst < 1 {
+			bad("SEND_BURST", "must be at least 1, got %d", c.SendBurst)
+		}
+		if c.MessageTTL < time.Second {
+			bad("MESSAGE_TTL", "must be at least 1s, got %s", c.MessageTTL)
+		}
+		if c.HistorySync != "none" && c.HistorySync != "recent" {
+			bad("HISTORY_SYNC", "must be none or recent, got %q", c.HistorySync)
 		}
 		if c.RestoreConcurrency < 1 {
 			bad("RESTORE_CONCURRENCY", "must be at least 1, got %d", c.RestoreConcurrency)

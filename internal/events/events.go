@@ -29,6 +29,12 @@ const (
 	TypePairingCode = "pairing_code"
 	// TypeStatus: the session's status changed (Status, Reason set).
 	TypeStatus = "status"
+	// TypeMessageReceived: a text arrived and is stored (MessageID set;
+	// read it with GET .../messages/{messageId}).
+	TypeMessageReceived = "message.received"
+	// TypeMessageStatus: an outbound message's status changed (MessageID,
+	// Status, Reason set).
+	TypeMessageStatus = "message.status"
 )
 
 // Event is one change of one session.
@@ -47,6 +53,7 @@ type Event struct {
 	// BannedUntil is when WhatsApp's temporary ban of the account ends
 	// (reason temporary_ban); the session reconnects by itself then.
 	BannedUntil *time.Time `json:"bannedUntil,omitempty"`
+	MessageID   string     `json:"messageId,omitempty"`
 	At          time.Time  `json:"at"`
 }
 
@@ -80,6 +87,16 @@ func FromSession(typ string, sess store.Session) Event {
 		e.PairingCode = store.Str(sess.PairingCode)
 	}
 	return e
+}
+
+// FromMessage builds the event of type typ (TypeMessageReceived or
+// TypeMessageStatus) for m. It carries no text: the client reads the
+// message from the API, which is where access is checked.
+func FromMessage(typ string, m store.Message) Event {
+	return Event{
+		Type: typ, SessionID: m.SessionID, UserID: m.UserID, MessageID: m.ID,
+		Status: m.Status, Reason: store.Str(m.StatusReason), At: m.UpdatedAt,
+	}
 }
 
 // Bus publishes and subscribes on the process's shared Redis client.

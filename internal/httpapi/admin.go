@@ -42,7 +42,7 @@ func (s *server) cleanup(c *fiber.Ctx) error {
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.opts.RequestTimeout+s.opts.CleanupWaitHosted)
 	defer cancel()
 	res, err := cleanup.Run(ctx, cleanup.Deps{Store: s.deps.Store, Enqueuer: s.deps.Enqueuer, Bus: s.deps.Bus, Log: s.log},
-		cleanup.Options{WaitHosted: s.opts.CleanupWaitHosted})
+		cleanup.Options{WaitHosted: s.opts.CleanupWaitHosted, MessageRetention: s.opts.MessageRetention})
 	if err != nil {
 		return err
 	}

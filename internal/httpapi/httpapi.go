@@ -95,6 +95,9 @@ type Options struct {
 	// CleanupWaitHosted is how long the admin cleanup waits for workers to
 	// stop expired sessions they host (default 10s).
 	CleanupWaitHosted time.Duration
+	// MessageRetention is how long the admin cleanup keeps messages of
+	// ended sessions (default 7 days).
+	MessageRetention time.Duration
 	// Static, when set, is served at / without authentication (the
 	// frontend page); API routes take precedence.
 	Static fs.FS

@@ -142,8 +142,8 @@ func TestSendMessageQueuesAndWakesTheHost(t *testing.T) {
 	if len(pending) != 1 || pending[0].Type != tasks.TypeMessagesSend {
 		t.Fatalf("host's queue = %v, want one %s", pending, tasks.TypeMessagesSend)
 	}
-	p, err := tasks.ParseSession(taskOf(pending[0]))
-	if err != nil || p.SessionID != m.SessionID {
+	p, err := tasks.ParseSend(taskOf(pending[0]))
+	if err != nil || p.SessionID != m.SessionID || p.MessageID != m.MessageID {
 		t.Fatalf("wake-up payload %+v %v", p, err)
 	}
 

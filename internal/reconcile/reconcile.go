@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"time"
 
 	"wasessions/internal/events"
 	"wasessions/internal/queue"
@@ -28,6 +29,8 @@ type Deps struct {
 	// MaxMoves caps the sessions one pass moves between workers to even
 	// out their load (see Rebalance); 0 turns rebalancing off.
 	MaxMoves int
+	// MessageTTL is how long an outbound message may wait (default 1h).
+	MessageTTL time.Duration
 }
 
 // Result counts what a run enqueued, by task kind.
@@ -43,6 +46,12 @@ type Result struct {
 	ReapedQueues int
 	// Moves are sessions asked to move to a less loaded worker.
 	Moves int
+	// MessagesFailed are queued messages that can no longer go out (their
+	// session ended, or they waited past MESSAGE_TTL with no host).
+	MessagesFailed int
+	// SendersWoken are hosted sessions with queued messages whose sender
+	// was woken (a lost wake-up task costs at most one pass).
+	SendersWoken int
 }
 
 // Limit bounds the sessions one run looks at; the next run takes the rest.
@@ -103,6 +112,10 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 		}
 	}
 
+	if err := reconcileMessages(ctx, d, &res); err != nil {
+		return res, err
+	}
+
 	n, err := d.Enqueuer.ReapWorkerQueues(ctx, d.Log)
 	if err != nil {
 		// Hygiene only: the gaps above are already covered.
@@ -120,6 +133,59 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 	}
 	return res, nil
 }
+
+// reconcileMessages closes the outbox's gaps: queued messages that can no
+// longer go out fail (session_ended, expired), and every hosted session with
+// queued messages gets a wake-up on its host's queue. The wake-up's id names
+// the oldest queued message, so while one is pending no second is added.
+func reconcileMessages(ctx context.Context, d Deps, res *Result) error {
+	ttl := d.MessageTTL
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	failed, err := d.Store.FailStranded(ctx, ttl, Limit)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	res.MessagesFailed = len(failed)
+	for _, m := range failed {
+		if d.Bus != nil {
+			if err := d.Bus.Publish(ctx, events.FromMessage(events.TypeMessageStatus, m)); err != nil {
+				d.Log.WarnContext(ctx, "reconcile: publish event", "session_id", m.SessionID, "error", err)
+			}
+		}
+	}
+	waiting, err := d.Store.SessionsWithQueued(ctx, Limit)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	for _, o := range waiting {
+		if !o.LeaseLive || o.WorkerID == nil {
+			continue // its next host drains the outbox when it claims it
+		}
+		q, err := tasks.WorkerQueue(*o.WorkerID)
+		if err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		j, err := tasks.NewSend(o.SessionID, o.Oldest, q)
+		if err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		r, err := d.Enqueuer.Enqueue(ctx, j, false)
+		if err != nil {
+			return fmt.Errorf("reconcile: wake sender of %s: %w", o.SessionID, err)
+		}
+		if r == queue.Enqueued {
+			res.SendersWoken++
+		}
+	}
+	return nil
+}
+
+// serverActive is the status asynq publishes for a server that takes
+// tasks; a server that received SIGTERM is listed as "stopped" until it
+// exits.
+const serverActive = "active"
 
 // Rebalance evens out how many sessions each running worker hosts. Sessions
 // never move back on their own: after a rolling deploy (each worker in turn

@@ -17,27 +17,6 @@ import (
 // enqueued; the worker holding the session's lease takes them one at a
 // time, in seq order, paced by a token bucket kept in message_sessions.
 
-// Message directions and statuses.
-const (
-	DirectionIn  = "in"
-	DirectionOut = "out"
-
-	MessageQueued    = "queued"
-	MessageSent      = "sent"
-	MessageDelivered = "delivered"
-	MessageRead      = "read"
-	MessageFailed    = "failed"
-	MessageReceived  = "received"
-)
-
-// Reasons a message fails with.
-const (
-	ReasonNotOnWhatsApp = "not_on_whatsapp"
-	ReasonSessionEnded  = "session_ended"
-	ReasonExpired       = "expired"
-	ReasonRejected      = "rejected"
-)
-
 // Message errors callers branch on.
 var (
 	// ErrNotLinked: the user has no linked session to send through.

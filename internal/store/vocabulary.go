@@ -250,3 +250,42 @@ func ErrorCodes() []ErrorCode {
 	slices.Sort(out)
 	return out
 }
+
+// The message vocabulary: directions, statuses and failure reasons of
+// messages (migrations/00002_messages.sql; docs/openapi.yaml's
+// MessageStatus and MessageReason).
+
+// Message directions.
+const (
+	DirectionIn  = "in"
+	DirectionOut = "out"
+)
+
+// Message statuses. Outbound: queued, then sent (WhatsApp's server acked
+// it), delivered, read; or failed with a MessageReason. Inbound: received.
+const (
+	MessageQueued    = "queued"
+	MessageSent      = "sent"
+	MessageDelivered = "delivered"
+	MessageRead      = "read"
+	MessageFailed    = "failed"
+	MessageReceived  = "received"
+)
+
+// MessageStatuses lists every message status.
+func MessageStatuses() []string {
+	return []string{MessageQueued, MessageSent, MessageDelivered, MessageRead, MessageFailed, MessageReceived}
+}
+
+// Reasons an outbound message fails with.
+const (
+	ReasonNotOnWhatsApp = "not_on_whatsapp" // the number has no WhatsApp account
+	ReasonSessionEnded  = "session_ended"   // unlinked or disconnected before it went out
+	ReasonExpired       = "expired"         // waited longer than MESSAGE_TTL
+	ReasonRejected      = "rejected"        // WhatsApp answered the send with an error
+)
+
+// MessageReasons lists every reason a message fails with.
+func MessageReasons() []string {
+	return []string{ReasonNotOnWhatsApp, ReasonSessionEnded, ReasonExpired, ReasonRejected}
+}

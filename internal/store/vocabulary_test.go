@@ -45,6 +45,8 @@ func TestVocabularyMatchesOpenAPI(t *testing.T) {
 		{"DesiredState", enum("DesiredState"), strs(store.DesiredStates())},
 		{"ErrorCode", enum("ErrorCode"), strs(store.ErrorCodes())},
 		{"SessionEvent.status", eventStatuses, append(strs(store.Statuses()), string(store.StatusNone))},
+		{"MessageStatus", enum("MessageStatus"), store.MessageStatuses()},
+		{"MessageReason", enum("MessageReason"), store.MessageReasons()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, c := slices.Sorted(slices.Values(tc.doc)), slices.Sorted(slices.Values(tc.code))
@@ -78,6 +80,24 @@ func TestVocabularyMatchesSchema(t *testing.T) {
 		if !slices.Equal(slices.Sorted(slices.Values(inSQL)), slices.Sorted(slices.Values(tc.code))) {
 			t.Errorf("%s: the migration allows %v, the code has %v", tc.column, inSQL, tc.code)
 		}
+	}
+}
+
+func TestMessageVocabularyMatchesSchema(t *testing.T) {
+	b, err := os.ReadFile("../../migrations/00002_messages.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`CHECK \(status IN \(([^)]*)\)\)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no CHECK constraint on messages.status in the migration")
+	}
+	var inSQL []string
+	for _, v := range strings.Split(string(m[1]), ",") {
+		inSQL = append(inSQL, strings.Trim(strings.TrimSpace(v), "'"))
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(inSQL)), slices.Sorted(slices.Values(store.MessageStatuses()))) {
+		t.Errorf("the migration allows %v, the code has %v", inSQL, store.MessageStatuses())
 	}
 }
 

@@ -51,6 +51,12 @@ type HostOptions struct {
 	Versions *Versions
 	// Device names the linked device on the user's phone.
 	Device DeviceName
+	// HistoryRecent lets clients download the history the phone sends after
+	// pairing (HISTORY_SYNC=recent). Off by default: whatsmeow never asks
+	// for a full sync (its DeviceProps.RequireFullSync is false), and with
+	// this off no history blob is downloaded at all, which keeps a mass
+	// pairing from holding many accounts' histories in memory at once.
+	HistoryRecent bool
 }
 
 // DeviceName is what a user's phone lists for the linked device: the
@@ -208,6 +214,15 @@ func (h *Host) NewClient(dev *wastore.Device, log *slog.Logger, opts ClientOptio
 		}
 		return p
 	}
+	// Exactly once into Postgres: the ack and receipt of a message go back
+	// to WhatsApp only after every event handler returned true (the worker's
+	// returns true once the message is committed), and the decrypted
+	// plaintext is buffered in the key store's transaction, so a message
+	// WhatsApp delivers again after a crash still decrypts although the
+	// Signal session already moved on.
+	cli.SynchronousAck = true
+	cli.EnableDecryptedEventBuffer = true
+	cli.ManualHistorySyncDownload = !h.opts.HistoryRecent
 	// The worker's session loop reconnects (backoff with jitter, release
 	// to another worker, waiting out bans); whatsmeow's own auto-reconnect
 	// would be a second mechanism, and one that outlives the hosting.

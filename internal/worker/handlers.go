@@ -410,20 +410,21 @@ func (w *Worker) handleHandoff(ctx context.Context, t *asynq.Task) error {
 // handleReconcile runs one reconcile pass (see internal/reconcile).
 func (w *Worker) handleReconcile(ctx context.Context, t *asynq.Task) error {
 	res, err := reconcile.Run(ctx, reconcile.Deps{Store: w.deps.Store, Enqueuer: w.deps.Enqueuer, Bus: w.deps.Bus, Log: w.log,
-		MaxMoves: w.cfg.RebalanceMaxMoves})
+		MaxMoves: w.cfg.RebalanceMaxMoves, MessageTTL: w.cfg.MessageTTL})
 	if err != nil {
 		return err
 	}
 	if res != (reconcile.Result{}) {
 		w.log.InfoContext(ctx, "reconciled", "expired", res.Expired, "creates", res.Creates, "restores", res.Restores,
 			"disconnects", res.Disconnects, "already_queued", res.AlreadyQueued, "reaped_queues", res.ReapedQueues,
-			"moves", res.Moves)
+			"moves", res.Moves, "messages_failed", res.MessagesFailed, "senders_woken", res.SendersWoken)
 	}
 	return nil
 }
 
 // handleCleanup runs one cleanup pass (see internal/cleanup).
 func (w *Worker) handleCleanup(ctx context.Context, t *asynq.Task) error {
-	_, err := cleanup.Run(ctx, cleanup.Deps{Store: w.deps.Store, Enqueuer: w.deps.Enqueuer, Bus: w.deps.Bus, Log: w.log}, cleanup.Options{})
+	_, err := cleanup.Run(ctx, cleanup.Deps{Store: w.deps.Store, Enqueuer: w.deps.Enqueuer, Bus: w.deps.Bus, Log: w.log},
+		cleanup.Options{MessageRetention: w.cfg.MessageRetention})
 	return err
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.mau.fi/whatsmeow"
 	wastore "go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/types"
 	waevents "go.mau.fi/whatsmeow/types/events"
 
 	"wasessions/internal/events"
@@ -52,6 +53,15 @@ type hosted struct {
 	// lastVersion is the client version the last handshake announced
 	// (written by whatsmeow's goroutine, see wa.ClientOptions).
 	lastVersion atomic.Pointer[wastore.WAVersionContainer]
+
+	// The outbox sender (messages.go): woken through outboxWake; sending
+	// is held while a message is between SendMessage and its recorded ack;
+	// outboxClosed stops it taking more (handoff, end). recipients is the
+	// sender goroutine's own cache of contact lookups.
+	outboxWake   chan struct{}
+	outboxClosed atomic.Bool
+	sending      chan struct{}
+	recipients   map[string]types.JID
 
 	// Loop-goroutine state.
 	//
@@ -122,6 +132,9 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 		done:       make(chan struct{}),
 		first:      make(chan error, 1),
 		validUntil: validUntil,
+		outboxWake: make(chan struct{}, 1),
+		sending:    make(chan struct{}, 1),
+		recipients: map[string]types.JID{},
 	}
 }
 
@@ -136,6 +149,9 @@ func (h *hosted) start() {
 			h.send(evt)
 		}
 	})
+	h.client.AddEventHandlerWithSuccessStatus(h.onWAEvent)
+	h.w.wg.Add(1)
+	go h.runOutbox()
 	h.w.wg.Add(1)
 	go func() {
 		defer h.w.wg.Done()
@@ -292,6 +308,7 @@ func (h *hosted) write(typ string, f func(context.Context) (store.Session, error
 // error behind e.LastError if any, is logged and never stored (users see
 // the code's sentence).
 func (h *hosted) end(e store.Ending, cause error) {
+	h.closeOutbox()
 	h.client.Disconnect()
 	if s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
 		return h.w.deps.Store.End(ctx, h.fence, e)
@@ -546,7 +563,8 @@ func (h *hosted) release(reason store.Reason, lastErr store.ErrorCode) {
 func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue string) {
 	// An expected disconnect: whatsmeow emits no event for it, and the
 	// lease is still ours until Release commits, so no other worker can
-	// have connected yet.
+	// have connected yet. A send in flight finishes first.
+	h.closeOutbox()
 	h.client.Disconnect()
 	s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
 		return h.w.deps.Store.Release(ctx, h.fence, reason, lastErr)

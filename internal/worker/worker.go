@@ -44,6 +44,14 @@ type Config struct {
 	// RebalanceMaxMoves caps the sessions a reconcile pass run by this
 	// worker moves between workers to even out load; 0 disables it.
 	RebalanceMaxMoves int
+	// Pacing is each session's send rate (SEND_RATE, SEND_BURST); zero
+	// PerMinute sends as fast as WhatsApp acks.
+	Pacing store.Pacing
+	// MessageTTL is how long an outbound message may wait (default 1h).
+	MessageTTL time.Duration
+	// MessageRetention is how long messages of ended sessions are kept
+	// (the cleanup's; default 7 days).
+	MessageRetention time.Duration
 	// ConnectTimeout bounds the wait for a first QR code or for a restored
 	// client to log in. Default 30s.
 	ConnectTimeout time.Duration
@@ -108,6 +116,9 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if cfg.VersionRefresh <= 0 {
 		cfg.VersionRefresh = 6 * time.Hour
 	}
+	if cfg.MessageTTL <= 0 {
+		cfg.MessageTTL = time.Hour
+	}
 	return &Worker{
 		cfg:          cfg,
 		deps:         deps,
@@ -134,6 +145,7 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	mux.HandleFunc(tasks.TypeSessionHandoff, w.instrument(tasks.TypeSessionHandoff, w.handleHandoff))
 	mux.HandleFunc(tasks.TypeSessionsReconcile, w.instrument(tasks.TypeSessionsReconcile, w.handleReconcile))
 	mux.HandleFunc(tasks.TypeSessionsCleanup, w.instrument(tasks.TypeSessionsCleanup, w.handleCleanup))
+	mux.HandleFunc(tasks.TypeMessagesSend, w.instrument(tasks.TypeMessagesSend, w.handleSend))
 	return mux
 }
 
