@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e build lint bench fuzz clean
+.PHONY: help run demo test test-e2e test-messages build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -20,6 +20,9 @@ test: ## go vet, the unit tests (-race), then the end-to-end suite (./e2e/...); 
 
 test-e2e: ## Only the end-to-end suite: the real programs as processes against the WhatsApp emulator.
 	@TEST_SUITES=e2e scripts/test.sh $(ARGS)
+
+test-messages: ## The message crash test at the issue's scale: 500 out and 500 in across SIGKILL/SIGTERM (E2E_MESSAGES).
+	@E2E_MESSAGES=$${E2E_MESSAGES:-500} TEST_SUITES=e2e scripts/test.sh -run TestMessagesExactlyOnceAcrossCrashes -v
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin

@@ -24,6 +24,8 @@ CREATE TABLE messages (
     status_reason   TEXT,
     idempotency_key TEXT,
     attempts        INT NOT NULL DEFAULT 0,
+    -- When the sender last took it (and a pacing token for it).
+    last_attempt_at TIMESTAMPTZ,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     sent_at         TIMESTAMPTZ,

@@ -225,10 +225,12 @@ type Pacing struct {
 // (the oldest queued one) and takes a pacing token for it, in one
 // transaction. Queued messages older than ttl fail as expired first (they
 // are returned in expired, for events). When the bucket is empty it returns
-// no message and how long until a token is due. ErrFenced: f no longer
+// how long until a token is due, with the head message not taken (so the
+// caller can wake in time to expire it). ErrFenced: f no longer
 // holds a live lease on a session that is wanted; ErrOutboxEmpty: nothing
 // to send.
 func (s *Store) NextOutbound(ctx context.Context, f Fence, p Pacing, ttl time.Duration) (next Message, wait time.Duration, expired []Message, err error) {
+	var empty bool
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var userID string
 		err := tx.QueryRow(ctx, `SELECT user_id FROM whatsapp_sessions
@@ -256,7 +258,8 @@ func (s *Store) NextOutbound(ctx context.Context, f Fence, p Pacing, ttl time.Du
 		}
 		if next, err = collectMessage(rows); err != nil {
 			if errors.Is(err, ErrMessageNotFound) {
-				return ErrOutboxEmpty
+				empty = true
+				return nil // commit: the expiries above stand
 			}
 			return err
 		}
@@ -276,7 +279,6 @@ func (s *Store) NextOutbound(ctx context.Context, f Fence, p Pacing, ttl time.Du
 			}
 			if avail < 1 {
 				wait = time.Duration((1 - avail) / perSec * float64(time.Second))
-				next = Message{}
 				return nil
 			}
 			if _, err := tx.Exec(ctx, `UPDATE message_sessions SET tokens = $2, tokens_at = clock_timestamp() WHERE session_id = $1`,
@@ -284,11 +286,15 @@ func (s *Store) NextOutbound(ctx context.Context, f Fence, p Pacing, ttl time.Du
 				return err
 			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE messages SET attempts = attempts + 1, updated_at = now() WHERE id = $1`, next.ID)
+		_, err = tx.Exec(ctx, `UPDATE messages SET attempts = attempts + 1, last_attempt_at = clock_timestamp(), updated_at = now()
+			WHERE id = $1`, next.ID)
 		next.Attempts++
 		return err
 	})
-	if err != nil && !errors.Is(err, ErrFenced) && !errors.Is(err, ErrOutboxEmpty) {
+	switch {
+	case err == nil && empty:
+		err = ErrOutboxEmpty
+	case err != nil && !errors.Is(err, ErrFenced):
 		err = fmt.Errorf("store: next outbound: %w", err)
 	}
 	return next, wait, expired, err

@@ -187,12 +187,12 @@ func TestNextOutboundPacingHoldsAcrossHandoff(t *testing.T) {
 	f.lapseLease(s.SessionID)
 	newFence := f.claim(s.SessionID, "w2", store.ClaimToHost)
 	m, wait, _, err := f.st.NextOutbound(f.ctx, newFence, p, time.Hour)
-	if err != nil || wait <= 0 || m.ID != "" {
-		t.Fatalf("after handoff: message %q wait %s err %v; want the same bucket, empty", m.ID, wait, err)
+	if err != nil || wait <= 0 || m.ID == "" || m.Attempts != 0 {
+		t.Fatalf("after handoff: message %q (attempts %d) wait %s err %v; want the same bucket, empty", m.ID, m.Attempts, wait, err)
 	}
 	time.Sleep(wait + 50*time.Millisecond)
 	m, wait, _, err = f.st.NextOutbound(f.ctx, newFence, p, time.Hour)
-	if err != nil || wait != 0 || m.ID == "" {
+	if err != nil || wait != 0 || m.ID == "" || m.Attempts != 1 {
 		t.Fatalf("after the wait: message %q wait %s err %v", m.ID, wait, err)
 	}
 }
@@ -211,6 +211,15 @@ func TestExpiryAndStrandedMessages(t *testing.T) {
 	m, _, expired, err := f.st.NextOutbound(f.ctx, fence, store.Pacing{}, time.Hour)
 	if err != nil || m.ID != fresh.ID || len(expired) != 1 || expired[0].ID != old.ID || store.Str(expired[0].StatusReason) != store.ReasonExpired {
 		t.Fatalf("next = %s, expired %+v, %v", m.ID, expired, err)
+	}
+
+	// The last one expiring leaves the outbox empty, and stays expired.
+	f.exec(`UPDATE messages SET created_at = now() - interval '2 hours' WHERE id = $1`, fresh.ID)
+	if _, _, expired, err := f.st.NextOutbound(f.ctx, fence, store.Pacing{}, time.Hour); !errors.Is(err, store.ErrOutboxEmpty) || len(expired) != 1 {
+		t.Fatalf("only an expired message left: %d expired, err %v", len(expired), err)
+	}
+	if m, _ := f.st.GetMessage(f.ctx, hosted.UserID, fresh.ID); m.Status != store.MessageFailed || store.Str(m.StatusReason) != store.ReasonExpired {
+		t.Fatalf("expired message is %s/%s after the take, want failed/expired", m.Status, store.Str(m.StatusReason))
 	}
 
 	// Unhosted: the sweep expires old ones and keeps young ones waiting.

@@ -46,6 +46,12 @@ const (
 	// quiesceWait bounds how long a handoff waits for a send in flight to
 	// be acked before it disconnects the client.
 	quiesceWait = 10 * time.Second
+	// resendSettle is how long after logging in the sender holds back a
+	// message that an earlier attempt (maybe on a worker that crashed) may
+	// already have delivered: WhatsApp hands a returning device the
+	// receipts it missed right after login, and a receipt that arrives in
+	// this time marks the message delivered, so it is not sent again.
+	resendSettle = 3 * time.Second
 )
 
 // wakeOutbox tells the sender there may be work; it never blocks.
@@ -97,6 +103,9 @@ func (h *hosted) drainOutbox() time.Duration {
 		if !h.client.IsLoggedIn() {
 			return loginPoll // reconnecting or restoring: the message waits
 		}
+		if cfg.Pacing.PerMinute > 0 && !sleepCtx(h.ctx, h.jitter()) {
+			return 0
+		}
 		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 		m, wait, expired, err := h.w.deps.Store.NextOutbound(ctx, h.fence, cfg.Pacing, cfg.MessageTTL)
 		cancel()
@@ -111,11 +120,15 @@ func (h *hosted) drainOutbox() time.Duration {
 			h.log.Warn("read outbox", "error", err)
 			return time.Second
 		case wait > 0:
+			// Paced. Wake no later than the head's expiry, to fail it in time.
+			if left := time.Until(m.CreatedAt.Add(cfg.MessageTTL)); left < wait {
+				return max(left, 0) + 10*time.Millisecond
+			}
 			return wait + h.jitter()
 		}
-		if cfg.Pacing.PerMinute > 0 {
-			if !sleepCtx(h.ctx, h.jitter()) {
-				return 0
+		if m.Attempts > 1 && m.SentAt == nil {
+			if since := time.Since(time.Unix(0, h.connectedAt.Load())); since < resendSettle {
+				return resendSettle - since
 			}
 		}
 		if retry := h.sendOne(m); retry > 0 {

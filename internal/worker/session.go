@@ -62,6 +62,7 @@ type hosted struct {
 	outboxClosed atomic.Bool
 	sending      chan struct{}
 	recipients   map[string]types.JID
+	connectedAt  atomic.Int64 // unix nanoseconds of the last Connected
 
 	// Loop-goroutine state.
 	//
@@ -502,6 +503,7 @@ func (h *hosted) onConnected() {
 		}
 	}
 	h.connectedBefore = true
+	h.connectedAt.Store(time.Now().UnixNano())
 	dev := h.client.Store
 	id := dev.ID // read once: whatsmeow's goroutines may clear it (see deviceJID)
 	if id == nil {

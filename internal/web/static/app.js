@@ -275,7 +275,9 @@
             buf = buf.slice(i + 2);
             if (ev) {
               delay = 0;
-              apply(ev);
+              // message.received / message.status describe a message, not
+              // the session this page shows.
+              if (!ev.type.startsWith('message.')) apply(ev);
             }
           }
         }
