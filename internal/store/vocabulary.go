@@ -252,7 +252,7 @@ func ErrorCodes() []ErrorCode {
 }
 
 // The message vocabulary: directions, statuses and failure reasons of
-// messages (migrations/00002_messages.sql; docs/openapi.yaml's
+// messages (migrations/00017_messages.sql; docs/openapi.yaml's
 // MessageStatus and MessageReason).
 
 // Message directions.

@@ -84,7 +84,7 @@ func TestVocabularyMatchesSchema(t *testing.T) {
 }
 
 func TestMessageVocabularyMatchesSchema(t *testing.T) {
-	b, err := os.ReadFile("../../migrations/00002_messages.sql")
+	b, err := os.ReadFile("../../migrations/00017_messages.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
