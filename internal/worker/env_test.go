@@ -93,6 +93,13 @@ type workerOpts struct {
 	host        wa.HostOptions
 	// releaseAfter and retryMax shorten the recovery clocks (defaults 1m, 2s).
 	releaseAfter, retryMax time.Duration
+	// waPool, when set, is where whatsmeow keeps device keys (default:
+	// the same pool as the sessions), e.g. to break only the worker's own
+	// session writes.
+	waPool   *store.Store
+	leaseTTL time.Duration
+	// setup runs on the worker before its lease loop starts (test hooks).
+	setup func(*worker.Worker)
 }
 
 // startWorker builds a worker on the env's stores and emulator, runs its
@@ -117,12 +124,19 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	if o.retryMax == 0 {
 		o.retryMax = 2 * time.Second
 	}
-	db := stdlib.OpenDBFromPool(st.Pool())
+	waPool := st
+	if o.waPool != nil {
+		waPool = o.waPool
+	}
+	if o.leaseTTL == 0 {
+		o.leaseTTL = leaseTTL
+	}
+	db := stdlib.OpenDBFromPool(waPool.Pool())
 	e.t.Cleanup(func() { db.Close() })
 	log := e.log.With("worker_id", id)
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
-		WorkerID: id, LeaseTTL: leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
+		WorkerID: id, LeaseTTL: o.leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
 		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
 	}, worker.Deps{
 		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHostWith(db, ep, log, o.host),
@@ -130,6 +144,9 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	})
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if o.setup != nil {
+		o.setup(w)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -44,6 +44,9 @@ func (w *Worker) renew(ctx context.Context) {
 	for i, h := range hs {
 		held[i] = store.Held{SessionID: h.id, Epoch: h.fence.Epoch}
 	}
+	if w.hooks.beforeRenew != nil {
+		w.hooks.beforeRenew()
+	}
 	// Validity counts from before the statement is sent: Postgres sets
 	// lease_until = now() + TTL at some later instant, so ours ends first.
 	sent := time.Now()
@@ -61,8 +64,16 @@ func (w *Worker) renew(ctx context.Context) {
 			h.extend(sent.Add(w.cfg.LeaseTTL))
 		}
 	}
+	// A lost lease is about the hosting this renewal carried, not about
+	// whatever hosts the session id now: between the snapshot and the
+	// answer the session may have been handed off and hosted here again,
+	// under a newer epoch that this answer says nothing about.
+	lost := make(map[string]bool, len(r.Lost))
 	for _, id := range r.Lost {
-		if h := w.lookup(id); h != nil {
+		lost[id] = true
+	}
+	for _, h := range hs {
+		if lost[h.id] {
 			go w.leaseLost(ctx, h)
 		}
 	}
