@@ -98,6 +98,9 @@ type workerOpts struct {
 	// session writes.
 	waPool   *store.Store
 	leaseTTL time.Duration
+	// serve runs an asynq server for the worker on the env's Redis, as
+	// cmd/worker does.
+	serve bool
 	// setup runs on the worker before its lease loop starts (test hooks).
 	setup func(*worker.Worker)
 }
@@ -152,6 +155,15 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(ctx) }()
 	tw := &testWorker{Worker: w, id: id, cancel: cancel, done: done, reg: reg}
+	if o.serve {
+		tw.srv = asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+			Concurrency: 8, Queues: w.Queues(), TaskCheckInterval: 200 * time.Millisecond,
+			ShutdownTimeout: 20 * time.Second, LogLevel: asynq.FatalLevel,
+		})
+		if err := tw.srv.Start(w.Mux()); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 	e.t.Cleanup(tw.stop)
 	return tw
 }
@@ -163,16 +175,24 @@ type testWorker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+	srv    *asynq.Server // with workerOpts.serve
 }
 
-// stop hands sessions over (graceful shutdown) and ends the lease loop.
+// stop hands sessions over (graceful shutdown) and ends the lease loop, in
+// cmd/worker's order when an asynq server runs.
 func (w *testWorker) stop() {
 	w.once.Do(func() {
+		if w.srv != nil {
+			w.srv.Stop()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		w.Shutdown(ctx)
 		w.cancel()
 		<-w.done
+		if w.srv != nil {
+			w.srv.Shutdown()
+		}
 	})
 }
 
@@ -256,7 +276,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func (e *env) link(w *testWorker, userID, phone, name string) store.Session {
 	e.t.Helper()
 	s := e.newSession(userID)
-	j, _ := tasks.NewCreate(s.SessionID, "test")
+	j, _ := tasks.NewCreate(s.SessionID, 0, "test")
 	if err := w.process(e.t, j); err != nil {
 		e.t.Fatalf("create: %v", err)
 	}

@@ -2,11 +2,14 @@ package worker_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"wasessions/internal/store"
+	"wasessions/internal/waendpoint"
 	"wasessions/internal/worker"
 	"wasessions/tasks"
 )
@@ -44,7 +47,7 @@ func TestLostLeaseStopsOnlyTheHostingItWasAbout(t *testing.T) {
 	if err := w1.process(t, h); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := tasks.NewRestore(s.SessionID, "test")
+	r, _ := tasks.NewRestore(s.SessionID, 0, "test")
 	if err := w1.process(t, r); err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +66,38 @@ func TestLostLeaseStopsOnlyTheHostingItWasAbout(t *testing.T) {
 		t.Fatalf("the new hosting was stopped: hosted=%d status=%s reason=%s epoch=%d (want %d) device connected=%v (%v)",
 			w1.Hosted(), got.Status, store.Str(got.StatusReason), got.LeaseEpoch, second.LeaseEpoch, dev.Connected, err)
 	}
+	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
+		t.Fatalf("emulator stats %+v", st)
+	}
+}
+
+// A restore whose client cannot connect (here the server answers the
+// websocket upgrade with 404) is released by the restore task's own
+// handler, which enqueues the takeover while it is still running. asynq
+// must not take that takeover for a duplicate of the running task and
+// swallow it, or the session waits for the next reconcile pass (issue 9,
+// bug 5). No reconciler runs here: only the released worker's task can
+// bring the session back.
+func TestTakeoverAfterReleaseIsNotSwallowed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w1 := e.startWorker("w1", workerOpts{})
+	s := e.link(w1, userA, "", "")
+	w1.stop() // enqueues the restore on wa:shared
+
+	notWA := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(notWA.Close)
+	bad := waendpoint.Endpoint{Addr: notWA.Listener.Addr().String(), RootKey: e.emu.PubKey()}
+	w2 := e.startWorker("w2", workerOpts{endpoint: &bad, serve: true})
+	e.waitSession(s.SessionID, "released by w2's restore task", func(s store.Session) bool {
+		return store.Str(s.StatusReason) == string(store.ReasonConnectFailed) && s.WorkerID == nil
+	})
+	w2.stop()
+
+	e.startWorker("w3", workerOpts{serve: true})
+	e.waitSession(s.SessionID, "restored on w3", func(s store.Session) bool {
+		return s.Status == store.StatusConnected && store.Str(s.WorkerID) == "w3"
+	})
 	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
 		t.Fatalf("emulator stats %+v", st)
 	}

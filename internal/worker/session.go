@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"go.mau.fi/whatsmeow"
 	wastore "go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
@@ -554,6 +555,10 @@ func (h *hosted) deleteKeys() {
 	}
 }
 
+// connectRetryDelay is how long the takeover of a session released because
+// its client could not connect waits before another attempt.
+const connectRetryDelay = 5 * time.Second
+
 // release hands the session to another worker: disconnect without logout,
 // give the lease up, and enqueue the task that picks it up again.
 func (h *hosted) release(reason store.Reason, lastErr store.ErrorCode) {
@@ -579,10 +584,18 @@ func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue s
 		j   tasks.Job
 		err error
 	)
+	// The takeover's id names the epoch released here (tasks.TakeoverID),
+	// so it never collides with the task that may still be running this
+	// hosting's handler.
 	if s.DeviceJID != nil {
-		j, err = tasks.NewRestoreOn(s.SessionID, string(reason), queue)
+		j, err = tasks.NewRestoreOn(s.SessionID, s.LeaseEpoch, string(reason), queue)
 	} else {
-		j, err = tasks.NewCreate(s.SessionID, string(reason))
+		j, err = tasks.NewCreate(s.SessionID, s.LeaseEpoch, string(reason))
+	}
+	if err == nil && reason == store.ReasonConnectFailed {
+		// This client could not connect; the next attempt, maybe here
+		// again, waits a little instead of spinning.
+		j.Opts = append(j.Opts, asynq.ProcessIn(connectRetryDelay))
 	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
