@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -38,6 +39,23 @@ const (
 
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
+}
+
+// proxiedStore is a Store on the env's database whose connections go
+// through a Toxiproxy proxy the test can break.
+func (e *env) proxiedStore(maxConns int) (*store.Store, *testenv.FaultProxy) {
+	e.t.Helper()
+	u, err := url.Parse(e.dsn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := testenv.NewFaultProxy(e.t, "postgres", u.Host)
+	pool, err := store.Connect(context.Background(), p.ProxyPostgresURL(e.dsn), maxConns)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	return store.New(pool), p
 }
 
 // env is one test's world: its own database, Redis DB and emulator.

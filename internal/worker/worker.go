@@ -103,6 +103,9 @@ type hooks struct {
 	// beforeRenew runs in the heartbeat after it took the snapshot of
 	// hosted sessions and before it sends the renewal.
 	beforeRenew func()
+	// beforeEvent runs in whatsmeow's goroutine with each event a hosted
+	// session's loop handles, before it is passed to the loop.
+	beforeEvent func(evt any)
 }
 
 // New returns a Worker; cfg.WorkerID must be set (it names the worker's
