@@ -116,6 +116,8 @@ type workerOpts struct {
 	// session writes.
 	waPool   *store.Store
 	leaseTTL time.Duration
+	// connectTimeout overrides the 15 s wait for a login after pairing.
+	connectTimeout time.Duration
 	// serve runs an asynq server for the worker on the env's Redis, as
 	// cmd/worker does.
 	serve bool
@@ -149,6 +151,9 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	if o.waPool != nil {
 		waPool = o.waPool
 	}
+	if o.connectTimeout == 0 {
+		o.connectTimeout = 15 * time.Second
+	}
 	if o.leaseTTL == 0 {
 		o.leaseTTL = leaseTTL
 	}
@@ -158,7 +163,7 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
 		WorkerID: id, LeaseTTL: o.leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
-		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
+		RestoreConcurrency: 4, ConnectTimeout: o.connectTimeout, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
 	}, worker.Deps{
 		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHostWith(db, ep, log, o.host),
 		Metrics: worker.NewMetrics(reg), Log: log,

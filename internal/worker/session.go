@@ -38,7 +38,9 @@ type hosted struct {
 	inbox  chan any
 	ctx    context.Context // ends when hosting ends
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the loop has exited
+	// clientStop ends the client's BackgroundEventCtx (see stop).
+	clientStop context.CancelFunc
+	done       chan struct{} // closed when the loop has exited
 
 	// first reports the first milestone to the handler that started
 	// hosting: nil once a QR/pairing code is shown or the client is
@@ -120,7 +122,8 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 	ctx, cancel := context.WithCancel(context.Background())
 	// whatsmeow's Connect, and the reconnects it starts by itself, use
 	// this context: it ends when hosting does (see stop).
-	client.BackgroundEventCtx = ctx
+	clientCtx, clientCancel := context.WithCancel(context.Background())
+	client.BackgroundEventCtx = clientCtx
 	return &hosted{
 		w:          w,
 		id:         sess.SessionID,
@@ -134,6 +137,7 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 		inbox:      make(chan any, 64),
 		ctx:        ctx,
 		cancel:     cancel,
+		clientStop: clientCancel,
 		done:       make(chan struct{}),
 		first:      make(chan error, 1),
 		validUntil: validUntil,
@@ -223,17 +227,20 @@ func (h *hosted) stop() {
 	}
 	h.stopped = true
 	h.mu.Unlock()
-	// Cancelling first ends the client's background context: whatsmeow's
-	// own reconnects (auto-reconnect, the one after stream error 515)
-	// dial with it, so none can log the client in again after the
-	// Disconnect below and replace the next owner's connection. The loop's
+	// Ending the client's background context first: whatsmeow's own
+	// reconnects (auto-reconnect, the one after stream error 515) dial
+	// with it, so none can log the client in again after the Disconnect
+	// below and replace the next owner's connection. h.ctx ends only after
+	// the Disconnect: the QR channel watches it and would disconnect the
+	// socket itself, concurrently, which races inside whatsmeow. The loop's
 	// login timer is left alone (it belongs to the loop, and fires into an
 	// inbox nobody reads any more).
-	h.cancel()
+	h.clientStop()
 	h.client.Disconnect()
 	h.client.RemoveEventHandlers()
 	h.setWaiting("")
 	h.w.remove(h)
+	h.cancel()
 	h.signalFirst(errors.New("hosting ended"))
 }
 
