@@ -227,16 +227,17 @@ func (h *hosted) stop() {
 	}
 	h.stopped = true
 	h.mu.Unlock()
-	// Ending the client's background context first: whatsmeow's own
-	// reconnects (auto-reconnect, the one after stream error 515) dial
-	// with it, so none can log the client in again after the Disconnect
-	// below and replace the next owner's connection. h.ctx ends only after
-	// the Disconnect: the QR channel watches it and would disconnect the
-	// socket itself, concurrently, which races inside whatsmeow. The loop's
-	// login timer is left alone (it belongs to the loop, and fires into an
-	// inbox nobody reads any more).
-	h.clientStop()
+	// Right after the Disconnect, the client's background context ends:
+	// whatsmeow's own reconnects (auto-reconnect, the one after stream
+	// error 515) dial with it, so none can log the client in again and
+	// replace the next owner's connection. Both contexts end only after
+	// the Disconnect: the socket's read pump and the QR channel watch them,
+	// and woken first they would close the socket concurrently with
+	// Disconnect, which races inside whatsmeow. The loop's login timer is
+	// left alone (it belongs to the loop, and fires into an inbox nobody
+	// reads any more).
 	h.client.Disconnect()
+	h.clientStop()
 	h.client.RemoveEventHandlers()
 	h.setWaiting("")
 	h.w.remove(h)
