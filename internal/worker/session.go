@@ -38,7 +38,9 @@ type hosted struct {
 	inbox  chan any
 	ctx    context.Context // ends when hosting ends
 	cancel context.CancelFunc
-	// clientStop ends the client's BackgroundEventCtx (see stop).
+	// clientCtx is the client's BackgroundEventCtx; clientStop ends it
+	// (see stop).
+	clientCtx  context.Context
 	clientStop context.CancelFunc
 	done       chan struct{} // closed when the loop has exited
 
@@ -118,18 +120,16 @@ type (
 	}
 )
 
-func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsmeow.Client, validUntil time.Time, restored bool) *hosted {
+// newHosted builds the hosting; its client is set with setClient before
+// start (the client's options refer to the hosting).
+func newHosted(w *Worker, sess store.Session, fence store.Fence, validUntil time.Time, restored bool) *hosted {
 	ctx, cancel := context.WithCancel(context.Background())
-	// whatsmeow's Connect, and the reconnects it starts by itself, use
-	// this context: it ends when hosting does (see stop).
 	clientCtx, clientCancel := context.WithCancel(context.Background())
-	client.BackgroundEventCtx = clientCtx
 	return &hosted{
 		w:          w,
 		id:         sess.SessionID,
 		userID:     sess.UserID,
 		fence:      fence,
-		client:     client,
 		log:        w.log.With("session_id", sess.SessionID),
 		restored:   restored,
 		pairPhone:  store.Str(sess.PairPhone),
@@ -137,6 +137,7 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 		inbox:      make(chan any, 64),
 		ctx:        ctx,
 		cancel:     cancel,
+		clientCtx:  clientCtx,
 		clientStop: clientCancel,
 		done:       make(chan struct{}),
 		first:      make(chan error, 1),
@@ -145,6 +146,14 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 		sending:    make(chan struct{}, 1),
 		recipients: map[string]types.JID{},
 	}
+}
+
+// setClient gives the hosting its client. whatsmeow's Connect, and the
+// reconnects it starts by itself, use the client's BackgroundEventCtx:
+// it is the hosting's clientCtx, which ends when hosting does (see stop).
+func (h *hosted) setClient(c *whatsmeow.Client) {
+	c.BackgroundEventCtx = h.clientCtx
+	h.client = c
 }
 
 // start runs the loop and subscribes it to the client's events.
