@@ -75,12 +75,12 @@ func TestLostLeaseStopsOnlyTheHostingItWasAbout(t *testing.T) {
 }
 
 // A restore whose client cannot connect (here the server answers the
-// websocket upgrade with 404) is released by the restore task's own
-// handler, which enqueues the takeover while it is still running. asynq
-// must not take that takeover for a duplicate of the running task and
-// swallow it, or the session waits for the next reconcile pass (issue 9,
-// bug 5). No reconciler runs here: only the released worker's task can
-// bring the session back.
+// websocket upgrade with 404) keeps retrying and, after ReleaseAfter
+// without a connection, is released by its worker, which enqueues the
+// takeover itself. asynq must not take that takeover for a duplicate of
+// the task that hosted the session and swallow it, or the session waits
+// for the next reconcile pass (issue 9, bug 5). No reconciler runs here:
+// only the released worker's enqueue can bring the session back.
 func TestTakeoverAfterReleaseIsNotSwallowed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -91,9 +91,9 @@ func TestTakeoverAfterReleaseIsNotSwallowed(t *testing.T) {
 	notWA := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(notWA.Close)
 	bad := waendpoint.Endpoint{Addr: notWA.Listener.Addr().String(), RootKey: e.emu.PubKey()}
-	w2 := e.startWorker("w2", workerOpts{endpoint: &bad, serve: true})
-	e.waitSession(s.SessionID, "released by w2's restore task", func(s store.Session) bool {
-		return store.Str(s.StatusReason) == string(store.ReasonConnectFailed) && s.WorkerID == nil
+	w2 := e.startWorker("w2", workerOpts{endpoint: &bad, serve: true, releaseAfter: 2 * time.Second})
+	e.waitSession(s.SessionID, "released by w2", func(s store.Session) bool {
+		return store.Str(s.StatusReason) == string(store.ReasonUnreachable) && s.WorkerID == nil
 	})
 	w2.stop()
 
