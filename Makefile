@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e test-messages test-outages build lint bench fuzz clean
+.PHONY: help run demo test test-e2e test-messages build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -23,9 +23,6 @@ test-e2e: ## Only the end-to-end suite: the real programs as processes against t
 
 test-messages: ## The message crash test at the issue's scale: 500 out and 500 in across SIGKILL/SIGTERM (E2E_MESSAGES).
 	@E2E_MESSAGES=$${E2E_MESSAGES:-500} TEST_SUITES=e2e scripts/test.sh -run TestMessagesExactlyOnceAcrossCrashes -v
-
-test-outages: ## Issue 9's longer Postgres outages (20 s, 60 s refused; 60 s hanging) under Toxiproxy; not in make test.
-	@scripts/services.sh && $(GO) test -race -count=1 -tags outages -run TestPostgresOutagesLong -v -timeout 30m ./internal/worker/
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin
