@@ -40,14 +40,18 @@ const (
 // plus whose it is and where it runs.
 type adminSessionView struct {
 	sessionView
-	UserID     string     `json:"userId"`
-	WorkerID   *string    `json:"workerId"`
-	LeaseState string     `json:"leaseState"`
-	LeaseUntil *time.Time `json:"leaseUntil"`
-	LeaseEpoch int64      `json:"leaseEpoch"`
+	UserID   string  `json:"userId"`
+	WorkerID *string `json:"workerId"`
+	// LastWorkerID is the worker that hosted the session last, kept after
+	// its lease ends (workerId is cleared then): where an ended session ran.
+	LastWorkerID *string    `json:"lastWorkerId"`
+	LeaseState   string     `json:"leaseState"`
+	LeaseUntil   *time.Time `json:"leaseUntil"`
+	LeaseEpoch   int64      `json:"leaseEpoch"`
 }
 
-func adminViewOf(s store.Session) adminSessionView {
+func adminViewOf(a store.AdminSession) adminSessionView {
+	s := a.Session
 	state := leaseNone
 	switch {
 	case s.WorkerID != nil && s.LeaseLive:
@@ -56,7 +60,7 @@ func adminViewOf(s store.Session) adminSessionView {
 		state = leaseLapsed
 	}
 	return adminSessionView{
-		sessionView: viewOf(s), UserID: s.UserID, WorkerID: s.WorkerID,
+		sessionView: viewOf(s), UserID: s.UserID, WorkerID: s.WorkerID, LastWorkerID: a.LastWorkerID,
 		LeaseState: state, LeaseUntil: utc(s.LeaseUntil), LeaseEpoch: s.LeaseEpoch,
 	}
 }
@@ -188,9 +192,9 @@ func (s *server) adminSessions(c *fiber.Ctx) error {
 }
 
 // adminSession reads the session named in the path, or answers 404.
-func (s *server) adminSession(ctx context.Context, c *fiber.Ctx) (store.Session, error) {
+func (s *server) adminSession(ctx context.Context, c *fiber.Ctx) (store.AdminSession, error) {
 	id := c.Params("sessionId")
-	sess, err := s.deps.Store.Get(ctx, id)
+	sess, err := s.deps.Store.AdminGet(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return sess, fail(http.StatusNotFound, codeSessionNotFound, "no session with this id")
 	}
@@ -245,16 +249,17 @@ func (s *server) adminDisconnect(c *fiber.Ctx) error {
 		return err
 	}
 	if did {
-		sess = changed
+		// The update does not change the worker: the last one read stays.
+		sess.Session = changed
 	} else {
-		if sess, err = s.deps.Store.Get(ctx, sess.SessionID); err != nil {
+		if sess, err = s.deps.Store.AdminGet(ctx, sess.SessionID); err != nil {
 			return err
 		}
 		if sess.DesiredState != store.DesiredGone || !(sess.Status.Live() || sess.DeviceJID != nil) {
 			return ok(c, http.StatusOK, adminViewOf(sess), "The session is already disconnected")
 		}
 	}
-	if err := s.dispatchDisconnect(ctx, sess); err != nil {
+	if err := s.dispatchDisconnect(ctx, sess.Session); err != nil {
 		return err
 	}
 	s.log.InfoContext(ctx, "admin disconnect requested", "session_id", sess.SessionID,

@@ -22,10 +22,11 @@ const (
 
 type adminSessionJSON struct {
 	sessionJSON
-	UserID     string  `json:"userId"`
-	WorkerID   *string `json:"workerId"`
-	LeaseState string  `json:"leaseState"`
-	LeaseUntil *string `json:"leaseUntil"`
+	UserID       string  `json:"userId"`
+	WorkerID     *string `json:"workerId"`
+	LastWorkerID *string `json:"lastWorkerId"`
+	LeaseState   string  `json:"leaseState"`
+	LeaseUntil   *string `json:"leaseUntil"`
 }
 
 type adminListJSON struct {
@@ -188,6 +189,70 @@ func TestAdminListFiltersAndPages(t *testing.T) {
 		{"worker=" + strings.Repeat("w", 256), "invalid_worker"},
 	} {
 		e.do(req{method: "GET", path: adminSessionsPath + "?" + tc.query, token: admin}).wantError(t, http.StatusBadRequest, tc.code)
+	}
+}
+
+// An ended session's lease is gone (workerId null), but the worker it
+// failed on is what an operator asks about: worker=w1&status=failed lists
+// the sessions that failed on w1, by their last worker, and a session
+// moved from w1 to w2 is listed under w2 only.
+func TestAdminListFindsEndedSessionsByTheirLastWorker(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	admin := e.token(newUser(), true)
+	ctx := context.Background()
+	var all []sessionJSON
+	for range 3 {
+		all = append(all, e.newSession(t))
+	}
+	end := func(w *worker) {
+		t.Helper()
+		if _, err := e.store.End(ctx, w.fence, store.Ending{Reason: store.ReasonConnectFailed, LastError: store.ErrServerUnreachable}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end(e.claim(t, all[0].SessionID, "w1"))
+	end(e.claim(t, all[1].SessionID, "w2"))
+	moved := e.claim(t, all[2].SessionID, "w1")
+	moved.connect(t, "15550000004", "D")
+	if _, err := e.store.Release(ctx, moved.fence, store.ReasonRebalance, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.claim(t, all[2].SessionID, "w2")
+
+	list := func(query string) []adminSessionJSON {
+		t.Helper()
+		var page adminListJSON
+		e.do(req{method: "GET", path: adminSessionsPath + "?" + query, token: admin}).data(t, &page)
+		return page.Sessions
+	}
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"worker=w1&status=failed", []string{all[0].SessionID}},
+		{"worker=w2&status=failed", []string{all[1].SessionID}},
+		{"worker=w1", []string{all[0].SessionID}},
+		{"worker=w2", []string{all[2].SessionID, all[1].SessionID}},
+	} {
+		got := list(tc.query)
+		var ids []string
+		for _, s := range got {
+			ids = append(ids, s.SessionID)
+		}
+		if strings.Join(ids, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%s: got %v, want %v", tc.query, ids, tc.want)
+		}
+	}
+	failed := list("worker=w1&status=failed")
+	if len(failed) == 1 && (failed[0].WorkerID != nil || store.Str(failed[0].LastWorkerID) != "w1" || failed[0].LeaseState != "none") {
+		t.Errorf("the failed session: workerId %v, lastWorkerId %v, lease %s; want null, w1, none",
+			failed[0].WorkerID, store.Str(failed[0].LastWorkerID), failed[0].LeaseState)
+	}
+	var d adminDetailJSON
+	e.do(req{method: "GET", path: adminSessionsPath + "/" + all[0].SessionID, token: admin}).data(t, &d)
+	if store.Str(d.Session.LastWorkerID) != "w1" {
+		t.Errorf("detail: lastWorkerId %v, want w1", d.Session.LastWorkerID)
 	}
 }
 

@@ -58,9 +58,24 @@ func ParseCursor(s string) (Cursor, error) {
 	return Cursor{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, nil
 }
 
+// AdminSession is a session as the operators' queries read it: the row
+// plus the worker that hosted it last.
+type AdminSession struct {
+	Session
+	// LastWorkerID is the last worker that held the session's lease, kept
+	// after the lease ends (migrations/00018_admin_last_worker.sql); nil
+	// if no worker ever hosted it.
+	LastWorkerID *string `db:"last_worker_id"`
+}
+
+// adminColumns selects an AdminSession.
+const adminColumns = sessionColumns + `, last_worker_id`
+
 // AdminFilter selects sessions for the admin list; zero fields match all.
 type AdminFilter struct {
-	Status   Status
+	Status Status
+	// WorkerID matches the sessions that worker hosts now or hosted last
+	// (last_worker_id): an ended session keeps its last worker.
 	WorkerID string
 	UserID   string
 	After    *Cursor
@@ -72,7 +87,7 @@ type AdminFilter struct {
 // the cursor of the next page (nil on the last one). Only the conditions
 // asked for are in the SQL, so the planner picks the index made for that
 // shape (status, worker or user) instead of a generic plan.
-func (s *Store) AdminList(ctx context.Context, f AdminFilter) ([]Session, *Cursor, error) {
+func (s *Store) AdminList(ctx context.Context, f AdminFilter) ([]AdminSession, *Cursor, error) {
 	if f.Limit < 1 || f.Limit > MaxAdminPage {
 		return nil, nil, fmt.Errorf("store: admin list: limit %d out of 1..%d", f.Limit, MaxAdminPage)
 	}
@@ -81,7 +96,7 @@ func (s *Store) AdminList(ctx context.Context, f AdminFilter) ([]Session, *Curso
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: admin list: %w", err)
 	}
-	list, err := collectAll(rows)
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[AdminSession])
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: admin list: %w", err)
 	}
@@ -106,7 +121,7 @@ func adminListQuery(f AdminFilter) (string, []any) {
 		where = append(where, "status = "+arg(string(f.Status)))
 	}
 	if f.WorkerID != "" {
-		where = append(where, "worker_id = "+arg(f.WorkerID))
+		where = append(where, "last_worker_id = "+arg(f.WorkerID))
 	}
 	if f.UserID != "" {
 		where = append(where, "user_id = "+arg(f.UserID)+"::uuid")
@@ -114,13 +129,51 @@ func adminListQuery(f AdminFilter) (string, []any) {
 	if f.After != nil {
 		where = append(where, "(created_at, id) < ("+arg(f.After.CreatedAt)+"::timestamptz, "+arg(f.After.ID)+"::uuid)")
 	}
-	q := `SELECT ` + sessionColumns + ` FROM whatsapp_sessions`
+	q := `SELECT ` + adminColumns + ` FROM whatsapp_sessions`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	// One row more than the page tells whether another page follows.
 	q += ` ORDER BY created_at DESC, id DESC LIMIT ` + arg(f.Limit+1)
 	return q, args
+}
+
+// AdminGet reads one session by its session id, whoever its user
+// (ErrNotFound when there is none).
+func (s *Store) AdminGet(ctx context.Context, sessionID string) (AdminSession, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+adminColumns+` FROM whatsapp_sessions WHERE session_id = $1`, sessionID)
+	if err != nil {
+		return AdminSession{}, fmt.Errorf("store: admin get: %w", err)
+	}
+	sess, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[AdminSession])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return AdminSession{}, ErrNotFound
+	}
+	if err != nil {
+		return AdminSession{}, fmt.Errorf("store: admin get: %w", err)
+	}
+	return sess, nil
+}
+
+// MaxAdminBatch bounds AdminSessions' ids.
+const MaxAdminBatch = 500
+
+// AdminSessions reads the sessions with these session ids (those that
+// exist, in no particular order): what the admin event stream shows of the
+// sessions it was told changed.
+func (s *Store) AdminSessions(ctx context.Context, sessionIDs []string) ([]AdminSession, error) {
+	if len(sessionIDs) > MaxAdminBatch {
+		return nil, fmt.Errorf("store: admin sessions: %d ids, at most %d", len(sessionIDs), MaxAdminBatch)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+adminColumns+` FROM whatsapp_sessions WHERE session_id = ANY($1)`, sessionIDs)
+	if err != nil {
+		return nil, fmt.Errorf("store: admin sessions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[AdminSession])
+	if err != nil {
+		return nil, fmt.Errorf("store: admin sessions: %w", err)
+	}
+	return out, nil
 }
 
 // StatusChange is one row of a session's status history.
