@@ -69,6 +69,7 @@ type Hub struct {
 	ps      *redis.PubSub // nil while not subscribed
 	cancel  context.CancelFunc
 	users   map[string]map[*Listener]struct{}
+	all     map[*Listener]struct{} // StreamAll's listeners: every user's changes
 	streams map[string]int
 	total   int
 	closed  bool
@@ -90,7 +91,7 @@ func NewHub(bus *Bus, opts HubOptions) *Hub {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Hub{bus: bus, opts: opts,
-		users: make(map[string]map[*Listener]struct{}), streams: make(map[string]int)}
+		users: make(map[string]map[*Listener]struct{}), all: make(map[*Listener]struct{}), streams: make(map[string]int)}
 }
 
 // Listener signals changes of one user's sessions.
@@ -106,6 +107,36 @@ type Listener struct {
 	userID  string
 	counted bool
 	ended   bool // guarded by hub.mu
+
+	// StreamAll's listeners only, guarded by hub.mu: the sessions named by
+	// the changes not yet taken, and whether more changed than are kept.
+	every    bool
+	pending  map[string]struct{}
+	overflow bool
+}
+
+// MaxPendingChanges is how many changed sessions a StreamAll listener
+// keeps between two Changed calls; beyond it Changed reports an overflow
+// (the reader reads everything again) instead of growing without bound.
+const MaxPendingChanges = 256
+
+// Changed returns the sessions named by the changes signalled since the
+// last call, and clears them. overflow means more sessions changed than
+// MaxPendingChanges, or a change named no session: the reader must read
+// everything again. The ids come from the published events, which anything
+// able to publish on Redis can forge: read the sessions they name from the
+// database and show that, never take them for a change itself. Only
+// StreamAll's listeners collect them.
+func (s *Listener) Changed() (sessionIDs []string, overflow bool) {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	for id := range s.pending {
+		sessionIDs = append(sessionIDs, id)
+	}
+	overflow = s.overflow
+	clear(s.pending)
+	s.overflow = false
+	return sessionIDs, overflow
 }
 
 // Close ends the subscription; it is safe to call more than once.
@@ -129,6 +160,18 @@ func (h *Hub) Stream(ctx context.Context, userID string) (*Listener, error) {
 	return h.add(ctx, userID, true)
 }
 
+// StreamAll is Stream for an operator's view of every user's sessions
+// (the admin dashboard's live updates): its listener is signalled on every
+// user's change and collects the session ids the changes name (Changed).
+// It is counted against the caps under key (the operator's user id), like
+// that user's own streams.
+func (h *Hub) StreamAll(ctx context.Context, key string) (*Listener, error) {
+	if err := h.admit(key); err != nil {
+		return nil, err
+	}
+	return h.addListener(ctx, key, true, true)
+}
+
 // Streams is the number of event streams open on this process.
 func (h *Hub) Streams() int {
 	h.mu.Lock()
@@ -137,7 +180,11 @@ func (h *Hub) Streams() int {
 }
 
 func (h *Hub) add(ctx context.Context, userID string, counted bool) (*Listener, error) {
-	if counted {
+	return h.addListener(ctx, userID, counted, false)
+}
+
+func (h *Hub) addListener(ctx context.Context, userID string, counted, every bool) (*Listener, error) {
+	if counted && !every {
 		// Refuse over the caps before touching Redis.
 		if err := h.admit(userID); err != nil {
 			return nil, err
@@ -164,6 +211,11 @@ func (h *Hub) add(ctx context.Context, userID string, counted bool) (*Listener, 
 	}
 	c := make(chan struct{}, 1)
 	s := &Listener{C: c, c: c, hub: h, userID: userID, counted: counted}
+	if every {
+		s.every, s.pending = true, make(map[string]struct{})
+		h.all[s] = struct{}{}
+		return s, nil
+	}
 	set := h.users[userID]
 	if set == nil {
 		set = make(map[*Listener]struct{})
@@ -196,7 +248,9 @@ func (h *Hub) endLocked(s *Listener) {
 	}
 	s.ended = true
 	close(s.c)
-	if set := h.users[s.userID]; set != nil {
+	if s.every {
+		delete(h.all, s)
+	} else if set := h.users[s.userID]; set != nil {
 		delete(set, s)
 		if len(set) == 0 {
 			delete(h.users, s.userID)
@@ -285,7 +339,8 @@ func (h *Hub) dispatch(m *redis.Message) {
 		return
 	}
 	var w struct {
-		UserID string `json:"userId"`
+		UserID    string `json:"userId"`
+		SessionID string `json:"sessionId"`
 	}
 	if err := json.Unmarshal([]byte(m.Payload), &w); err != nil || w.UserID != userID {
 		return
@@ -293,10 +348,30 @@ func (h *Hub) dispatch(m *redis.Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.users[userID] {
-		select {
-		case s.c <- struct{}{}:
-		default: // a signal is already pending: coalesced
+		signal(s)
+	}
+	for s := range h.all {
+		switch {
+		case s.overflow:
+		case w.SessionID == "" || len(w.SessionID) > maxSessionIDLen || len(s.pending) >= MaxPendingChanges:
+			s.overflow = true
+			clear(s.pending)
+		default:
+			s.pending[w.SessionID] = struct{}{}
 		}
+		signal(s)
+	}
+}
+
+// maxSessionIDLen is the session_id column's size: a longer id names no
+// session.
+const maxSessionIDLen = 255
+
+// signal wakes s's reader, unless a signal is already pending (coalesced).
+func signal(s *Listener) {
+	select {
+	case s.c <- struct{}{}:
+	default:
 	}
 }
 

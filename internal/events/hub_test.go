@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -155,5 +156,105 @@ func TestHubEndsListenersWhenRedisIsLost(t *testing.T) {
 	}
 	if !signalled(l2, 10*time.Second) {
 		t.Fatal("no signal after resubscribing")
+	}
+}
+
+// An operator's StreamAll listener is signalled by every user's changes
+// and collects the sessions they name (once each, until taken); a payload
+// naming another user than its channel is dropped as for any listener; a
+// change naming no session, or more sessions than it keeps, is an
+// overflow (read everything again), never an unbounded set. It counts
+// against the operator's stream cap.
+func TestHubStreamAllCollectsEveryUsersChanges(t *testing.T) {
+	r := testenv.NewRedisDB(t)
+	b := bus(t, r)
+	h := events.NewHub(b, events.HubOptions{PerUser: 1})
+	t.Cleanup(h.Close)
+	ctx := context.Background()
+	const operator = "00000000-0000-4000-8000-0000000000ad"
+	all, err := h.StreamAll(ctx, operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.StreamAll(ctx, operator); !errors.Is(err, events.ErrUserStreams) {
+		t.Fatalf("a second stream over the operator's cap of 1: %v, want ErrUserStreams", err)
+	}
+	la, err := h.Stream(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(user, session string) {
+		t.Helper()
+		if err := b.Publish(ctx, events.Event{Type: events.TypeStatus, SessionID: session, UserID: user, Status: "connected"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(alice, "s-a")
+	publish(bob, "s-b")
+	publish(bob, "s-b")
+	raw := redis.NewClient(r.Options())
+	defer raw.Close()
+	if err := raw.Publish(ctx, b.Channel(alice), `{"userId":"`+bob+`","sessionId":"forged"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	publish(alice, "s-barrier") // dispatched in order: once seen, all above were
+	if !signalled(la, 10*time.Second) {
+		t.Fatal("alice's own listener was not signalled")
+	}
+	got := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for !got["s-barrier"] {
+		if !signalled(all, time.Until(deadline)) {
+			t.Fatalf("the operator's listener was not signalled of every change; has %v", got)
+		}
+		ids, overflow := all.Changed()
+		if overflow {
+			t.Fatalf("overflow after four changes")
+		}
+		for _, id := range ids {
+			if got[id] {
+				t.Errorf("session %s reported twice", id)
+			}
+			got[id] = true
+		}
+	}
+	if !got["s-a"] || !got["s-b"] || got["forged"] || len(got) != 3 {
+		t.Fatalf("changed sessions %v, want s-a, s-b, s-barrier", got)
+	}
+
+	overflows := func(publishAll func()) {
+		t.Helper()
+		publishAll()
+		publish(alice, "s-barrier-2")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if !signalled(all, time.Until(deadline)) {
+				t.Fatal("no overflow reported")
+			}
+			ids, overflow := all.Changed()
+			if overflow {
+				if len(ids) != 0 {
+					t.Errorf("an overflow came with %d ids, want none", len(ids))
+				}
+				return
+			}
+			if len(ids) > events.MaxPendingChanges {
+				t.Fatalf("%d ids pending, more than %d", len(ids), events.MaxPendingChanges)
+			}
+		}
+	}
+	overflows(func() {
+		for i := 0; i <= events.MaxPendingChanges; i++ {
+			publish(bob, "s-"+strconv.Itoa(i))
+		}
+	})
+	overflows(func() {
+		if err := raw.Publish(ctx, b.Channel(bob), `{"userId":"`+bob+`"}`).Err(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	all.Close()
+	if _, err := h.StreamAll(ctx, operator); err != nil {
+		t.Fatalf("after Close the operator's cap is free again: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 const (
 	adminSessionsPath = "/api/integrations/admin/sessions"
 	adminWorkersPath  = "/api/integrations/admin/workers"
+	adminEventsPath   = "/api/integrations/admin/events"
 )
 
 type adminSessionJSON struct {
@@ -79,6 +80,7 @@ func TestAdminRoutesRefuseNonAdmins(t *testing.T) {
 		{"GET", adminSessionsPath + "/" + s.SessionID},
 		{"POST", adminSessionsPath + "/" + s.SessionID + "/disconnect"},
 		{"GET", adminWorkersPath},
+		{"GET", adminEventsPath},
 	}
 	for _, r := range routes {
 		e.do(req{method: r.method, path: r.path, token: user}).wantError(t, http.StatusForbidden, "forbidden")

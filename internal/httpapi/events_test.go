@@ -29,7 +29,13 @@ type stream struct {
 
 func (e *env) openStream(t *testing.T, base, token string) *stream {
 	t.Helper()
-	hr, err := http.NewRequest("GET", base+eventsPath, nil)
+	return e.openStreamAt(t, base, eventsPath, token)
+}
+
+// openStreamAt opens the event stream at path (the user's or the admin's).
+func (e *env) openStreamAt(t *testing.T, base, path, token string) *stream {
+	t.Helper()
+	hr, err := http.NewRequest("GET", base+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +51,7 @@ func (e *env) openStream(t *testing.T, base, token string) *stream {
 		t.Fatalf("events: %d %s", res.StatusCode, b)
 	}
 	// The head against the contract (the body is a stream).
-	checkContract(t, "GET", eventsPath, response{Status: res.StatusCode, Header: res.Header})
+	checkContract(t, "GET", path, response{Status: res.StatusCode, Header: res.Header})
 	s := &stream{t: t, res: res, events: make(chan sseEvent, 64)}
 	go func() {
 		defer close(s.events)

@@ -43,6 +43,7 @@ func (s *server) routes(app *fiber.App) {
 	app.Get(admin+"/sessions/:sessionId", s.authenticate, requireAdmin, s.adminSessionDetail)
 	app.Post(admin+"/sessions/:sessionId/disconnect", s.authenticate, requireAdmin, s.adminDisconnect)
 	app.Get(admin+"/workers", s.authenticate, requireAdmin, s.adminWorkers)
+	app.Get(admin+"/events", s.authenticate, requireAdmin, s.adminEvents)
 	app.Put(admin+"/sessions/:sessionId/proxy", s.authenticate, requireAdmin, s.setSessionProxy)
 
 	// Last: the frontend's static files, reached only by paths no route
