@@ -13,6 +13,12 @@
 // to show as an image on the page, and how long after a scan the page shows
 // the session connected.
 //
+// TestAdminPage does the same for the operators' dashboard (/admin) with
+// thousands of seeded sessions: filters, paging, a session appearing and
+// connecting live, its detail and history, a confirmed disconnect, a user's
+// token refused; it logs FIGURE admin_first_paint and saves its screenshots
+// under artifacts/browser/admin/.
+//
 // Chromium must be at /usr/bin/chromium: `make test` installs it
 // (scripts/chromium.sh). Without it the test fails, never skips.
 package browser

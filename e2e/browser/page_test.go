@@ -27,15 +27,24 @@ const (
 )
 
 // artifactsDir is where the screenshots go: artifacts/browser at the
-// repository root (git-ignored), emptied at the start of each run.
-func artifactsDir(t *testing.T) string {
+// repository root (git-ignored), or sub under it; its files are deleted at
+// the start of each run (not its subfolders: another test's).
+func artifactsDir(t *testing.T, sub ...string) string {
 	t.Helper()
-	dir := filepath.Join(root, "artifacts", "browser")
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
+	dir := filepath.Join(append([]string{root, "artifacts", "browser"}, sub...)...)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	old, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range old {
+		if !e.IsDir() {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	t.Logf("screenshots of each state go to %s", dir)
 	return dir

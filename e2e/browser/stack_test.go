@@ -109,6 +109,7 @@ type stack struct {
 	t        *testing.T
 	dir      string
 	redis    testenv.RedisDB
+	dsn      string // the stack's database
 	base     string // http://host:port of the api
 	emu      string // http://host:port of the emulator's control API
 	signer   *auth.Signer
@@ -124,6 +125,7 @@ func newStack(t *testing.T, emuArgs ...string) *stack {
 	t.Helper()
 	s := &stack{t: t, dir: t.TempDir(), http: &http.Client{Timeout: 30 * time.Second}}
 	dsn := testenv.NewDatabase(t)
+	s.dsn = dsn
 	s.redis = testenv.NewRedisDB(t)
 	t.Cleanup(s.teardown) // runs before the database is dropped
 
@@ -250,7 +252,13 @@ func (s *stack) teardown() {
 // token is a bearer token for userID, valid for an hour.
 func (s *stack) token(t *testing.T, userID string) string {
 	t.Helper()
-	tok, err := s.signer.Sign(userID, false, time.Hour)
+	return s.tokenAs(t, userID, false)
+}
+
+// tokenAs is token, with role admin when admin is set.
+func (s *stack) tokenAs(t *testing.T, userID string, admin bool) string {
+	t.Helper()
+	tok, err := s.signer.Sign(userID, admin, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -191,3 +191,102 @@ func TestNoInlineCode(t *testing.T) {
 		t.Errorf("CSP %q", web.CSP)
 	}
 }
+
+// The operators' dashboard is served at /admin from the same files, with
+// the same headers, and loads its script and styles by absolute paths
+// (it is reached as /admin and /admin/ alike).
+func TestAdminPageServed(t *testing.T) {
+	app := httpapi.New(httpapi.Deps{}, httpapi.Options{Static: web.FS(), StaticHeaders: web.Headers()})
+	tests := []struct {
+		path, contentType, contains string
+	}{
+		{"/admin", "text/html", `data-testid="sessions"`},
+		{"/admin/", "text/html", `src="/admin/admin.js"`},
+		{"/admin/admin.js", "javascript", "/api/integrations/admin"},
+		{"/admin/admin.css", "text/css", ".sessions"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, err := app.Test(httptest.NewRequest("GET", tt.path, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET %s: %d %s", tt.path, resp.StatusCode, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.Contains(ct, tt.contentType) {
+				t.Errorf("GET %s: Content-Type %q, want %s", tt.path, ct, tt.contentType)
+			}
+			if !strings.Contains(string(body), tt.contains) {
+				t.Errorf("GET %s: body lacks %q", tt.path, tt.contains)
+			}
+			if got := resp.Header.Get("Content-Security-Policy"); got != web.CSP {
+				t.Errorf("GET %s: Content-Security-Policy %q, want %q", tt.path, got, web.CSP)
+			}
+		})
+	}
+}
+
+// The dashboard relies on no inline code the CSP would block, every
+// element admin.js looks up exists, and every field it reads from the
+// admin API's answers is one docs/openapi.yaml defines: s. is an
+// AdminSession, h. a StatusChange, w. a Worker, q. a QueueLoad.
+func TestAdminPageScript(t *testing.T) {
+	index, js := read(t, "admin/index.html"), read(t, "admin/admin.js")
+	scripts := regexp.MustCompile(`(?is)<script([^>]*)>(.*?)</script>`).FindAllStringSubmatch(index, -1)
+	if len(scripts) != 1 || !strings.Contains(scripts[0][1], `src="/admin/admin.js"`) || strings.TrimSpace(scripts[0][2]) != "" {
+		t.Errorf("admin/index.html must load admin.js and nothing inline: %q", scripts)
+	}
+	for _, bad := range []*regexp.Regexp{
+		regexp.MustCompile(`(?i)<style`), regexp.MustCompile(`(?i)\sstyle=`),
+		regexp.MustCompile(`(?i)\son[a-z]+=`), regexp.MustCompile(`(?i)javascript:`),
+	} {
+		if m := bad.FindString(index); m != "" {
+			t.Errorf("admin/index.html has inline code the CSP blocks: %q", m)
+		}
+	}
+	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "setAttribute('style'", "eval(", "new Function", "document.write"} {
+		if strings.Contains(js, bad) {
+			t.Errorf("admin.js uses %s", bad)
+		}
+	}
+
+	ids := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\bid="([^"]+)"`).FindAllStringSubmatch(index, -1) {
+		ids[m[1]] = true
+	}
+	used := regexp.MustCompile(`\$\('([^']+)'\)`).FindAllStringSubmatch(js, -1)
+	if len(used) < 20 {
+		t.Fatalf("found only %d id lookups in admin.js: the pattern no longer matches", len(used))
+	}
+	for _, m := range used {
+		if !ids[m[1]] {
+			t.Errorf("admin.js uses #%s, which admin/index.html does not have", m[1])
+		}
+	}
+
+	doc, err := openapi3.NewLoader().LoadFromData(docs.OpenAPI)
+	if err != nil {
+		t.Fatalf("docs/openapi.yaml: %v", err)
+	}
+	for _, tt := range []struct{ variable, schema string }{
+		{"s", "AdminSession"}, {"h", "StatusChange"}, {"w", "Worker"}, {"q", "QueueLoad"},
+	} {
+		ref := doc.Components.Schemas[tt.schema]
+		if ref == nil || ref.Value == nil {
+			t.Fatalf("docs/openapi.yaml has no schema %s", tt.schema)
+		}
+		seen := 0
+		for _, m := range regexp.MustCompile(`\b`+tt.variable+`\.([a-zA-Z]+)`).FindAllStringSubmatch(js, -1) {
+			seen++
+			if _, ok := ref.Value.Properties[m[1]]; !ok {
+				t.Errorf("admin.js reads %s.%s, which schema %s does not define", tt.variable, m[1], tt.schema)
+			}
+		}
+		if seen == 0 {
+			t.Errorf("no field reads of %s. in admin.js: the pattern no longer matches", tt.variable)
+		}
+	}
+}
