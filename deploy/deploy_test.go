@@ -6,7 +6,9 @@ package deploy
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -109,5 +111,48 @@ func TestGrafanaDashboards(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Grafana never starts with its default admin/admin: the compose service's
+// entrypoint refuses an unset or short GRAFANA_ADMIN_PASSWORD before it
+// hands over to Grafana's /run.sh. The script is run here with sh, as the
+// container would run it (compose's $$ is a literal $).
+func TestGrafanaRefusesItsDefaultPassword(t *testing.T) {
+	compose := readYAML(t, "../docker-compose.yml")
+	svc, _ := compose["services"].(map[string]any)["grafana"].(map[string]any)
+	env, _ := svc["environment"].(map[string]any)
+	if v, _ := env["GF_SECURITY_ADMIN_PASSWORD"].(string); v != "${GRAFANA_ADMIN_PASSWORD:-}" {
+		t.Errorf("GF_SECURITY_ADMIN_PASSWORD is %q, want ${GRAFANA_ADMIN_PASSWORD:-} (no default password)", v)
+	}
+	ep, _ := svc["entrypoint"].([]any)
+	if len(ep) != 4 || ep[0] != "/bin/sh" || ep[1] != "-c" {
+		t.Fatalf("grafana's entrypoint is %v, want /bin/sh -c <check> grafana", ep)
+	}
+	script := strings.ReplaceAll(ep[2].(string), "$$", "$")
+	for _, tc := range []struct {
+		name, password string
+		refused        bool
+	}{
+		{"unset", "", true},
+		{"Grafana's default", "admin", true},
+		{"15 characters", strings.Repeat("x", 15), true},
+		{"16 characters", strings.Repeat("x", 16), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("/bin/sh", "-c", script, "grafana")
+			cmd.Env = []string{"PATH=/usr/bin:/bin", "GF_SECURITY_ADMIN_PASSWORD=" + tc.password}
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				t.Fatalf("the script ended with %v, want an exit status (%s)", err, out)
+			}
+			refused := exit.ExitCode() == 1 && strings.Contains(string(out), "set GRAFANA_ADMIN_PASSWORD")
+			// Let through, it execs Grafana's /run.sh, which this machine lacks.
+			passed := exit.ExitCode() == 127 && strings.Contains(string(out), "/run.sh")
+			if tc.refused && !refused || !tc.refused && !passed {
+				t.Errorf("password %q: exit %d, %q; want refused=%v", tc.password, exit.ExitCode(), out, tc.refused)
+			}
+		})
 	}
 }
