@@ -295,9 +295,13 @@
     return '/sessions?' + p.toString();
   }
 
+  // loadList shows the current page; an answer that comes after the answer
+  // to a later request (a filter changed meanwhile) is dropped.
+  let listSeq = 0;
   async function loadList() {
+    const seq = ++listSeq;
     const { data } = await call('GET', listQuery(cursors[cursors.length - 1]));
-    renderList(data);
+    if (seq === listSeq) renderList(data);
   }
 
   // matches says whether s belongs in the table under the current filter.
