@@ -333,6 +333,15 @@ func TestAdminPage(t *testing.T) {
 	}
 	p.shot("7-disconnected")
 
+	// Any session by its id (from a log line or a user's report): it opens.
+	p.click("filter-clear")
+	p.setValue("filter-user", created.SessionID)
+	p.click("filter-apply")
+	p.waitFor("the detail opened by session id", `document.getElementById('detail').open &&
+	  document.getElementById('detail-h').textContent === 'Session `+created.SessionID+`' &&
+	  document.querySelectorAll('[data-testid=history-entry]').length >= 4`, 10*time.Second)
+	p.click("detail-close")
+
 	// A plain user's token is refused with a reason, and nothing is shown.
 	u := adminPage{newPage(t, browser, s, "admin-user", shots)}
 	u.open(userTok, "")

@@ -568,7 +568,13 @@
   for (const st of STATUSES) $('f-status').append(el('option', { value: st }, st));
   $('filters').addEventListener('submit', (e) => {
     e.preventDefault();
-    applyFilter({ status: $('f-status').value, worker: $('f-worker').value.trim(), user: $('f-user').value.trim() });
+    const who = $('f-user').value.trim();
+    // A session id (from a log line, a user's report) opens that session.
+    if (who.startsWith('whatsapp_')) {
+      $('f-user').value = filter.user;
+      return void openDetail(who);
+    }
+    applyFilter({ status: $('f-status').value, worker: $('f-worker').value.trim(), user: who });
   });
   $('f-clear').addEventListener('click', () => applyFilter({ status: '', worker: '', user: '' }));
   $('older').addEventListener('click', () => {
