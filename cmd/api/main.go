@@ -162,6 +162,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Create:       cfg.RateLimitCreate,
 			Disconnect:   cfg.RateLimitDisconnect,
 			PairingPhone: cfg.RateLimitPairingPhone,
+			Send:         cfg.RateLimitSend,
 		},
 		MonitorUser:     cfg.MonitorUser,
 		MonitorPassword: cfg.MonitorPassword,
@@ -205,7 +206,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		"metrics_addr", listenerAddr(apps, "API_METRICS_ADDR"), "metrics_token", cfg.MetricsToken != "",
 		"qr_wait", cfg.QRWait.String(), "session_ttl", cfg.SessionTTL.String(),
 		"rate_limit_create", cfg.RateLimitCreate.String(), "rate_limit_disconnect", cfg.RateLimitDisconnect.String(),
-		"rate_limit_pairing_phone", cfg.RateLimitPairingPhone.String(),
+		"rate_limit_pairing_phone", cfg.RateLimitPairingPhone.String(), "rate_limit_send", cfg.RateLimitSend.String(),
 		"jwt_issuer", cfg.JWTIssuer, "jwt_audience", cfg.JWTAudience)
 	served := make(chan error, len(apps))
 	for _, a := range apps {

@@ -117,6 +117,9 @@ type Config struct {
 	RateLimitCreate       ratelimit.Limit `env:"RATE_LIMIT_CREATE" envDefault:"10/1m"`
 	RateLimitDisconnect   ratelimit.Limit `env:"RATE_LIMIT_DISCONNECT" envDefault:"10/1m"`
 	RateLimitPairingPhone ratelimit.Limit `env:"RATE_LIMIT_PAIRING_PHONE" envDefault:"3/1h"`
+	// RateLimitSend caps POST /messages per user; the default is three
+	// times the default SEND_RATE, room for bursts that pacing then spreads.
+	RateLimitSend ratelimit.Limit `env:"RATE_LIMIT_SEND" envDefault:"60/1m"`
 
 	// SendRate paces each session's sends (messages per minute, 0 = off),
 	// with bursts of up to SendBurst; the bucket lives in Postgres, so a

@@ -22,7 +22,8 @@ func TestLoadDefaults(t *testing.T) {
 	if cfg.HTTPAddr != ":8080" || cfg.SessionTTL != 24*time.Hour || cfg.LeaseTTL != 30*time.Second ||
 		cfg.RestoreInterval != time.Minute || cfg.QRWait != 3*time.Second || cfg.CleanupCron != "0 * * * *" ||
 		!cfg.MonitorReadOnly || cfg.RateLimitPairingPhone != (ratelimit.Limit{N: 3, Per: time.Hour}) ||
-		cfg.RateLimitCreate != (ratelimit.Limit{N: 10, Per: time.Minute}) || cfg.RateLimitDisconnect != (ratelimit.Limit{N: 10, Per: time.Minute}) {
+		cfg.RateLimitCreate != (ratelimit.Limit{N: 10, Per: time.Minute}) || cfg.RateLimitDisconnect != (ratelimit.Limit{N: 10, Per: time.Minute}) ||
+		cfg.RateLimitSend != (ratelimit.Limit{N: 60, Per: time.Minute}) {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 	if got, want := cfg.PostgresURL(), "postgres://postgres@127.0.0.1:5432/wasessions?sslmode=prefer"; got != want {

@@ -28,6 +28,11 @@ type Limits struct {
 	// it any user could harass any number, and get the workers' addresses
 	// banned for every tenant.
 	PairingPhone ratelimit.Limit
+	// Send caps POST /messages per user (RATE_LIMIT_SEND): every accepted
+	// message is a row in Postgres until its retention ends, and sends
+	// beyond what the session's pacing (SEND_RATE) can deliver within
+	// MESSAGE_TTL only expire. Retries with an Idempotency-Key count too.
+	Send ratelimit.Limit
 }
 
 // Names of the limits: in the 429's details and in the Redis keys.
@@ -35,6 +40,7 @@ const (
 	limitCreate       = "create"
 	limitDisconnect   = "disconnect"
 	limitPairingPhone = "pairing_phone"
+	limitSend         = "send"
 )
 
 // limitMessages say, for a 429, what the caller did too often.
@@ -42,12 +48,13 @@ var limitMessages = map[string]string{
 	limitCreate:       "too many new sessions for this user",
 	limitDisconnect:   "too many disconnect requests for this user",
 	limitPairingPhone: "too many pairing codes requested for this phone number",
+	limitSend:         "too many messages sent by this user",
 }
 
 // perUser limits the authenticated caller on its route to lim, counted
 // under name. It goes after authenticate, so a new route is one line:
 //
-//	app.Post(wa+"/messages", s.authenticate, s.perUser("send", s.opts.Limits.Send), s.send)
+//	app.Post(wa+"/disconnect", s.authenticate, s.perUser(limitDisconnect, s.opts.Limits.Disconnect), s.disconnect)
 //
 // and its name gets a sentence in limitMessages.
 func (s *server) perUser(name string, lim ratelimit.Limit) fiber.Handler {

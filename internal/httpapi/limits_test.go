@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
@@ -130,4 +131,31 @@ func TestDisconnectLimitPerUser(t *testing.T) {
 	want429(t, e.do(req{method: "POST", path: disconnectPath, token: tok}), "disconnect")
 	// Not authenticated: 401 before any limit.
 	e.do(req{method: "POST", path: disconnectPath}).wantError(t, http.StatusUnauthorized, "token_missing")
+}
+
+// TestSendLimitPerUser: POST /messages per user (RATE_LIMIT_SEND). Over the
+// limit the answer is 429 and nothing is queued; another user still sends.
+func TestSendLimitPerUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(s *setup) { s.opts.Limits.Send = hourly(3) })
+	_, tok, _ := e.linkedUser(t)
+	for i := range 3 {
+		if r := e.do(req{method: "POST", path: messagesPath, token: tok, body: sendBody("+15557654321", fmt.Sprint("hi ", i))}); r.Status != http.StatusAccepted {
+			t.Fatalf("send %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	want429(t, e.do(req{method: "POST", path: messagesPath, token: tok, body: sendBody("+15557654321", "one too many")}), "send")
+	var list struct {
+		Messages []messageJSON `json:"messages"`
+	}
+	e.do(req{method: "GET", path: messagesPath, token: tok}).data(t, &list)
+	if len(list.Messages) != 3 {
+		t.Fatalf("%d messages queued, want the 3 within the limit", len(list.Messages))
+	}
+	// The count is the user's: another user (with no session) gets the
+	// route's own answer, not 429.
+	other := e.token(newUser(), false)
+	e.do(req{method: "POST", path: messagesPath, token: other, body: sendBody("+15557654321", "hi")}).wantError(t, http.StatusConflict, "session_not_linked")
+	// Not authenticated: 401 before any limit.
+	e.do(req{method: "POST", path: messagesPath, body: sendBody("+15557654321", "hi")}).wantError(t, http.StatusUnauthorized, "token_missing")
 }

@@ -33,7 +33,7 @@ func (s *server) routes(app *fiber.App) {
 	app.Get(wa+"/status", noStore, s.authenticate, s.status)
 	app.Post(wa+"/disconnect", noStore, s.authenticate, s.perUser(limitDisconnect, s.opts.Limits.Disconnect), s.disconnect)
 	app.Get(wa+"/events", s.authenticate, s.events)
-	app.Post(wa+"/messages", s.authenticate, s.sendMessage)
+	app.Post(wa+"/messages", s.authenticate, s.perUser(limitSend, s.opts.Limits.Send), s.sendMessage)
 	app.Get(wa+"/messages", s.authenticate, s.listMessages)
 	app.Get(wa+"/messages/:messageId", s.authenticate, s.getMessage)
 	app.Get("/api/integrations/sessions/stats", s.authenticate, s.stats)
