@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -96,6 +98,95 @@ func (c *apiClient) message(user, id string) (message, error) {
 	var m message
 	_, err := c.data("GET", pathMessages+"/"+id, user, false, http.StatusOK, &m)
 	return m, err
+}
+
+// messageEvent is the data of a message.* event on the events stream.
+type messageEvent struct {
+	Type      string  `json:"type"`
+	MessageID string  `json:"messageId"`
+	Status    string  `json:"status"`
+	Message   message `json:"message"`
+}
+
+// eventLog is an open events stream of one user, collecting its message
+// events as they come.
+type eventLog struct {
+	mu   sync.Mutex
+	msgs []messageEvent
+}
+
+// streamEvents opens GET /events as user and collects its message.*
+// events until the test ends.
+func (s *stack) streamEvents(user string) *eventLog {
+	s.t.Helper()
+	req, err := http.NewRequest("GET", s.client.base+pathEvents, nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.client.token(user, false))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		s.t.Fatalf("GET %s: %d", pathEvents, resp.StatusCode)
+	}
+	s.t.Cleanup(func() { resp.Body.Close() })
+	l := &eventLog{}
+	first := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		var typ string
+		subscribed := false
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				typ = line[len("event: "):]
+			case strings.HasPrefix(line, "data: "):
+				if typ == "status" && !subscribed {
+					close(first) // the current state: the stream is subscribed
+					subscribed = true
+				}
+				if strings.HasPrefix(typ, "message.") {
+					var e messageEvent
+					if err := json.Unmarshal([]byte(line[len("data: "):]), &e); err == nil {
+						l.mu.Lock()
+						l.msgs = append(l.msgs, e)
+						l.mu.Unlock()
+					}
+				}
+			}
+		}
+	}()
+	select {
+	case <-first:
+	case <-time.After(waitLong):
+		s.t.Fatal("the events stream sent no current state")
+	}
+	return l
+}
+
+// of is what the stream showed of one message: its events' types and
+// statuses, in order ("message.status:sent", ...).
+func (l *eventLog) of(id string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.msgs {
+		if e.MessageID == id {
+			out = append(out, e.Type+":"+e.Status)
+		}
+	}
+	return out
+}
+
+func (l *eventLog) all() []messageEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]messageEvent(nil), l.msgs...)
 }
 
 // The emulator's peer phones.
@@ -195,6 +286,11 @@ func TestMessagesSendAndReceive(t *testing.T) {
 	alice := s.peer("+15557654321", "Alice")
 	u := newUser()
 	s.link(u, "+15550001234", "Ann")
+	// Ann's events stream, and another linked user's.
+	evs := s.streamEvents(u)
+	other := newUser()
+	s.link(other, "+15550001299", "Oz")
+	otherEvs := s.streamEvents(other)
 
 	m, r, err := s.client.sendMessage(u, alice.Phone, "Hello Alice", "")
 	if err != nil || r.Status != http.StatusAccepted || m.Status != "queued" {
@@ -225,6 +321,39 @@ func TestMessagesSendAndReceive(t *testing.T) {
 	})
 	if in[0].WAMessageID != id || in[0].Text != "Hi Ann" || in[0].Chat != alice.Phone || in[0].Status != "received" {
 		t.Fatalf("received: %+v, want id %s from %s", in[0], id, alice.Phone)
+	}
+
+	// Ann's events stream showed each status her message went through
+	// (its history after queued: sent, delivered, read, unless the
+	// delivery receipt overtook the ack), in order, and Alice's answer
+	// with its text; the other user's stream showed none of it.
+	full, err := s.client.message(u, m.MessageID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hist []string
+	for _, h := range full.History[1:] {
+		hist = append(hist, "message.status:"+h.Status)
+	}
+	if want := fmt.Sprint(hist); want != "[message.status:sent message.status:delivered message.status:read]" &&
+		want != "[message.status:delivered message.status:read]" {
+		t.Fatalf("history of the sent message: %+v", full.History)
+	}
+	s.waitFor("the stream's events of the sent message", waitLong, func() (bool, string) {
+		got := fmt.Sprint(evs.of(m.MessageID))
+		return got == fmt.Sprint(hist), got
+	})
+	s.waitFor("the stream's message.received", waitLong, func() (bool, string) {
+		got := evs.of(in[0].MessageID)
+		return fmt.Sprint(got) == "[message.received:received]", fmt.Sprint(got)
+	})
+	for _, e := range evs.all() {
+		if e.MessageID == in[0].MessageID && (e.Message.Text != "Hi Ann" || e.Message.Chat != alice.Phone) {
+			t.Fatalf("message.received shows %+v", e.Message)
+		}
+	}
+	if got := otherEvs.all(); len(got) != 0 {
+		t.Fatalf("another user's stream showed Ann's messages: %+v", got)
 	}
 
 	// 20 concurrent POSTs with one key: one message, one send.
@@ -295,7 +424,9 @@ func e2eMessages(t *testing.T) int {
 // exactly once, none missing.
 func TestMessagesExactlyOnceAcrossCrashes(t *testing.T) {
 	n := e2eMessages(t)
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, env: map[string]string{"SEND_RATE": "0"}})
+	// Pacing and the per-user send limit off: the test accepts n messages
+	// as fast as the API takes them.
+	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, env: map[string]string{"SEND_RATE": "0", "RATE_LIMIT_SEND": "off"}})
 	peers := []peer{s.peer("+15557000001", "P1"), s.peer("+15557000002", "P2"), s.peer("+15557000003", "P3")}
 	u := newUser()
 	l := s.link(u, "+15550002222", "Bo")

@@ -32,6 +32,10 @@ type HubOptions struct {
 	PerUser int
 	// Total caps the streams open on this process (default 2000).
 	Total int
+	// PendingMessages caps the message changes a listener holds for its
+	// reader (default 1000); a reader that falls further behind is told
+	// (Changes.Overflow) instead of the hub growing without bound.
+	PendingMessages int
 	// Probe is how long the subscription may stay silent before the hub
 	// pings Redis over it; a ping unanswered for as long again means the
 	// connection is dead (default 10s).
@@ -49,9 +53,10 @@ type HubOptions struct {
 // number of streams, and the streams themselves are capped.
 //
 // A subscriber receives no event contents, only a signal that one of its
-// user's sessions changed: whatever can publish on Redis can forge an
-// event, so the reader (the API) reads the session from Postgres, the
-// source of truth, and shows that.
+// user's sessions changed, or which of its user's messages reached which
+// status: whatever can publish on Redis can forge an event, so the reader
+// (the API) reads the session, or that status of that message, from
+// Postgres, the source of truth, and shows that.
 //
 // The subscription starts with the first subscriber, and ends when its
 // connection fails; every subscription then ends too (its C is closed), so
@@ -84,6 +89,9 @@ func NewHub(bus *Bus, opts HubOptions) *Hub {
 	if opts.Total <= 0 {
 		opts.Total = 2000
 	}
+	if opts.PendingMessages <= 0 {
+		opts.PendingMessages = 1000
+	}
 	if opts.Probe <= 0 {
 		opts.Probe = 10 * time.Second
 	}
@@ -94,11 +102,11 @@ func NewHub(bus *Bus, opts HubOptions) *Hub {
 		users: make(map[string]map[*Listener]struct{}), all: make(map[*Listener]struct{}), streams: make(map[string]int)}
 }
 
-// Listener signals changes of one user's sessions.
+// Listener signals changes of one user's sessions and messages.
 type Listener struct {
-	// C receives a value when one of the user's sessions changed; changes
-	// that come faster than they are read are coalesced into one (the
-	// reader reads the current state anyway). C is closed when the
+	// C receives a value when one of the user's sessions or messages
+	// changed; changes that come faster than they are read are coalesced
+	// into one, and Take says what they were. C is closed when the
 	// subscription ends: Close, the hub's connection lost, or Hub.Close.
 	C <-chan struct{}
 
@@ -108,11 +116,45 @@ type Listener struct {
 	counted bool
 	ended   bool // guarded by hub.mu
 
+	// One user's listeners, guarded by hub.mu: what changed since the last
+	// Take, and which message changes that holds (each is kept once).
+	changes Changes
+	seen    map[MessageChange]struct{}
+
 	// StreamAll's listeners only, guarded by hub.mu: the sessions named by
 	// the changes not yet taken, and whether more changed than are kept.
 	every    bool
 	pending  map[string]struct{}
 	overflow bool
+}
+
+// MessageChange names a status one of the user's messages reached (an
+// id and a status as published: to be looked up, never shown as is).
+type MessageChange struct {
+	MessageID string
+	Status    string
+}
+
+// Changes is what happened since the last Take.
+type Changes struct {
+	// Session: one of the user's sessions changed.
+	Session bool
+	// Messages are the message changes announced, in order, each once.
+	Messages []MessageChange
+	// Overflow: more message changes came than HubOptions.PendingMessages
+	// before the reader took them; those past the cap are not in Messages.
+	Overflow bool
+}
+
+// Take returns the changes signalled since the last Take and forgets them
+// (a listener of one user; StreamAll's use Changed).
+func (s *Listener) Take() Changes {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	c := s.changes
+	s.changes = Changes{}
+	clear(s.seen)
+	return c
 }
 
 // MaxPendingChanges is how many changed sessions a StreamAll listener
@@ -332,7 +374,9 @@ func (h *Hub) receive(ctx context.Context, ps *redis.PubSub) {
 
 // dispatch signals the subscribers of the user the channel names. The
 // payload must name the same user (a message that does not is dropped);
-// nothing else in it is passed on.
+// nothing else in it is passed on but the session, or for a message event
+// the message id and status, the reader is to look up. StreamAll's
+// listeners (sessions only) are not told of message events.
 func (h *Hub) dispatch(m *redis.Message) {
 	userID, ok := strings.CutPrefix(m.Channel, h.bus.prefix)
 	if !ok || userID == "" {
@@ -341,14 +385,39 @@ func (h *Hub) dispatch(m *redis.Message) {
 	var w struct {
 		UserID    string `json:"userId"`
 		SessionID string `json:"sessionId"`
+		Type      string `json:"type"`
+		MessageID string `json:"messageId"`
+		Status    string `json:"status"`
 	}
 	if err := json.Unmarshal([]byte(m.Payload), &w); err != nil || w.UserID != userID {
 		return
 	}
+	isMessage := w.Type == TypeMessageReceived || w.Type == TypeMessageStatus
+	if isMessage && (w.MessageID == "" || w.Status == "") {
+		return
+	}
+	mc := MessageChange{MessageID: w.MessageID, Status: w.Status}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.users[userID] {
+		switch {
+		case !isMessage:
+			s.changes.Session = true
+		case len(s.changes.Messages) >= h.opts.PendingMessages:
+			s.changes.Overflow = true
+		default:
+			if s.seen == nil {
+				s.seen = make(map[MessageChange]struct{})
+			}
+			if _, dup := s.seen[mc]; !dup {
+				s.seen[mc] = struct{}{}
+				s.changes.Messages = append(s.changes.Messages, mc)
+			}
+		}
 		signal(s)
+	}
+	if isMessage {
+		return
 	}
 	for s := range h.all {
 		switch {

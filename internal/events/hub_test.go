@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -256,5 +257,74 @@ func TestHubStreamAllCollectsEveryUsersChanges(t *testing.T) {
 	all.Close()
 	if _, err := h.StreamAll(ctx, operator); err != nil {
 		t.Fatalf("after Close the operator's cap is free again: %v", err)
+	}
+}
+
+// Take says what the coalesced signals were: a session change, and each
+// message change once, in order; past PendingMessages the listener is
+// told it overflowed instead of the hub holding more.
+func TestHubListenerTakesMessageChanges(t *testing.T) {
+	r := testenv.NewRedisDB(t)
+	b := bus(t, r)
+	h := events.NewHub(b, events.HubOptions{PendingMessages: 3})
+	t.Cleanup(h.Close)
+	ctx := context.Background()
+	l, err := h.Stream(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := func(e events.Event) {
+		t.Helper()
+		e.UserID = alice
+		if err := b.Publish(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub(events.Event{Type: events.TypeMessageStatus, MessageID: "m1", Status: "sent"})
+	pub(events.Event{Type: events.TypeMessageStatus, MessageID: "m1", Status: "sent"}) // again: once
+	pub(events.Event{Type: events.TypeMessageReceived, MessageID: "m2", Status: "received"})
+	pub(events.Event{Type: events.TypeMessageStatus, MessageID: "m1"}) // no status: dropped
+	pub(events.Event{Type: events.TypeStatus, SessionID: "s-a", Status: "connected"})
+	if !signalled(l, 10*time.Second) {
+		t.Fatal("not signalled")
+	}
+	var got events.Changes
+	waitUntil(t, func() bool {
+		c := l.Take()
+		got.Session = got.Session || c.Session
+		got.Messages = append(got.Messages, c.Messages...)
+		got.Overflow = got.Overflow || c.Overflow
+		return got.Session
+	})
+	want := []events.MessageChange{{MessageID: "m1", Status: "sent"}, {MessageID: "m2", Status: "received"}}
+	if fmt.Sprint(got.Messages) != fmt.Sprint(want) || got.Overflow {
+		t.Fatalf("took %+v, want session, %v, no overflow", got, want)
+	}
+	// Four unread message changes with room for three: overflow.
+	for i := range 4 {
+		pub(events.Event{Type: events.TypeMessageStatus, MessageID: fmt.Sprint("n", i), Status: "sent"})
+	}
+	pub(events.Event{Type: events.TypeStatus, SessionID: "s-a", Status: "connected"}) // barrier
+	got = events.Changes{}
+	waitUntil(t, func() bool {
+		c := l.Take()
+		got.Session = got.Session || c.Session
+		got.Messages = append(got.Messages, c.Messages...)
+		got.Overflow = got.Overflow || c.Overflow
+		return got.Session
+	})
+	if !got.Overflow || len(got.Messages) != 3 {
+		t.Fatalf("after 4 changes with room for 3: %+v, want 3 and overflow", got)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

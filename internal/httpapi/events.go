@@ -48,6 +48,47 @@ func streamEventOf(e events.Event) streamEvent {
 	return se
 }
 
+// messageStreamEvent is the data of a message.received or message.status
+// event: the status the message reached (read from its status history)
+// and the message as GET /messages/{messageId} shows it now, so a client
+// needs no second request (the status shown may already be later than
+// the one the event announces).
+type messageStreamEvent struct {
+	Type         string      `json:"type"`
+	MessageID    string      `json:"messageId"`
+	SessionID    string      `json:"sessionId"`
+	Status       string      `json:"status"`
+	StatusReason *string     `json:"statusReason"`
+	At           time.Time   `json:"at"`
+	Message      messageView `json:"message"`
+}
+
+// messageEvents reads the message changes a stream was signalled, for the
+// stream's user only, from Postgres (the ids and statuses came over Redis
+// and are looked up, never shown as they came): a received message is
+// message.received, a status an outbound one reached is message.status.
+func (s *server) messageEvents(ctx context.Context, userID string, changes []events.MessageChange) ([]messageStreamEvent, error) {
+	keys := make([]store.MessageStatusKey, len(changes))
+	for i, c := range changes {
+		keys[i] = store.MessageStatusKey{MessageID: c.MessageID, Status: c.Status}
+	}
+	got, err := s.deps.Store.MessageStatusEvents(ctx, userID, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]messageStreamEvent, 0, len(got))
+	for _, m := range got {
+		typ := events.TypeMessageStatus
+		if m.Direction == store.DirectionIn {
+			typ = events.TypeMessageReceived
+		}
+		out = append(out, messageStreamEvent{Type: typ, MessageID: m.ID, SessionID: m.SessionID,
+			Status: m.Change.Status, StatusReason: m.Change.StatusReason, At: m.Change.At.UTC(),
+			Message: messageViewOf(m.Message)})
+	}
+	return out, nil
+}
+
 // shownState is what a stream has shown of the user's session, to send
 // only what changed when a change signal comes.
 type shownState struct {
@@ -97,14 +138,20 @@ func (s *server) stateEvents(ctx context.Context, userID string, prev shownState
 }
 
 // events is GET /api/integrations/whatsapp/events: a server-sent event
-// stream of the caller's session. Workers announce changes on Redis
-// pub/sub; the process's one subscription (events.Hub) signals this
-// stream when one of its user's sessions changed, and the stream then
-// sends what Postgres holds now, never what the event said. Any API
-// replica serves any user, and a user only ever receives their own
-// session. On every connect the current state goes first, read after the
-// subscription began, so nothing falls between the two. Last-Event-ID is
-// not used: the current state replaces any replay.
+// stream of the caller's session and messages. Workers announce changes on
+// Redis pub/sub; the process's one subscription (events.Hub) signals this
+// stream when one of its user's sessions changed, or which of its user's
+// messages reached which status, and the stream then sends what Postgres
+// holds, never what the event said. Any API replica serves any user, and a
+// user only ever receives their own session and messages. On every connect
+// the current session state goes first, read after the subscription
+// began, so nothing falls between the two. Last-Event-ID is not used: the
+// current state replaces any replay (and GET /messages lists the messages
+// a client missed while away).
+//
+// A stream whose client reads message events more slowly than they come
+// (more than the hub's PendingMessages behind) ends, like one that loses
+// Redis: the client reconnects and lists what it missed.
 //
 // Streams are capped per user and per process (429 above either cap). A
 // stream ends when the client goes away (seen at the next write, at the
@@ -163,17 +210,18 @@ func (s *server) events(c *fiber.Ctx) error {
 			log.Info("event stream ended", "user_id", userID, "reason", why, "duration_ms", time.Since(start).Milliseconds())
 		}()
 		var seq uint64
-		send := func(e streamEvent) error {
+		sendAny := func(typ string, e any) error {
 			data, err := json.Marshal(e)
 			if err != nil {
 				return err
 			}
 			seq++
-			w.WriteString("id: " + strconv.FormatUint(seq, 10) + "\nevent: " + e.Type + "\ndata: ")
+			w.WriteString("id: " + strconv.FormatUint(seq, 10) + "\nevent: " + typ + "\ndata: ")
 			w.Write(data)
 			w.WriteString("\n\n")
 			return w.Flush()
 		}
+		send := func(e streamEvent) error { return sendAny(e.Type, e) }
 		if _, err := w.WriteString("retry: " + strconv.FormatInt(retry.Milliseconds(), 10) + "\n\n"); err != nil {
 			return
 		}
@@ -209,18 +257,42 @@ func (s *server) events(c *fiber.Ctx) error {
 					why = "event subscription ended"
 					return
 				}
-				readCtx, readCancel := context.WithTimeout(ctx, timeout)
-				evs, next, _, err := s.stateEvents(readCtx, userID, shown)
-				readCancel()
-				if err != nil {
-					why = "database read failed"
-					log.Warn("event stream: read the session; ending the stream", "user_id", userID, "error", err)
+				changes := sub.Take()
+				if changes.Overflow {
+					// Fell behind: end, so the client reconnects and lists
+					// what it missed, rather than silently skip events.
+					why = "too many message events pending"
 					return
 				}
-				shown = next
-				for _, e := range evs {
-					if send(e) != nil {
+				if changes.Session {
+					readCtx, readCancel := context.WithTimeout(ctx, timeout)
+					evs, next, _, err := s.stateEvents(readCtx, userID, shown)
+					readCancel()
+					if err != nil {
+						why = "database read failed"
+						log.Warn("event stream: read the session; ending the stream", "user_id", userID, "error", err)
 						return
+					}
+					shown = next
+					for _, e := range evs {
+						if send(e) != nil {
+							return
+						}
+					}
+				}
+				if len(changes.Messages) > 0 {
+					readCtx, readCancel := context.WithTimeout(ctx, timeout)
+					evs, err := s.messageEvents(readCtx, userID, changes.Messages)
+					readCancel()
+					if err != nil {
+						why = "database read failed"
+						log.Warn("event stream: read messages; ending the stream", "user_id", userID, "error", err)
+						return
+					}
+					for _, e := range evs {
+						if sendAny(e.Type, e) != nil {
+							return
+						}
 					}
 				}
 			}

@@ -229,3 +229,140 @@ func TestEventsStreamEndsWhenClientLeaves(t *testing.T) {
 		return strings.Contains(e.logs.String(), "event stream ended")
 	})
 }
+
+// decodeMessage checks a message event's data against the contract
+// (MessageEvent) and decodes it.
+func (s *stream) decodeMessage(ev sseEvent) messageEventJSON {
+	s.t.Helper()
+	doc, _ := spec(s.t)
+	checkJSON(s.t, doc, "MessageEvent", []byte(ev.Data))
+	var m messageEventJSON
+	if err := json.Unmarshal([]byte(ev.Data), &m); err != nil {
+		s.t.Fatal(err)
+	}
+	if m.Type != ev.Event {
+		s.t.Fatalf("event: %q but data type %v", ev.Event, m.Type)
+	}
+	return m
+}
+
+type messageEventJSON struct {
+	Type         string      `json:"type"`
+	MessageID    string      `json:"messageId"`
+	Status       string      `json:"status"`
+	StatusReason *string     `json:"statusReason"`
+	Message      messageJSON `json:"message"`
+}
+
+// TestEventsStreamCarriesMessages: a sent message's every status change
+// (sent, delivered, read, as a worker records and announces them) and a
+// received message reach the sender's event stream as message.status and
+// message.received, with the message as the API shows it; another user's
+// stream sees none of it, and an event forged on Redis naming another
+// user's message (or a status it never had) shows nothing.
+func TestEventsStreamCarriesMessages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(s *setup) { s.opts.Heartbeat = 100 * time.Millisecond })
+	base := e.serve()
+	ctx := context.Background()
+	a, ta, wa := e.linkedUser(t)
+	b := newUser()
+	tb := e.token(b, false)
+	var sb sessionJSON
+	e.do(req{method: "POST", path: sessionPath, token: tb}).data(t, &sb)
+	e.claim(t, sb.SessionID, "w2").connect(t, "15550002222", "Bob")
+
+	sa, sbs := e.openStream(t, base, ta), e.openStream(t, base, tb)
+	for _, s := range []*stream{sa, sbs} {
+		if ev, _ := s.next(10 * time.Second); ev.Event != "status" { // the current state
+			t.Fatalf("first event: %+v", ev)
+		}
+	}
+	publish := func(typ string, m store.Message) {
+		t.Helper()
+		if err := e.bus.Publish(ctx, events.FromMessage(typ, m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantStatus := func(s *stream, id, status string) messageEventJSON {
+		t.Helper()
+		ev, _ := s.next(10 * time.Second)
+		m := s.decodeMessage(ev)
+		if ev.Event != events.TypeMessageStatus || m.MessageID != id || m.Status != status || m.Message.MessageID != id {
+			t.Fatalf("got %s %+v, want message.status %s of %s", ev.Event, m, status, id)
+		}
+		return m
+	}
+
+	// A sends; the worker takes it, WhatsApp acks it, the phone receipts
+	// it delivered, then read: one event each, in order.
+	var sent messageJSON
+	e.do(req{method: "POST", path: messagesPath, token: ta, body: sendBody("+15557654321", "Hello")}).data(t, &sent)
+	next, _, _, err := e.store.NextOutbound(ctx, wa.fence, store.Pacing{}, time.Hour)
+	if err != nil || next.ID != sent.MessageID {
+		t.Fatalf("next outbound: %+v %v", next, err)
+	}
+	m, _, err := e.store.MarkSent(ctx, next.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(events.TypeMessageStatus, m)
+	wantStatus(sa, sent.MessageID, "sent")
+	for _, read := range []bool{false, true} {
+		moved, err := e.store.ApplyReceipt(ctx, sent.SessionID, []string{sent.WAMessageID}, read)
+		if err != nil || len(moved) != 1 {
+			t.Fatalf("receipt: %v %v", moved, err)
+		}
+		publish(events.TypeMessageStatus, moved[0])
+	}
+	wantStatus(sa, sent.MessageID, "delivered")
+	if got := wantStatus(sa, sent.MessageID, "read"); got.Message.Status != "read" || got.Message.Text != "Hello" {
+		t.Fatalf("the message in the read event: %+v", got.Message)
+	}
+
+	// A text arrives for A.
+	in, _, err := e.store.SaveInbound(ctx, store.Inbound{SessionID: sent.SessionID, UserID: a, Chat: "+15557654321",
+		Text: "Hi Ann", WAMessageID: "3EB0AAAA", Timestamp: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(events.TypeMessageReceived, in)
+	ev, _ := sa.next(10 * time.Second)
+	if got := sa.decodeMessage(ev); ev.Event != events.TypeMessageReceived || got.MessageID != in.ID ||
+		got.Status != "received" || got.Message.Text != "Hi Ann" || got.Message.Direction != "in" || got.Message.Chat != "+15557654321" {
+		t.Fatalf("received: %s %+v", ev.Event, got)
+	}
+
+	// Forged on Redis: A's message announced on B's channel, and a status
+	// A's message never had. Neither shows; B's own marker comes next.
+	forged := events.FromMessage(events.TypeMessageStatus, m)
+	forged.UserID = b
+	if err := e.bus.Publish(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	never := events.FromMessage(events.TypeMessageStatus, m)
+	never.Status = "failed"
+	if err := e.bus.Publish(ctx, never); err != nil {
+		t.Fatal(err)
+	}
+	var bm messageJSON
+	e.do(req{method: "POST", path: messagesPath, token: tb, body: sendBody("+15557654321", "B's")}).data(t, &bm)
+	bMsg, err := e.store.FailOutbound(ctx, bm.MessageID, store.ReasonNotOnWhatsApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(events.TypeMessageStatus, bMsg)
+	if got := wantStatus(sbs, bm.MessageID, "failed"); store.Str(got.StatusReason) != store.ReasonNotOnWhatsApp {
+		t.Fatalf("B's failed event: %+v", got)
+	}
+	// And A's marker: after the forged ones, A's next event is its own.
+	in2, _, err := e.store.SaveInbound(ctx, store.Inbound{SessionID: sent.SessionID, UserID: a, Chat: "+15557654321",
+		Text: "again", WAMessageID: "3EB0BBBB", Timestamp: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(events.TypeMessageReceived, in2)
+	if ev, _ := sa.next(10 * time.Second); sa.decodeMessage(ev).MessageID != in2.ID {
+		t.Fatalf("A's next event after the forged ones: %+v", ev)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -183,6 +184,61 @@ func (s *Store) MessageHistory(ctx context.Context, id string) ([]MessageStatusC
 		return nil, fmt.Errorf("store: message history: %w", err)
 	}
 	return h, nil
+}
+
+// MessageStatusKey names one status a message reached.
+type MessageStatusKey struct {
+	MessageID string
+	Status    string
+}
+
+// MessageStatusEvent is a status a message reached, with the message as it
+// is now.
+type MessageStatusEvent struct {
+	Message
+	Change MessageStatusChange
+}
+
+// MessageStatusEvents looks up, for the event stream, each named status of
+// userID's messages in their status history, in the order of keys. A key
+// that names another user's message, an unknown message or a status the
+// message never had is left out: the keys come from Redis, where anyone
+// able to publish could forge them.
+func (s *Store) MessageStatusEvents(ctx context.Context, userID string, keys []MessageStatusKey) ([]MessageStatusEvent, error) {
+	ids, statuses := make([]string, 0, len(keys)), make([]string, 0, len(keys))
+	for _, k := range keys {
+		if uuid.Validate(k.MessageID) == nil {
+			ids, statuses = append(ids, k.MessageID), append(statuses, k.Status)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (k.ord) `+prefixed("m.", messageColumns)+`,
+			h.status AS change_status, h.status_reason AS change_reason, h.at AS change_at
+		FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS k(id, status, ord)
+		JOIN messages m ON m.id = k.id AND m.user_id = $1
+		JOIN message_status_history h ON h.message_id = m.id AND h.status = k.status
+		ORDER BY k.ord, h.at DESC`, userID, ids, statuses)
+	if err != nil {
+		return nil, fmt.Errorf("store: message status events: %w", err)
+	}
+	type row struct {
+		Message
+		ChangeStatus string    `db:"change_status"`
+		ChangeReason *string   `db:"change_reason"`
+		ChangeAt     time.Time `db:"change_at"`
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[row])
+	if err != nil {
+		return nil, fmt.Errorf("store: message status events: %w", err)
+	}
+	out := make([]MessageStatusEvent, len(got))
+	for i, r := range got {
+		out[i] = MessageStatusEvent{Message: r.Message,
+			Change: MessageStatusChange{Status: r.ChangeStatus, StatusReason: r.ChangeReason, At: r.ChangeAt}}
+	}
+	return out, nil
 }
 
 // MessageFilter narrows ListMessages.
