@@ -10,9 +10,10 @@
 #      .run/waemu-state.json (so linked devices survive a demo restart, as
 #      their keys do in Postgres), then worker, scheduler and api pointed at
 #      it (WA_SERVER_ADDR, WA_SERVER_PUBKEY),
-#   5. wait for GET /readyz, then print how to create a session and how to
+#   5. wait for GET /readyz, then print how to create a session, how to
 #      "scan" its QR code with the emulated phone (scripts/demo-scan.sh),
-#      and wait: Ctrl-C stops everything.
+#      how to send a message to an emulated contact and make it reply, and
+#      wait: Ctrl-C stops everything.
 #
 # Ports: the API on HTTP_ADDR (:8080), the worker's metrics on METRICS_ADDR
 # (:9091), the emulator on WAEMU_LISTEN (127.0.0.1:5280) with its control
@@ -122,6 +123,21 @@ cat <<EOF
 
   3. See it linked:
        curl -s -H "Authorization: Bearer \$TOKEN" $base/api/integrations/whatsapp/status
+
+  4. Send a message. Give the emulated WhatsApp a contact first (Alice's phone, once):
+       curl -s -X POST -d '{"phone":"+15557654321","name":"Alice"}' $control/peers
+     send her a text through the linked session, and see it on her phone:
+       curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+         -d '{"to":"+15557654321","text":"Hello Alice"}' $base/api/integrations/whatsapp/messages
+       curl -s $control/peers/+15557654321/inbox
+
+  5. Make Alice reply (to the number that scanned: +15550001234 unless PHONE was set),
+     then see the reply, and your message's status (delivered):
+       curl -s -X POST -d '{"to":"+15550001234","text":"Hi! Got it."}' $control/peers/+15557654321/send
+       curl -s -H "Authorization: Bearer \$TOKEN" "$base/api/integrations/whatsapp/messages?direction=in"
+       curl -s -H "Authorization: Bearer \$TOKEN" "$base/api/integrations/whatsapp/messages?direction=out"
+     or watch it all live (message.status, message.received) in another terminal:
+       curl -sN -H "Authorization: Bearer \$TOKEN" $base/api/integrations/whatsapp/events
 
   Then try: Ctrl-C and \`make demo\` again (the session comes back without a scan),
   curl -s -X POST $control/devices/<jid>/unlink (the phone unlinks it), or
