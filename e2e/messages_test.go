@@ -679,3 +679,216 @@ func TestMessagesExpireAndSessionEnded(t *testing.T) {
 		t.Fatalf("peer received %d messages, want only the two that went out: %+v", len(inbox), inbox)
 	}
 }
+
+// e2eFigureMessages is how many messages TestMessagesThroughput sends in
+// each phase: 12 in make test; E2E_MESSAGES for the figures of
+// docs/BENCHMARKS.md (make bench-messages).
+func e2eFigureMessages(t *testing.T) int {
+	if os.Getenv("E2E_MESSAGES") != "" {
+		return e2eMessages(t)
+	}
+	return 12
+}
+
+// pct is the p-th percentile of ds (sorted in place).
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	i := int(float64(len(ds))*p/100+0.5) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+// checkInboxes asserts each peer's inbox holds want[peer] exactly once
+// each, in order.
+func (s *stack) checkInboxes(peers []peer, want map[string][]string) {
+	s.t.Helper()
+	for _, p := range peers {
+		got := s.waitInbox(p, len(want[p.JID]), 3*waitLong)
+		var texts []string
+		for _, m := range got {
+			if m.Count != 1 {
+				s.t.Errorf("%s: %q arrived %d times", p.Phone, m.Text, m.Count)
+			}
+			texts = append(texts, m.Text)
+		}
+		if fmt.Sprint(texts) != fmt.Sprint(want[p.JID]) {
+			s.t.Errorf("%s's inbox, in order:\n got %v\nwant %v", p.Phone, texts, want[p.JID])
+		}
+	}
+}
+
+// waitDelivered waits until the user's n outbound messages of ids are all
+// delivered and returns them.
+func (s *stack) waitDelivered(user string, ids map[string]bool) []message {
+	s.t.Helper()
+	var out []message
+	s.waitFor("every message delivered", 3*waitLong, func() (bool, string) {
+		all, err := s.client.allMessages(user, "&direction=out")
+		if err != nil {
+			return false, err.Error()
+		}
+		out = out[:0]
+		counts := map[string]int{}
+		for _, m := range all {
+			if ids[m.MessageID] {
+				counts[m.Status]++
+				out = append(out, m)
+			}
+		}
+		return counts["delivered"] == len(ids), fmt.Sprint(counts)
+	})
+	return out
+}
+
+// TestMessagesThroughput: texts sent with pacing off reach three peers
+// each exactly once and in order, whether the worker sends them as they
+// are accepted or drains a backlog queued while no worker hosted the
+// session (the session was handed back, linked: the sends waited, none
+// failed); texts from the peers are each stored once. Along the way it
+// logs the figures of docs/BENCHMARKS.md: POST /messages p50/p99, accepted
+// → sent p50/p99, one worker's send throughput draining a backlog, and
+// inbound commit → delivery receipt at the peer's phone p50/p99.
+func TestMessagesThroughput(t *testing.T) {
+	n := e2eFigureMessages(t)
+	s := newStack(t, stackOpts{env: map[string]string{"SEND_RATE": "0", "RATE_LIMIT_SEND": "off"}})
+	peers := []peer{s.peer("+15557300001", "T1"), s.peer("+15557300002", "T2"), s.peer("+15557300003", "T3")}
+	u := newUser()
+	const phone = "+15550006666"
+	l := s.link(u, phone, "Fi")
+	want := map[string][]string{}
+	send := func(phase string, i int) (message, time.Duration) {
+		t.Helper()
+		p := peers[i%len(peers)]
+		text := fmt.Sprintf("%s %04d to %s", phase, i, p.Phone)
+		start := time.Now()
+		m, _, err := s.client.sendMessage(u, p.Phone, text, "")
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("send %s %d: %v", phase, i, err)
+		}
+		want[p.JID] = append(want[p.JID], text)
+		return m, took
+	}
+
+	// 1. Live: each text accepted once the one before went out (so the
+	// latency is the path's, not a queue's behind a faster client).
+	ids := map[string]bool{}
+	var posts, toSent []time.Duration
+	for i := range n {
+		m, took := send("live", i)
+		ids[m.MessageID] = true
+		posts = append(posts, took)
+		var full message
+		deadline := time.Now().Add(waitLong)
+		for full.Status == "" || full.Status == "queued" {
+			if time.Now().After(deadline) {
+				t.Fatalf("message %d not sent within %s: %+v", i, waitLong, full)
+			}
+			time.Sleep(5 * time.Millisecond)
+			var err error
+			if full, err = s.client.message(u, m.MessageID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, h := range full.History {
+			if h.Status == "sent" || h.Status == "delivered" { // the ack, or a receipt that overtook it
+				toSent = append(toSent, h.At.Sub(full.History[0].At))
+				break
+			}
+		}
+	}
+	s.waitDelivered(u, ids)
+	s.checkInboxes(peers, want)
+
+	// 2. Backlog: the only worker stops (graceful), n texts are accepted
+	// meanwhile, and the worker drains them when it hosts the session again.
+	host := str(s.row(l.sessionID).WorkerID)
+	done := s.workers[host].signal(syscall.SIGTERM)
+	s.workers[host].waitExit(done, waitLong)
+	backlog := map[string]bool{}
+	for i := range n {
+		m, _ := send("backlog", i)
+		backlog[m.MessageID] = true
+	}
+	s.startWorker(host)
+	drained := s.waitDelivered(u, backlog)
+	first, last := time.Time{}, time.Time{}
+	for _, m := range drained {
+		if m.SentAt == nil {
+			t.Fatalf("delivered without sentAt: %+v", m)
+		}
+		if first.IsZero() || m.SentAt.Before(first) {
+			first = *m.SentAt
+		}
+		if m.SentAt.After(last) {
+			last = *m.SentAt
+		}
+	}
+	s.checkInboxes(peers, want)
+
+	// 3. Inbound: the peers send n texts; each is stored once, and the
+	// phone has the delivery receipt, sent after the commit.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	inbound := map[string]bool{}
+	for pi, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := pi; i < n; i += len(peers) {
+				id, err := s.phone.peerSend(p.JID, phone, fmt.Sprintf("in %04d", i))
+				if err != nil {
+					t.Errorf("peer send: %v", err)
+					return
+				}
+				mu.Lock()
+				inbound[id] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	var listed []message
+	s.waitFor("every inbound message listed", 3*waitLong, func() (bool, string) {
+		var err error
+		listed, err = s.client.allMessages(u, "&direction=in")
+		return err == nil && len(listed) >= n, fmt.Sprint(len(listed), err)
+	})
+	var toReceipt []time.Duration
+	for _, m := range listed {
+		if !inbound[m.WAMessageID] {
+			t.Fatalf("listed a message no peer sent: %+v", m)
+		}
+		delete(inbound, m.WAMessageID)
+		var sm struct {
+			Devices []struct {
+				DeliveredAt *time.Time `json:"delivered_at"`
+			} `json:"devices"`
+		}
+		s.waitFor("the receipt of "+m.WAMessageID, waitLong, func() (bool, string) {
+			_, err := s.phone.call("GET", "/messages/"+url.PathEscape(m.WAMessageID), nil, &sm, http.StatusOK)
+			return err == nil && len(sm.Devices) == 1 && sm.Devices[0].DeliveredAt != nil, fmt.Sprint(sm, err)
+		})
+		full, err := s.client.message(u, m.MessageID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toReceipt = append(toReceipt, sm.Devices[0].DeliveredAt.Sub(full.History[0].At))
+	}
+	if len(listed) != n || len(inbound) != 0 {
+		t.Fatalf("inbound: %d listed for %d sent, %d missing", len(listed), n, len(inbound))
+	}
+	st, err := s.phone.msgStats()
+	if err != nil || st.DuplicateMessages != 0 || st.DecryptFailures != 0 || st.RejectedMessages != 0 {
+		t.Fatalf("emulator: %+v %v; want no duplicate, decrypt failure or rejection", st, err)
+	}
+	t.Logf("FIGURE race=%v, %d messages per phase, SEND_RATE=0, 3 peers", raceEnabled(), n)
+	t.Logf("FIGURE POST /messages (one after the other): p50 %s p99 %s", pct(posts, 50).Round(10*time.Microsecond), pct(posts, 99).Round(10*time.Microsecond))
+	t.Logf("FIGURE accepted -> sent (one at a time; Postgres clock, status history): p50 %s p99 %s", pct(toSent, 50).Round(10*time.Microsecond), pct(toSent, 99).Round(10*time.Microsecond))
+	if span := last.Sub(first); span > 0 {
+		t.Logf("FIGURE one worker draining a backlog of %d: %.0f messages/s (first to last sent_at %s)", n, float64(n-1)/span.Seconds(), span.Round(time.Millisecond))
+	}
+	t.Logf("FIGURE inbound commit -> delivery receipt at the phone: p50 %s p99 %s", pct(toReceipt, 50).Round(10*time.Microsecond), pct(toReceipt, 99).Round(10*time.Microsecond))
+}
