@@ -12,22 +12,14 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/redis/go-redis/v9"
 
 	"wasessions/internal/auth"
@@ -44,78 +36,53 @@ import (
 	"wasessions/internal/web"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "api:", err)
-	}
-	os.Exit(cli.ExitCode(err))
-}
+func main() { cli.Main("api", run) }
 
 // Timings of start and stop; variables so tests can shorten them.
 var (
 	// migrateRetryWindow bounds how long start waits for Postgres.
-	migrateRetryWindow = 60 * time.Second
+	migrateRetryWindow = 2 * time.Minute
 	// shutdownTimeout bounds the graceful shutdown of open requests.
 	shutdownTimeout = 15 * time.Second
 )
+
+const usage = `usage: api                                        serve the HTTP API until SIGINT or SIGTERM
+       api token --user UUID [--admin] [--ttl 1h]  print a signed bearer token
+
+Configured by environment variables (see README.md): JWT_SECRET, DATABASE_URL
+or DB_*, REDIS_URL, HTTP_ADDR, ...`
 
 // run is the whole program, with its environment passed in.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 1 && args[1] == "token" {
 		return runToken(args[2:], getenv, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("api", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: api                                        serve the HTTP API (configured by environment variables)")
-		fmt.Fprintln(stderr, "       api token --user UUID [--admin] [--ttl 1h]  print a signed bearer token")
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return cli.Usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return cli.Usagef("unknown command %q", fs.Arg(0))
+	fs := cli.FlagSet("api", usage, stderr)
+	if err := cli.Parse(fs, args[1:], false); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
-	log := logging.New(stdout, cfg.LogLevel, "api")
+	log := logging.New(stdout, cfg.LogLevel, string(config.API))
 	return serve(ctx, cfg, log)
 }
 
 // loadConfig reads and validates the API's configuration; any problem is
 // a usage error naming the variable.
 func loadConfig(getenv func(string) string) (config.Config, error) {
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return cfg, cli.Usagef("invalid configuration: %v", err)
-	}
-	if err := cfg.Validate(config.API); err != nil {
-		return cfg, cli.Usagef("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
-	}
-	return cfg, nil
+	cfg, err := config.LoadFor(getenv, config.API)
+	return cfg, cli.Usage(err)
 }
 
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	pool, err := store.Connect(ctx, cfg.PostgresURL(), cfg.DBMaxConns)
+	pool, db, err := migrate.Open(ctx, cfg.PostgresURL(), cfg.DBMaxConns, log, migrateRetryWindow)
 	if err != nil {
-		return cli.Usagef("DATABASE_URL / DB_*: %v", err)
+		return cli.UnlessStopped(ctx, err)
 	}
 	defer pool.Close()
-	if err := migrateWithRetry(ctx, pool, log, migrateRetryWindow); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while waiting for Postgres
-		}
-		return fmt.Errorf("database schema: %w", err)
-	}
+	db.Close() // only the migrations use database/sql
 
 	redisOpts, err := redisconn.Options(cfg.RedisURL, cfg.RedisTLSCAFile)
 	if err != nil {
@@ -270,48 +237,15 @@ func warnWeakSettings(log *slog.Logger, cfg config.Config) {
 	}
 }
 
-// migrateWithRetry applies the migrations, waiting with backoff while
-// Postgres does not answer (a deploy may start the API before the
-// database), for at most within. Other errors fail at once.
-func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, within time.Duration) error {
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	deadline := time.Now().Add(within)
-	backoff := 250 * time.Millisecond
-	for {
-		err := migrate.Up(ctx, db, log)
-		if err == nil {
-			return nil
-		}
-		if !store.IsUnavailable(err) || time.Now().Add(backoff).After(deadline) {
-			return err
-		}
-		log.Warn("Postgres is not reachable yet; retrying the migrations", "error", err, "retry_in", backoff.String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
 // runToken is `api token`: it prints a token signed with JWT_SECRET (and
 // JWT_ISSUER, JWT_AUDIENCE when set) for an operator or a developer.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("api token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.FlagSet("api token", "usage: api token --user UUID [--admin] [--ttl 1h]\n\nPrints a bearer token signed with JWT_SECRET (and JWT_ISSUER, JWT_AUDIENCE).", stderr)
 	user := fs.String("user", "", "the user's UUID (the token's sub); required")
 	admin := fs.Bool("admin", false, `add role "admin" (global stats, cleanup)`)
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return cli.Usagef("token: %v", err)
-	}
-	if fs.NArg() > 0 {
-		return cli.Usagef("token: unexpected argument %q", fs.Arg(0))
+	if err := cli.Parse(fs, args, false); err != nil {
+		return fmt.Errorf("token: %w", err)
 	}
 	if *user == "" {
 		return cli.Usagef("token: --user UUID is required")

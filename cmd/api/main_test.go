@@ -16,6 +16,7 @@ import (
 	"wasessions/internal/cli"
 	"wasessions/internal/config"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 const (
@@ -68,6 +69,12 @@ func TestBadConfigurationExits2(t *testing.T) {
 			}
 		})
 	}
+}
+
+// -h prints the usage and exits 0; stray arguments exit 2.
+func TestCommandLine(t *testing.T) {
+	env := map[string]string{"JWT_SECRET": secret, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0"}
+	testfactory.ProgramShape(t, "api", run, envOf(env))
 }
 
 func TestTokenCommand(t *testing.T) {

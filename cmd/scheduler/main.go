@@ -9,13 +9,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"wasessions/internal/cli"
 	"wasessions/internal/config"
@@ -26,45 +21,28 @@ import (
 	"wasessions/internal/store"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "scheduler:", err)
-		os.Exit(cli.ExitCode(err))
-	}
-}
+func main() { cli.Main("scheduler", run) }
 
 // schedulerMaxConns: the scheduler runs one count query at a time.
 const schedulerMaxConns = 2
+
+const usage = `usage: scheduler
+
+Enqueues the reconcile pass and the expired-session cleanup until SIGINT or
+SIGTERM. Configured by environment variables (see README.md): CLEANUP_CRON,
+RESTORE_INTERVAL, REDIS_URL, DATABASE_URL or DB_*, LOG_LEVEL.`
 
 // run is the whole program, with its environment passed in. Structured
 // logs go to stdout; usage text goes to stderr. It returns nil after a
 // graceful stop (ctx cancelled by SIGINT or SIGTERM).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: scheduler\n\nConfigured by environment variables (see README.md): CLEANUP_CRON, RESTORE_INTERVAL, REDIS_URL, DATABASE_URL or DB_*, LOG_LEVEL.")
+	fs := cli.FlagSet("scheduler", usage, stderr)
+	if err := cli.Parse(fs, args[1:], false); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return cli.Usage(err)
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return cli.Usage(fmt.Errorf("unexpected arguments: %v", fs.Args()))
-	}
-
-	cfg, err := config.Load(getenv)
+	cfg, err := config.LoadFor(getenv, config.Scheduler)
 	if err != nil {
-		return cli.Usage(fmt.Errorf("invalid configuration: %w", err))
-	}
-	if err := cfg.Validate(config.Scheduler); err != nil {
-		return cli.Usage(fmt.Errorf("invalid configuration: %w", err))
+		return cli.Usage(err)
 	}
 	log := logging.New(stdout, cfg.LogLevel, string(config.Scheduler))
 
@@ -76,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	pool, err := store.Connect(ctx, cfg.PostgresURL(), min(cfg.DBMaxConns, schedulerMaxConns))
 	if err != nil {
-		return cli.Usage(err)
+		return cli.Usagef("DATABASE_URL / DB_*: %w", err)
 	}
 	defer pool.Close()
 

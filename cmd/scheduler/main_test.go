@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"wasessions/internal/cli"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -45,7 +45,7 @@ func TestConfigErrorsExitWith2(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // a run that got past validation must not block the test
-			err := run(ctx, tt.args, envOf(tt.env), &stdout, &stderr)
+			err := run(ctx, append([]string{"scheduler"}, tt.args...), envOf(tt.env), &stdout, &stderr)
 			if err == nil {
 				t.Fatal("run accepted it")
 			}
@@ -59,10 +59,10 @@ func TestConfigErrorsExitWith2(t *testing.T) {
 	}
 }
 
-func TestExitCodeOfOtherErrors(t *testing.T) {
-	if got := cli.ExitCode(errors.New("boom")); got != 1 {
-		t.Errorf("cli.ExitCode(plain error) = %d, want 1", got)
-	}
+// -h prints the usage and exits 0; stray arguments exit 2.
+func TestCommandLine(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0"}
+	testfactory.ProgramShape(t, "scheduler", run, envOf(env))
 }
 
 // syncBuffer is an io.Writer the program logs to while the test reads it.
@@ -116,7 +116,7 @@ func TestRunStartsAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, envOf(env), &stdout, &stderr) }()
+	go func() { done <- run(ctx, []string{"scheduler"}, envOf(env), &stdout, &stderr) }()
 
 	c := redis.NewClient(rdb.Options())
 	defer c.Close()

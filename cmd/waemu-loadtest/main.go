@@ -31,7 +31,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -56,16 +55,14 @@ import (
 	"go.mau.fi/whatsmeow/types/events"
 	waLog "go.mau.fi/whatsmeow/util/log"
 
+	"wasessions/internal/cli"
 	"wasessions/internal/waemu/waemutest"
 	"wasessions/internal/waendpoint"
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		os.Exit(1)
-	}
-}
+// main: SIGINT or SIGTERM ends the run early, and the deferred clean-up
+// (emulators stopped, database dropped) still runs.
+func main() { cli.Main("waemu-loadtest", run) }
 
 type config struct {
 	waemu    string
@@ -75,19 +72,19 @@ type config struct {
 	settle   time.Duration
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
+func run(ctx context.Context, args []string, _ func(string) string, out, stderr io.Writer) error {
 	var cfg config
-	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs := cli.FlagSet("waemu-loadtest", "usage: waemu-loadtest -waemu PATH [-n 1000] [-parallel 16] [-dsn URL] [-settle 35s]\n\nPairs and logs in N real whatsmeow clients against the emulator and reports\ntimings and the emulator's memory per connection.", stderr)
 	fs.StringVar(&cfg.waemu, "waemu", "", "path to a built cmd/waemu binary (required)")
 	fs.IntVar(&cfg.n, "n", 1000, "number of clients")
 	fs.IntVar(&cfg.parallel, "parallel", 16, "pairings or logins in flight at once")
 	fs.StringVar(&cfg.adminDSN, "dsn", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "admin DSN; a fresh database is created and dropped")
 	fs.DurationVar(&cfg.settle, "settle", 35*time.Second, "how long the N connections idle before memory is read (whatsmeow pings every 20-30 s)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args[1:], false); err != nil {
 		return err
 	}
 	if cfg.waemu == "" {
-		return errors.New("-waemu is required (go build -o /tmp/waemu ./cmd/waemu)")
+		return cli.Usagef("-waemu is required (go build -o /tmp/waemu ./cmd/waemu)")
 	}
 
 	dsn, drop, err := createDatabase(ctx, cfg.adminDSN)

@@ -23,37 +23,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"wasessions/internal/cli"
 	"wasessions/internal/waemu"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "waemu:", err)
-	}
-	os.Exit(exitCode(err))
-}
-
-// exitCode maps run's result to the process exit status.
-func exitCode(err error) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	return cli.ExitCode(err)
-}
+func main() { cli.Main("waemu", run) }
 
 // ready is the line printed once the emulator listens.
 type ready struct {
@@ -71,8 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return def
 	}
-	fs := flag.NewFlagSet("waemu", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.FlagSet("waemu", "usage: waemu [flags]\n\nThe WhatsApp protocol emulator: serves until SIGINT or SIGTERM, then saves -state.\nEvery flag can also come from the environment (WAEMU_LISTEN, ...); flags win.", stderr)
 	listen := fs.String("listen", env("WAEMU_LISTEN", "127.0.0.1:5280"), "`host:port` of the protocol websocket (/ws/chat, plain HTTP)")
 	control := fs.String("control", env("WAEMU_CONTROL", "127.0.0.1:5281"), "`host:port` of the JSON control API")
 	state := fs.String("state", env("WAEMU_STATE", ""), "JSON `file` keeping devices and keys across restarts (default: memory only)")
@@ -80,14 +59,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	qrRefs := fs.String("qr-refs", env("WAEMU_QR_REFS", strconv.Itoa(waemu.DefaultQRRefs)), "pair-device refs per pairing `N` (1-100; 6 like WhatsApp)")
 	qrTimeout := fs.String("qr-timeout", env("WAEMU_QR_TIMEOUT", "0"), "close unpaired connections this `duration` after their QR refs (0: never)")
 	logLevel := fs.String("log-level", env("WAEMU_LOG_LEVEL", "info"), "`level`: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return cli.Usage(err)
-	}
-	if fs.NArg() > 0 {
-		return cli.Usage(fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	if err := cli.Parse(fs, args[1:], false); err != nil {
+		return err
 	}
 
 	opts := waemu.Options{ListenAddr: *listen, ControlAddr: *control, StatePath: *state}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"wasessions/internal/cli"
+	"wasessions/internal/testfactory"
 )
 
 func noEnv(string) string { return "" }
@@ -39,31 +39,22 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr strings.Builder
 			getenv := func(k string) string { return tt.env[k] }
-			err := run(context.Background(), tt.args, getenv, io.Discard, &stderr)
+			err := run(context.Background(), append([]string{"waemu"}, tt.args...), getenv, io.Discard, &stderr)
 			if err == nil {
 				t.Fatal("run accepted bad flags")
 			}
-			if code := exitCode(err); code != 2 {
+			if code := cli.ExitCode(err); code != 2 {
 				t.Fatalf("exit code %d for %v, want 2", code, err)
 			}
 		})
 	}
 }
 
-func TestExitCode(t *testing.T) {
-	tests := []struct {
-		err  error
-		want int
-	}{
-		{nil, 0},
-		{errors.New("listen: address in use"), 1},
-		{cli.Usage(errors.New("bad flag")), 2},
-	}
-	for _, tt := range tests {
-		if got := exitCode(tt.err); got != tt.want {
-			t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
-		}
-	}
+// -h prints the usage and exits 0; stray arguments exit 2.
+func TestCommandLine(t *testing.T) {
+	// Ports of its own, should a broken -h start the emulator.
+	env := map[string]string{"WAEMU_LISTEN": "127.0.0.1:0", "WAEMU_CONTROL": "127.0.0.1:0"}
+	testfactory.ProgramShape(t, "waemu", run, func(k string) string { return env[k] })
 }
 
 // TestRunServesAndSavesOnShutdown starts the program on free ports (the
@@ -77,7 +68,7 @@ func TestRunServesAndSavesOnShutdown(t *testing.T) {
 	env := map[string]string{"WAEMU_LISTEN": "127.0.0.1:0"}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-control", "127.0.0.1:0", "-state", statePath, "-key-seed", "00112233445566778899aabbccddeeff", "-qr-refs", "1", "-qr-timeout", "3s"},
+		done <- run(ctx, []string{"waemu", "-control", "127.0.0.1:0", "-state", statePath, "-key-seed", "00112233445566778899aabbccddeeff", "-qr-refs", "1", "-qr-timeout", "3s"},
 			func(k string) string { return env[k] }, w, io.Discard)
 		w.Close()
 	}()

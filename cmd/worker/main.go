@@ -12,14 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -38,51 +34,46 @@ import (
 	"wasessions/internal/worker"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(exitCode(err, os.Stderr))
-}
+func main() { cli.Main("worker", run) }
 
-func exitCode(err error, stderr io.Writer) int {
-	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
-	}
-	return cli.ExitCode(err)
-}
+// migrateRetryWindow bounds how long start waits for Postgres.
+var migrateRetryWindow = 2 * time.Minute
+
+const usage = `usage: worker
+
+Hosts WhatsApp sessions until SIGINT or SIGTERM, then hands them to the
+other workers. Configured by environment variables (see README.md):
+WORKER_ID, DATABASE_URL or DB_*, REDIS_URL, LEASE_TTL, WORKER_MAX_SESSIONS,
+METRICS_ADDR, ...`
 
 // run starts the worker and blocks until ctx ends (SIGINT/SIGTERM), then
 // hands its sessions over and returns.
-func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
-	cfg, err := config.Load(getenv)
-	if err == nil {
-		err = cfg.Validate(config.Worker)
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := cli.FlagSet("worker", usage, stderr)
+	if err := cli.Parse(fs, args[1:], false); err != nil {
+		return err
 	}
+	cfg, err := config.LoadFor(getenv, config.Worker)
 	if err != nil {
-		return cli.Usage(fmt.Errorf("invalid configuration:\n%w", err))
+		return cli.Usage(err)
 	}
 	endpoint, err := waendpoint.Parse(cfg.WAServerAddr, cfg.WAServerPubKey)
 	if err != nil {
 		return cli.Usage(err)
 	}
-	log := logging.New(stdout, cfg.LogLevel, "worker").With("worker_id", cfg.WorkerID)
+	log := logging.New(stdout, cfg.LogLevel, string(config.Worker)).With("worker_id", cfg.WorkerID)
 
 	// Background work must outlive the signal: shutdown needs Postgres and
 	// Redis to hand sessions over.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 
-	pool, err := store.Connect(bg, cfg.PostgresURL(), cfg.DBMaxConns)
+	pool, sqlDB, err := migrate.Open(ctx, cfg.PostgresURL(), cfg.DBMaxConns, log, migrateRetryWindow)
 	if err != nil {
-		return err
+		return cli.UnlessStopped(ctx, err)
 	}
 	defer pool.Close()
-	sqlDB := stdlib.OpenDBFromPool(pool)
 	defer sqlDB.Close()
-	if err := migrate.UpRetry(ctx, sqlDB, log, 2*time.Minute); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	rdb, err := redisconn.Open(cfg.RedisURL, cfg.RedisTLSCAFile)
 	if err != nil {
 		return cli.Usage(err)

@@ -11,6 +11,7 @@ import (
 
 	"wasessions/internal/cli"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -29,12 +30,19 @@ func TestBadConfigurationExitsWithUsage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := run(context.Background(), nil, envOf(tt.env), io.Discard, io.Discard)
+			err := run(context.Background(), []string{"worker"}, envOf(tt.env), io.Discard, io.Discard)
 			if cli.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), tt.variable) {
 				t.Fatalf("err = %v (exit %d), want exit 2 naming %s", err, cli.ExitCode(err), tt.variable)
 			}
 		})
 	}
+}
+
+// -h prints the usage and exits 0 (it started a worker before); stray
+// arguments exit 2.
+func TestCommandLine(t *testing.T) {
+	env := map[string]string{"WORKER_ID": "w-help", "DATABASE_URL": "postgres://postgres@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0"}
+	testfactory.ProgramShape(t, "worker", run, envOf(env))
 }
 
 // The worker starts on real Postgres and Redis (migrating the database),
@@ -49,7 +57,7 @@ func TestStartServeStop(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, env, io.Discard, io.Discard) }()
+	go func() { done <- run(ctx, []string{"worker"}, env, io.Discard, io.Discard) }()
 
 	deadline := time.Now().Add(time.Minute)
 	for {

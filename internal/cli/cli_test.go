@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"testing"
 )
@@ -18,6 +19,8 @@ func TestExitCode(t *testing.T) {
 		{"usagef", Usagef("JWT_SECRET: %s", "missing"), 2},
 		{"wrapped usage", fmt.Errorf("start: %w", Usage(errors.New("bad"))), 2},
 		{"usage of nil", Usage(nil), 0},
+		{"help", flag.ErrHelp, 0},
+		{"wrapped help", fmt.Errorf("token: %w", flag.ErrHelp), 0},
 	}
 	for _, tt := range tests {
 		if got := ExitCode(tt.err); got != tt.want {

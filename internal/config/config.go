@@ -198,10 +198,19 @@ const (
 // map in tests). It fails only on values that cannot be parsed; call
 // Validate for the rules.
 func Load(getenv func(string) string) (Config, error) {
+	cfg, err := load(getenv)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// load is Load without the "config: " prefix on its error.
+func load(getenv func(string) string) (Config, error) {
 	var cfg Config
 	params, err := env.GetFieldParams(&cfg)
 	if err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+		return cfg, err
 	}
 	vars := make(map[string]string, len(params))
 	for _, p := range params {
@@ -210,14 +219,29 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	}
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
-		return cfg, fmt.Errorf("config: %w", nameVariables(err))
+		return cfg, nameVariables(err)
 	}
 	if cfg.WorkerID == "" {
 		host, err := os.Hostname()
 		if err != nil {
-			return cfg, fmt.Errorf("config: WORKER_ID is unset and the hostname is unknown: %w", err)
+			return cfg, fmt.Errorf("WORKER_ID is unset and the hostname is unknown: %w", err)
 		}
 		cfg.WorkerID = host
+	}
+	return cfg, nil
+}
+
+// LoadFor is Load then Validate for program p, as every program starts.
+// Its error is the one format an operator sees from every program:
+// "invalid configuration:" and then each problem on a line of its own,
+// naming the variable to fix.
+func LoadFor(getenv func(string) string, p Program) (Config, error) {
+	cfg, err := load(getenv)
+	if err == nil {
+		err = cfg.Validate(p)
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	return cfg, nil
 }

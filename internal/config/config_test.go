@@ -118,3 +118,38 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// Every program reports bad configuration in one format: a heading, then
+// each problem (unparsable or invalid) indented on a line of its own,
+// naming the variable.
+func TestLoadForFormat(t *testing.T) {
+	tests := []struct {
+		name    string
+		program Program
+		env     map[string]string
+		want    string
+	}{
+		{"unparsable", Worker, map[string]string{"WORKER_ID": "w", "LEASE_TTL": "soon"},
+			"invalid configuration:\n  LEASE_TTL: cannot parse"},
+		{"two invalid", API, map[string]string{"JWT_SECRET": "short", "LOG_LEVEL": "loud"},
+			"invalid configuration:\n  LOG_LEVEL: must be debug, info, warn or error, got \"loud\"\n  JWT_SECRET: must be at least 32 characters"},
+		{"invalid for the scheduler", Scheduler, map[string]string{"CLEANUP_CRON": "every hour"},
+			"invalid configuration:\n  CLEANUP_CRON: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadFor(getenvFrom(tt.env), tt.program)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("err = %q, want it to start with %q", err, tt.want)
+			}
+			for _, line := range strings.Split(err.Error(), "\n")[1:] {
+				if !strings.HasPrefix(line, "  ") || !strings.Contains(line, ":") {
+					t.Fatalf("line %q is not an indented VARIABLE: problem", line)
+				}
+			}
+		})
+	}
+	if _, err := LoadFor(getenvFrom(map[string]string{"JWT_SECRET": goodSecret}), API); err != nil {
+		t.Fatalf("valid configuration refused: %v", err)
+	}
+}

@@ -23,9 +23,9 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	"wasessions/internal/apimetrics"
 	"wasessions/internal/auth"
 	"wasessions/internal/events"
-	"wasessions/internal/metrics"
 	"wasessions/internal/queue"
 	"wasessions/internal/ratelimit"
 	"wasessions/internal/store"
@@ -50,7 +50,7 @@ type Deps struct {
 	Verifier *auth.Verifier
 	Log      *slog.Logger
 	// Metrics, when nil, is built on Store and Enqueuer's inspector.
-	Metrics *metrics.Metrics
+	Metrics *apimetrics.Metrics
 	// Limiter counts the request rate limits (Options.Limits) in Redis;
 	// without it nothing is limited.
 	Limiter *ratelimit.Limiter
@@ -141,7 +141,7 @@ type server struct {
 	deps    Deps
 	opts    Options
 	log     *slog.Logger
-	metrics *metrics.Metrics
+	metrics *apimetrics.Metrics
 }
 
 // New returns the fiber app serving the whole API.
@@ -167,8 +167,8 @@ func newServer(deps Deps, opts Options) *server {
 // NewMetrics builds the API's instruments on deps' stores. New builds its
 // own when Deps.Metrics is nil; build them here to share them between New
 // and NewMetricsApp.
-func NewMetrics(deps Deps) *metrics.Metrics {
-	var src metrics.Sources
+func NewMetrics(deps Deps) *apimetrics.Metrics {
+	var src apimetrics.Sources
 	if deps.Store != nil {
 		src.Sessions = deps.Store
 	}
@@ -178,7 +178,7 @@ func NewMetrics(deps Deps) *metrics.Metrics {
 	if deps.Redis != nil {
 		src.RedisPing = func(ctx context.Context) error { return deps.Redis.Ping(ctx).Err() }
 	}
-	return metrics.New(src)
+	return apimetrics.New(src)
 }
 
 // newApp is a fiber app with the API's limits and error handler.

@@ -8,7 +8,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 
-	"wasessions/internal/metrics"
+	"wasessions/internal/apimetrics"
 )
 
 // NewMonitor builds asynqmon on conn (redisconn.AsynqConnOpt: the
@@ -29,7 +29,7 @@ func NewMonitor(conn asynq.RedisConnOpt, writable bool) *asynqmon.HTTPHandler {
 // so the public port answers 404 at /monitor.
 func NewMonitorApp(deps Deps, opts Options) *fiber.App {
 	if deps.Metrics == nil {
-		deps.Metrics = metrics.New(metrics.Sources{})
+		deps.Metrics = apimetrics.New(apimetrics.Sources{})
 	}
 	s := newServer(deps, opts)
 	app := s.newApp("wasessions-monitor")

@@ -13,9 +13,13 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"go.mau.fi/whatsmeow/store/sqlstore"
 
+	"wasessions/internal/cli"
+	"wasessions/internal/store"
 	"wasessions/migrations"
 )
 
@@ -60,8 +64,12 @@ func Up(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	return nil
 }
 
-// UpRetry runs Up, retrying while Postgres is unreachable (a deploy often
-// starts the service before its database), for at most maxWait.
+// UpRetry runs Up, waiting with backoff while Postgres does not answer (a
+// deploy often starts the service before its database), for at most
+// maxWait. Only unavailability is waited out (store.IsUnavailable): a
+// migration that fails, or a database that refuses us, fails at once. When
+// ctx ends while it waits, the error wraps ctx.Err(): a program stopped
+// while waiting for Postgres can tell it was stopped.
 func UpRetry(ctx context.Context, db *sql.DB, log *slog.Logger, maxWait time.Duration) error {
 	deadline := time.Now().Add(maxWait)
 	backoff := 250 * time.Millisecond
@@ -70,10 +78,13 @@ func UpRetry(ctx context.Context, db *sql.DB, log *slog.Logger, maxWait time.Dur
 		if err == nil {
 			return nil
 		}
-		if time.Now().Add(backoff).After(deadline) {
+		if ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		if !store.IsUnavailable(err) || time.Now().Add(backoff).After(deadline) {
 			return err
 		}
-		log.WarnContext(ctx, "database not ready; retrying migrations", "error", err, "retry_in", backoff)
+		log.WarnContext(ctx, "Postgres is not reachable yet; retrying the migrations", "error", err, "retry_in", backoff.String())
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
@@ -81,4 +92,24 @@ func UpRetry(ctx context.Context, db *sql.DB, log *slog.Logger, maxWait time.Dur
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// Open is how the api and every worker start on Postgres: it opens the pool
+// (store.Connect), then brings the schema up to date with UpRetry, waiting
+// up to maxWait for Postgres to answer. It returns the pool and its
+// database/sql view (goose and whatsmeow's sqlstore take one); the caller
+// closes both. A DATABASE_URL or DB_* that cannot be parsed is a usage
+// error (exit 2). When ctx ends while it waits, the error wraps ctx.Err().
+func Open(ctx context.Context, dsn string, maxConns int, log *slog.Logger, maxWait time.Duration) (*pgxpool.Pool, *sql.DB, error) {
+	pool, err := store.Connect(ctx, dsn, maxConns)
+	if err != nil {
+		return nil, nil, cli.Usagef("DATABASE_URL / DB_*: %w", err)
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	if err := UpRetry(ctx, db, log, maxWait); err != nil {
+		db.Close()
+		pool.Close()
+		return nil, nil, fmt.Errorf("database schema: %w", err)
+	}
+	return pool, db, nil
 }

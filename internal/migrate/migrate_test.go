@@ -2,8 +2,13 @@ package migrate_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,4 +114,51 @@ func TestUpRetryWaitsForPostgres(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM whatsapp_sessions`).Scan(&n); err != nil {
 		t.Fatalf("schema not applied: %v", err)
 	}
+}
+
+// Only an unreachable Postgres is waited out: a database that refuses the
+// program (here: it does not exist) fails at once, for the operator to fix,
+// instead of after the whole retry window. And a program told to stop while
+// it waits gets ctx's error, so it can stop cleanly.
+func TestUpRetryWaitsOnlyForUnavailability(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	open := func(t *testing.T, dsn string) *sql.DB {
+		pool, err := store.Connect(context.Background(), dsn, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		db := stdlib.OpenDBFromPool(pool)
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+
+	t.Run("missing database fails at once", func(t *testing.T) {
+		u, err := url.Parse(testenv.AdminDatabaseURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/wasessions_no_such_database"
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err = migrate.UpRetry(ctx, open(t, u.String()), log, time.Hour)
+		if err == nil || ctx.Err() != nil {
+			t.Fatalf("UpRetry = %v, ctx %v: want a failure before the test's minute", err, ctx.Err())
+		}
+		if !strings.Contains(err.Error(), "does not exist") {
+			t.Fatalf("error does not say the database does not exist: %v", err)
+		}
+	})
+
+	t.Run("stopped while waiting", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- migrate.UpRetry(ctx, open(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", testenv.FreePort(t))), log, time.Hour)
+		}()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("UpRetry after its context ended = %v, want context.Canceled", err)
+		}
+	})
 }

@@ -1,4 +1,4 @@
-package metrics_test
+package apimetrics_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"wasessions/internal/metrics"
+	"wasessions/internal/apimetrics"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
 )
@@ -27,7 +27,7 @@ func (f fakeCounter) CountByStatus(context.Context) (map[store.Status]int64, err
 	return f.counts, f.err
 }
 
-func scrape(t *testing.T, m *metrics.Metrics) string {
+func scrape(t *testing.T, m *apimetrics.Metrics) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -48,7 +48,7 @@ func mustContain(t *testing.T, body string, lines ...string) {
 }
 
 func TestSessionsAndHTTP(t *testing.T) {
-	m := metrics.New(metrics.Sources{Sessions: fakeCounter{counts: map[store.Status]int64{store.StatusConnected: 3, store.StatusQR: 1}}})
+	m := apimetrics.New(apimetrics.Sources{Sessions: fakeCounter{counts: map[store.Status]int64{store.StatusConnected: 3, store.StatusQR: 1}}})
 	m.ObserveHTTP("GET", "/api/integrations/whatsapp/status", 200, 3*time.Millisecond)
 	m.ObserveEnqueue("session:create", "enqueued")
 	m.StreamOpened()
@@ -67,7 +67,7 @@ func TestSessionsAndHTTP(t *testing.T) {
 }
 
 func TestSessionsDownDoesNotFailScrape(t *testing.T) {
-	m := metrics.New(metrics.Sources{Sessions: fakeCounter{err: errors.New("postgres down")}})
+	m := apimetrics.New(apimetrics.Sources{Sessions: fakeCounter{err: errors.New("postgres down")}})
 	body := scrape(t, m)
 	mustContain(t, body, `wasessions_sessions_scrape_up 0`)
 	if strings.Contains(body, `wasessions_sessions{`) {
@@ -86,7 +86,7 @@ func TestQueueMetrics(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	up := true
 	// No cache: the second scrape must read Redis again.
-	m := metrics.New(metrics.Sources{Inspector: insp, CacheFor: -1, RedisPing: func(ctx context.Context) error {
+	m := apimetrics.New(apimetrics.Sources{Inspector: insp, CacheFor: -1, RedisPing: func(ctx context.Context) error {
 		if !up {
 			return errors.New("redis down")
 		}
@@ -108,7 +108,7 @@ func TestQueueMetrics(t *testing.T) {
 // countingSessions counts the session-count queries a scrape runs on the
 // real store.
 type countingSessions struct {
-	inner metrics.SessionCounter
+	inner apimetrics.SessionCounter
 	n     atomic.Int64
 }
 
@@ -140,8 +140,8 @@ func TestScrapeTimeReadsAreCached(t *testing.T) {
 	rdb.AddHook(countingHook{&cmds})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	sessions := &countingSessions{inner: st}
-	newMetrics := func(cacheFor time.Duration) *metrics.Metrics {
-		return metrics.New(metrics.Sources{Sessions: sessions, Inspector: insp, CacheFor: cacheFor,
+	newMetrics := func(cacheFor time.Duration) *apimetrics.Metrics {
+		return apimetrics.New(apimetrics.Sources{Sessions: sessions, Inspector: insp, CacheFor: cacheFor,
 			RedisPing: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	}
 

@@ -1,15 +1,16 @@
-// Package metrics holds the API's Prometheus instruments on a registry of
+// Package apimetrics holds the API's Prometheus instruments on a registry of
 // its own (never the global one, so that several APIs can live in one test
 // binary and nothing registers behind the program's back): HTTP traffic,
 // sessions by status read from Postgres on each scrape, the API's enqueue
 // outcomes, open event streams, and asynq's queue figures through its
-// x/metrics collector.
+// x/metrics collector. (The worker's instruments are worker.Metrics,
+// served by cmd/worker on METRICS_ADDR.)
 //
 // The asynq collector reads Redis and the session collector reads Postgres
 // on every scrape; both are bounded by a timeout, and a store that does not
 // answer shows as a *_up gauge of 0 instead of failing the whole scrape, so
 // /metrics keeps answering while Postgres or Redis is down.
-package metrics
+package apimetrics
 
 import (
 	"context"
