@@ -892,3 +892,145 @@ func TestMessagesThroughput(t *testing.T) {
 	}
 	t.Logf("FIGURE inbound commit -> delivery receipt at the phone: p50 %s p99 %s", pct(toReceipt, 50).Round(10*time.Microsecond), pct(toReceipt, 99).Round(10*time.Microsecond))
 }
+
+// historySync has the account's phone share chats with its linked devices
+// (the emulator's POST /phone/history); it returns the notification's id
+// and the ids of the texts, chat by chat.
+func (c *emuClient) historySync(account string, chats []map[string]any) (string, [][]string, error) {
+	var r struct {
+		ID    string `json:"id"`
+		Chats []struct {
+			Messages []struct {
+				ID string `json:"id"`
+			} `json:"messages"`
+		} `json:"chats"`
+	}
+	if _, err := c.call("POST", "/phone/history", map[string]any{"account": account, "chats": chats}, &r, http.StatusOK); err != nil {
+		return "", nil, err
+	}
+	var ids [][]string
+	for _, ch := range r.Chats {
+		var cids []string
+		for _, m := range ch.Messages {
+			cids = append(cids, m.ID)
+		}
+		ids = append(ids, cids)
+	}
+	return r.ID, ids, nil
+}
+
+// waitHistoryTaken waits until every linked device of the phone has sent
+// its receipt for the history notification id (the client took it).
+func (s *stack) waitHistoryTaken(id string) {
+	s.t.Helper()
+	s.waitFor("the history notification receipted", waitLong, func() (bool, string) {
+		var sm struct {
+			Devices []struct {
+				State string `json:"state"`
+			} `json:"devices"`
+		}
+		_, err := s.phone.call("GET", "/messages/"+url.PathEscape(id), nil, &sm, http.StatusOK)
+		if err != nil || len(sm.Devices) == 0 {
+			return false, fmt.Sprint(sm, err)
+		}
+		for _, d := range sm.Devices {
+			if d.State != "delivered" && d.State != "read" {
+				return false, fmt.Sprint(sm)
+			}
+		}
+		return true, ""
+	})
+}
+
+// TestMessagesHistorySync: the history a phone shares after pairing is not
+// downloaded with HISTORY_SYNC=none (the default: nothing of it is
+// stored, though the client takes the notification), and with
+// HISTORY_SYNC=recent the contacts' texts in it are stored as received
+// messages, once each (a text that also came live is not stored twice;
+// the account's own texts are not inbound).
+func TestMessagesHistorySync(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	bea := s.peer("+15557400001", "Bea")
+	cal := s.peer("+15557400002", "Cal")
+	history := func(bea, cal []map[string]any) []map[string]any {
+		return []map[string]any{{"with": "+15557400001", "messages": bea}, {"with": "+15557400002", "messages": cal}}
+	}
+	text := func(t string, fromMe bool) map[string]any { return map[string]any{"text": t, "fromMe": fromMe} }
+
+	// none (the default).
+	u1 := newUser()
+	s.link(u1, "+15550007001", "Nia")
+	id, _, err := s.phone.historySync("+15550007001", history(
+		[]map[string]any{text("old from Bea", false)}, []map[string]any{text("old from Cal", false)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitHistoryTaken(id) // nothing of it stored: checked at the end, when a download would have been
+
+	// recent: the worker restarts with it; a new account pairs.
+	done := s.workers["w1"].signal(syscall.SIGTERM)
+	s.workers["w1"].waitExit(done, waitLong)
+	s.workers["w1"].setenv("HISTORY_SYNC", "recent")
+	s.startWorker("w1")
+	u2 := newUser()
+	s.link(u2, "+15550007002", "Oli")
+	live, err := s.phone.peerSend(bea.JID, "+15550007002", "live from Bea")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor("the live text stored", waitLong, func() (bool, string) {
+		in, err := s.client.allMessages(u2, "&direction=in")
+		return err == nil && len(in) == 1, fmt.Sprint(len(in), err)
+	})
+	at := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	bm := []map[string]any{
+		{"text": "hi from Bea, an hour ago", "at": at},
+		text("my answer", true),
+		{"id": live, "text": "live from Bea"}, // the live text again
+	}
+	id, ids, err := s.phone.historySync("+15550007002", history(bm, []map[string]any{text("hello from Cal", false)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitHistoryTaken(id)
+	var in []message
+	s.waitFor("the history's contact texts stored", waitLong, func() (bool, string) {
+		in, err = s.client.allMessages(u2, "&direction=in")
+		return err == nil && len(in) >= 3, fmt.Sprint(len(in), err)
+	})
+	time.Sleep(time.Second) // a late duplicate would show now
+	in, err = s.client.allMessages(u2, "&direction=in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]message{}
+	for _, m := range in {
+		if _, dup := got[m.WAMessageID]; dup {
+			t.Fatalf("%s stored twice", m.WAMessageID)
+		}
+		got[m.WAMessageID] = m
+	}
+	want := map[string][2]string{ // id -> chat, text
+		ids[0][0]: {bea.Phone, "hi from Bea, an hour ago"},
+		live:      {bea.Phone, "live from Bea"},
+		ids[1][0]: {cal.Phone, "hello from Cal"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("stored %d inbound messages, want %d (the account's own text is not inbound): %+v", len(got), len(want), in)
+	}
+	for id, w := range want {
+		m, ok := got[id]
+		if !ok || m.Chat != w[0] || m.Text != w[1] || m.Status != "received" {
+			t.Fatalf("message %s: %+v, want from %s %q", id, m, w[0], w[1])
+		}
+	}
+	if _, ok := got[ids[0][1]]; ok {
+		t.Fatal("the account's own text from the history was stored as received")
+	}
+	if st, err := s.phone.msgStats(); err != nil || st.DecryptFailures != 0 {
+		t.Fatalf("emulator: %+v %v", st, err)
+	}
+	if in, err := s.client.allMessages(u1, "&direction=in"); err != nil || len(in) != 0 {
+		t.Fatalf("HISTORY_SYNC=none stored %d messages from the history: %+v %v", len(in), in, err)
+	}
+}

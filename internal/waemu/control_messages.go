@@ -14,6 +14,7 @@ func (s *Server) messageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /peers/{jid}/send", s.handleSend)
 	mux.HandleFunc("POST /peers/{jid}/read", s.handleRead)
 	mux.HandleFunc("GET /messages/{id}", s.handleGetMessage)
+	mux.HandleFunc("POST /phone/history", s.handleHistory)
 	mux.HandleFunc("GET /faults", s.handleFaults)
 	mux.HandleFunc("POST /faults", s.handleSetFault)
 	mux.HandleFunc("DELETE /faults", s.handleClearFaults)
@@ -75,6 +76,26 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"id": id})
+}
+
+func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Account string        `json:"account"`
+		Chats   []HistoryChat `json:"chats"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Account == "" || len(req.Chats) == 0 {
+		writeJSON(w, http.StatusBadRequest, errorBody{"account and chats are required"})
+		return
+	}
+	id, chats, err := s.SendHistorySync(r.Context(), req.Account, req.Chats)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "chats": chats})
 }
 
 func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {

@@ -118,6 +118,9 @@ type inbox struct {
 type outMessage struct {
 	SentMessage
 	devices map[string]*DeviceDelivery
+	// payload, when set, is what is sent instead of the text (the own
+	// phone's protocol messages, history.go).
+	payload *waE2E.Message
 }
 
 // outbox is what waits to be delivered to one device, in order.
@@ -911,7 +914,11 @@ func (m *messaging) encryptFor(msg *outMessage, dev string) (*waBinary.Node, err
 	if a == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, msg.From)
 	}
-	plain, err := proto.Marshal(&waE2E.Message{Conversation: proto.String(msg.Text)})
+	payload := msg.payload
+	if payload == nil {
+		payload = &waE2E.Message{Conversation: proto.String(msg.Text)}
+	}
+	plain, err := proto.Marshal(payload)
 	if err != nil {
 		return nil, fmt.Errorf("marshal message: %w", err)
 	}

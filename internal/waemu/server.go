@@ -283,6 +283,7 @@ func (s *Server) PubKey() [32]byte { return *s.certs.root.Pub }
 //	GET  /peers/{jid}/inbox      {"messages": [InboxMessage...]}
 //	POST /peers/{jid}/send       {"to", "text", "id"?} → {"id"}
 //	POST /peers/{jid}/read       {"ids": [...]} → {"read": N}
+//	POST /phone/history          {"account", "chats": [{"with", "messages": [{"text", "fromMe"?}]}]} → {"id", "chats"}
 //	GET  /messages/{id}          SentMessage
 //	GET|POST|DELETE /faults      fault switches (Fault)
 //
