@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/redis/go-redis/v9"
 
 	"wasessions/internal/auth"
 	"wasessions/internal/cli"
@@ -84,11 +83,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer pool.Close()
 	db.Close() // only the migrations use database/sql
 
-	redisOpts, err := redisconn.Options(cfg.RedisURL, cfg.RedisTLSCAFile)
+	redisConn, err := redisconn.New(cfg.Redis())
 	if err != nil {
-		return cli.Usagef("REDIS_URL: %v", err)
+		return cli.Usagef("REDIS_URL / REDIS_SENTINEL_*: %v", err)
 	}
-	rdb := redis.NewClient(redisOpts)
+	rdb := redisConn.Client()
 	defer rdb.Close()
 
 	verifier, err := auth.NewVerifier(auth.Config{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
@@ -113,7 +112,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	var monitor http.Handler
 	if cfg.MonitorPassword != "" {
-		mon := httpapi.NewMonitor(redisconn.AsynqConnOpt(redisOpts), !cfg.MonitorReadOnly)
+		mon := httpapi.NewMonitor(redisConn.AsynqConnOpt(), !cfg.MonitorReadOnly)
 		defer mon.Close()
 		monitor = mon
 	}

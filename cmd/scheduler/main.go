@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := logging.New(stdout, cfg.LogLevel, string(config.Scheduler))
 
-	rdb, err := redisconn.Open(cfg.RedisURL, cfg.RedisTLSCAFile)
+	rdb, err := redisconn.OpenSettings(cfg.Redis())
 	if err != nil {
 		return cli.Usage(err)
 	}

@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer pool.Close()
 	defer sqlDB.Close()
-	rdb, err := redisconn.Open(cfg.RedisURL, cfg.RedisTLSCAFile)
+	rdb, err := redisconn.OpenSettings(cfg.Redis())
 	if err != nil {
 		return cli.Usage(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"wasessions/internal/ratelimit"
+	"wasessions/internal/redisconn"
 	"wasessions/internal/wa"
 )
 
@@ -55,6 +56,19 @@ type Config struct {
 	// RedisTLSCAFile, a PEM file, is the CA a rediss:// server's
 	// certificate must chain to (the system's roots when unset).
 	RedisTLSCAFile string `env:"REDIS_TLS_CA_FILE"`
+	// RedisSentinelAddrs (comma-separated host:port), when set, reach Redis
+	// through Sentinel: the primary is whichever server these sentinels
+	// name for RedisSentinelMaster, and every client follows a failover.
+	// REDIS_URL then gives only the primary's credentials, database and
+	// transport (its host is not dialled).
+	RedisSentinelAddrs []string `env:"REDIS_SENTINEL_ADDRS" envSeparator:","`
+	// RedisSentinelMaster is the name the sentinels monitor the primary
+	// under.
+	RedisSentinelMaster string `env:"REDIS_SENTINEL_MASTER"`
+	// RedisSentinelUsername and RedisSentinelPassword authenticate to the
+	// sentinels themselves (their requirepass, or an ACL user).
+	RedisSentinelUsername string `env:"REDIS_SENTINEL_USERNAME"`
+	RedisSentinelPassword string `env:"REDIS_SENTINEL_PASSWORD"`
 
 	// JWTSecret signs and verifies HS256 tokens; the API refuses to start
 	// without it.
@@ -302,6 +316,18 @@ func (c Config) Validate(p Program) error {
 			bad("REDIS_TLS_CA_FILE", "cannot be read: %v", err)
 		}
 	}
+	for _, a := range c.Redis().SentinelAddrs {
+		if h, port, err := net.SplitHostPort(a); err != nil || h == "" || port == "" {
+			bad("REDIS_SENTINEL_ADDRS", "must be host:port[,host:port...], got %q", a)
+			break
+		}
+	}
+	switch {
+	case c.Redis().Sentinel() && c.RedisSentinelMaster == "":
+		bad("REDIS_SENTINEL_MASTER", "is required with REDIS_SENTINEL_ADDRS (the name in `sentinel monitor <name> ...`)")
+	case !c.Redis().Sentinel() && (c.RedisSentinelMaster != "" || c.RedisSentinelPassword != "" || c.RedisSentinelUsername != ""):
+		bad("REDIS_SENTINEL_ADDRS", "is required when REDIS_SENTINEL_MASTER, REDIS_SENTINEL_USERNAME or REDIS_SENTINEL_PASSWORD is set")
+	}
 	if c.SessionTTL < time.Minute {
 		bad("SESSION_TTL", "must be at least 1m, got %s", c.SessionTTL)
 	}
@@ -442,6 +468,24 @@ func (c Config) Validate(p Program) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Redis is how the programs reach Redis, for internal/redisconn.
+func (c Config) Redis() redisconn.Settings {
+	var addrs []string
+	for _, a := range c.RedisSentinelAddrs {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return redisconn.Settings{
+		URL:              c.RedisURL,
+		CAFile:           c.RedisTLSCAFile,
+		SentinelAddrs:    addrs,
+		SentinelMaster:   c.RedisSentinelMaster,
+		SentinelUsername: c.RedisSentinelUsername,
+		SentinelPassword: c.RedisSentinelPassword,
+	}
 }
 
 // PostgresURL is the connection string: DATABASE_URL, or one built from the

@@ -65,6 +65,29 @@ func TestLoadRejectsUnparsable(t *testing.T) {
 	}
 }
 
+// The Sentinel settings reach redisconn as they were given, addresses
+// trimmed; without them the client is a plain one on REDIS_URL.
+func TestRedisSettings(t *testing.T) {
+	cfg, err := Load(getenvFrom(map[string]string{"REDIS_URL": "redis://:pw@ignored:6379/3",
+		"REDIS_SENTINEL_ADDRS": "10.0.0.1:26379, 10.0.0.2:26379,,", "REDIS_SENTINEL_MASTER": "mymaster",
+		"REDIS_SENTINEL_USERNAME": "sentinel-user", "REDIS_SENTINEL_PASSWORD": "sentinel-pw"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Redis()
+	if !s.Sentinel() || len(s.SentinelAddrs) != 2 || s.SentinelAddrs[0] != "10.0.0.1:26379" || s.SentinelAddrs[1] != "10.0.0.2:26379" ||
+		s.SentinelMaster != "mymaster" || s.SentinelUsername != "sentinel-user" || s.SentinelPassword != "sentinel-pw" || s.URL != "redis://:pw@ignored:6379/3" {
+		t.Fatalf("Redis() = %+v", s)
+	}
+	cfg, err = Load(getenvFrom(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Redis(); s.Sentinel() || s.URL != "redis://127.0.0.1:6379/0" {
+		t.Fatalf("Redis() without Sentinel = %+v", s)
+	}
+}
+
 func TestRateLimitOff(t *testing.T) {
 	cfg, err := Load(getenvFrom(map[string]string{"RATE_LIMIT_CREATE": "off", "RATE_LIMIT_PAIRING_PHONE": "5/24h"}))
 	if err != nil {
@@ -101,6 +124,11 @@ func TestValidate(t *testing.T) {
 		{"monitor addr no password", API, map[string]string{"JWT_SECRET": goodSecret, "MONITOR_ADDR": "127.0.0.1:9000"}, "MONITOR_ADDR"},
 		{"ssl mode", Worker, map[string]string{"WORKER_ID": "w", "DB_SSLMODE": "on"}, "DB_SSLMODE"},
 		{"log level", API, map[string]string{"JWT_SECRET": goodSecret, "LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"sentinel ok", Scheduler, map[string]string{"REDIS_SENTINEL_ADDRS": "s1:26379, s2:26379,s3:26379", "REDIS_SENTINEL_MASTER": "mymaster"}, ""},
+		{"sentinel without master", Scheduler, map[string]string{"REDIS_SENTINEL_ADDRS": "s1:26379"}, "REDIS_SENTINEL_MASTER: is required"},
+		{"sentinel bad addr", Scheduler, map[string]string{"REDIS_SENTINEL_ADDRS": "s1:26379,s2", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_ADDRS: must be host:port"},
+		{"sentinel master without addrs", Scheduler, map[string]string{"REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_ADDRS: is required"},
+		{"sentinel password without addrs", Scheduler, map[string]string{"REDIS_SENTINEL_PASSWORD": "p"}, "REDIS_SENTINEL_ADDRS: is required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

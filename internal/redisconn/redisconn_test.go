@@ -154,6 +154,33 @@ func TestOptionsRefusals(t *testing.T) {
 	}
 }
 
+// Sentinel settings are checked before anything dials, and their
+// errors never show a password.
+func TestSentinelSettingsRefusals(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		s    redisconn.Settings
+		want string
+	}{
+		{redisconn.Settings{URL: "redis://:secret-pass@x:6379/0", SentinelAddrs: []string{"127.0.0.1:26379"}}, "REDIS_SENTINEL_MASTER is not"},
+		{redisconn.Settings{URL: "redis://:secret-pass@x:6379/0", SentinelMaster: "m"}, "REDIS_SENTINEL_ADDRS is not"},
+		{redisconn.Settings{URL: "redis://:secret-pass@x:6379/0", SentinelAddrs: []string{"127.0.0.1"}, SentinelMaster: "m"}, "not host:port"},
+		{redisconn.Settings{URL: "nope://:secret-pass@x", SentinelAddrs: []string{"127.0.0.1:26379"}, SentinelMaster: "m"}, "not a valid"},
+	} {
+		_, err := redisconn.New(tc.s)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("New(%+v) = %v, want an error containing %q", tc.s, err, tc.want)
+		}
+		if strings.Contains(err.Error(), "secret-pass") {
+			t.Fatalf("the error shows the password: %v", err)
+		}
+	}
+	c, err := redisconn.New(redisconn.Settings{URL: "redis://:pw@x:6379/4", SentinelAddrs: []string{"127.0.0.1:26379"}, SentinelMaster: "m"})
+	if err != nil || c.DB() != 4 {
+		t.Fatalf("New with Sentinel: db %v, %v; want 4", c, err)
+	}
+}
+
 // writeCerts writes a self-signed CA and a server certificate it signed
 // for 127.0.0.1, as PEM files in dir.
 func writeCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
