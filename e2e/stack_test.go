@@ -51,6 +51,12 @@ type stackOpts struct {
 	// pg and redis are private servers to use instead of the shared ones.
 	pg    *testenv.PostgresServer
 	redis *testenv.RedisServer
+	// sentinel, when set, is the Redis the programs reach through
+	// Sentinel (REDIS_SENTINEL_*), database 0 of its private servers.
+	sentinel *testenv.SentinelGroup
+	// dsn, when set, is the database to use (e.g. a multi-host DSN of a
+	// primary and its standby) instead of a fresh one.
+	dsn string
 }
 
 // stack is one running deployment: the emulator, api, workers and
@@ -95,14 +101,20 @@ func newStack(t *testing.T, o stackOpts) *stack {
 
 	// Stores: the shared servers (a fresh database and Redis DB), or the
 	// test's private ones.
-	if o.pg != nil {
+	switch {
+	case o.dsn != "":
+		s.dsn = o.dsn
+	case o.pg != nil:
 		s.dsn = o.pg.NewDatabase(t)
-	} else {
+	default:
 		s.dsn = testenv.NewDatabase(t)
 	}
-	if o.redis != nil {
+	switch {
+	case o.sentinel != nil:
+		s.redisURL = o.sentinel.Settings(0).URL
+	case o.redis != nil:
 		s.redisURL = o.redis.URL()
-	} else {
+	default:
 		s.redisURL = testenv.NewRedisDB(t).URL()
 	}
 	t.Cleanup(s.teardown) // before the database is dropped (cleanups run last first)
@@ -136,6 +148,11 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		"WA_VERSION_URL":   "http://" + ctl + "/web", // never the internet
 		"LOG_LEVEL":        "info",
 		"DB_MAX_CONNS":     "10",
+	}
+	if o.sentinel != nil {
+		for k, v := range o.sentinel.Env(0) {
+			common[k] = v
+		}
 	}
 	for k, v := range o.env {
 		common[k] = v

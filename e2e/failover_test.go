@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"wasessions/internal/testenv"
+	"wasessions/tasks"
+)
+
+// Issue 14, goal 5: Redis that fails over. The programs reach Redis through
+// three sentinels (REDIS_SENTINEL_*), with a primary and one replica. With
+// linked sessions on two workers, new sessions are being created when the
+// primary is SIGKILLed; their create tasks were acknowledged by the primary
+// but never reached the replica (it was frozen, as when asynchronous
+// replication lags at the moment of a crash), so the promoted replica has
+// never heard of them. The stack carries on on the promoted replica: the
+// linked sessions never noticed, the reconciler redoes the lost tasks (the
+// new sessions show their QR and link), and nothing is hosted twice or
+// paired again.
+func TestRedisSentinelFailover(t *testing.T) {
+	const n, k = 6, 3
+	g := testenv.StartSentinelGroup(t)
+	// QR_WAIT 0: a create answers at once, before its task has run (the
+	// task is what the failover loses here). No rebalancing: every login
+	// after the pairings is then a session that dropped.
+	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, sentinel: g,
+		env: map[string]string{"QR_WAIT": "0s", "REBALANCE_MAX_MOVES": "0"}})
+	ls := s.linkMany(n, 4)
+	ids := sessionIDs(ls)
+	s.waitAllConnected(ids, waitLong)
+	s.checkHostedOnce(n)
+	// Logins per pairing (whatsmeow logs in again right after pairing):
+	// any login beyond that later is a linked session that dropped.
+	before := s.emuStats()
+	if before.Logins%n != 0 {
+		t.Fatalf("emulator %+v: logins are not a multiple of the %d pairings", before, n)
+	}
+	perPairing := before.Logins / n
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	primary, err := g.Primary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := g.Servers[0].Addr
+	if replica == primary {
+		replica = g.Servers[1].Addr
+	}
+
+	watch := s.watchAPI(ls[0].user, ls[1].user)
+	// The tail that asynchronous replication loses: freeze the replica
+	// and cut its link (what the primary already sent would still reach
+	// it from the socket), hold the shared queue on the primary (the pause
+	// is lost with the rest), and create k sessions. Their rows are in
+	// Postgres, their tasks only on the primary.
+	g.Signal(replica, syscall.SIGSTOP)
+	if err := g.DataClient(primary, 0).ClientKillByFilter(ctx, "TYPE", "replica").Err(); err != nil {
+		g.Signal(replica, syscall.SIGCONT)
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspectorFromRedisClient(g.DataClient(primary, 0))
+	if err := insp.PauseQueue(tasks.QueueShared); err != nil {
+		g.Signal(replica, syscall.SIGCONT)
+		t.Fatal(err)
+	}
+	type pending struct {
+		user, sessionID string
+	}
+	var news []pending
+	for i := range k {
+		u := newUser()
+		sess, code, err := s.client.create(u)
+		if err != nil || code != http.StatusCreated {
+			g.Signal(replica, syscall.SIGCONT)
+			t.Fatalf("create %d before the kill: %d %v", i, code, err)
+		}
+		news = append(news, pending{u, sess.SessionID})
+	}
+	if q, err := insp.GetQueueInfo(tasks.QueueShared); err != nil || q.Pending < k {
+		g.Signal(replica, syscall.SIGCONT)
+		t.Fatalf("the primary holds %+v (%v), want at least %d pending creates", q, err, k)
+	}
+	killed := g.KillPrimary()
+	start := time.Now()
+	g.Signal(replica, syscall.SIGCONT)
+	if killed != primary {
+		t.Fatalf("killed %s, but the primary was %s", killed, primary)
+	}
+	now := g.WaitFailover(killed, 30*time.Second)
+	promoted := time.Since(start)
+	if now != replica {
+		t.Fatalf("promoted %s, want the replica %s", now, replica)
+	}
+	lost, err := asynq.NewInspectorFromRedisClient(g.DataClient(now, 0)).GetQueueInfo(tasks.QueueShared)
+	if err == nil && lost.Pending+lost.Active >= k {
+		t.Fatalf("the promoted replica holds %+v: the creates were not lost, so this test proves nothing", lost)
+	}
+
+	// A user arriving after the failover gets a new session with its QR:
+	// the API enqueues on the new primary and a worker takes the task.
+	probe := newUser()
+	s.waitFor("a new session's QR after the failover", waitLong, func() (bool, string) {
+		sess, code, err := s.client.create(probe)
+		if err != nil || (code != http.StatusCreated && code != http.StatusOK) {
+			return false, fmt.Sprintf("%d %v", code, err)
+		}
+		_, r, err := s.client.qr(probe)
+		return err == nil && r.Status == http.StatusOK, fmt.Sprintf("session %s: %s %v", sess.SessionID, r, err)
+	})
+	working := time.Since(start)
+	seen := watch.finish()
+	t.Logf("API answers while the primary was killed and replaced: %s", seen.summary())
+	for _, a := range seen {
+		switch {
+		case a.err != "":
+			t.Errorf("%s: %s", a.call, a.err)
+		case a.status == http.StatusServiceUnavailable && (a.code == "redis_unavailable" || a.code == "not_ready"):
+		case a.status >= 500:
+			t.Errorf("%s: %d %s during the failover; want 503 naming Redis", a.call, a.status, a.code)
+		}
+	}
+
+	// The sessions whose creates were lost: the reconciler queues them
+	// again, they show a QR, and the phone links them.
+	for i, p := range news {
+		dataURL, _, err := s.qrOf(p.user, session{})
+		if err != nil {
+			t.Fatalf("session %s (created before the kill): %v", p.sessionID, err)
+		}
+		qr, err := decodeQR(dataURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.phone.scan(qr, phoneOf(2000+i), fmt.Sprintf("Late %d", i)); err != nil {
+			t.Fatalf("session %s: scan: %v", p.sessionID, err)
+		}
+		ids = append(ids, p.sessionID)
+	}
+	redone := time.Since(start)
+	if _, err := s.client.data("POST", pathDisconnect, probe, false, http.StatusAccepted, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.waitAllConnected(ids, waitLong)
+	s.checkHostedOnce(n + k)
+	s.checkNoRepairing(n + k)
+	if after := s.emuStats(); after.Logins-before.Logins != int64(k)*perPairing {
+		t.Fatalf("emulator logins %d before the kill, %d after (%d per pairing, %d new pairings): a linked session reconnected",
+			before.Logins, after.Logins, perPairing, k)
+	}
+	creates := 0
+	for _, id := range s.workerIDs {
+		creates += loggedSum(s.workers[id].logText(), "reconciled", "creates")
+	}
+	if creates < k {
+		t.Fatalf("the reconcilers logged %d creates, want at least the %d lost", creates, k)
+	}
+	t.Logf("FIGURE Redis Sentinel failover (down-after %s, failover-timeout %s, 2 workers, %d linked sessions): replica promoted %s after the SIGKILL; a new session shows its QR %s after it; the %d lost creates redone by the reconciler (%d creates logged) and their QRs up %s after it; %d linked sessions never dropped",
+		testenv.SentinelDownAfter, testenv.SentinelFailoverTimeout, n, promoted.Round(time.Millisecond), working.Round(time.Millisecond),
+		k, creates, redone.Round(time.Millisecond), n)
+}
+
+// loggedSum adds up the integer field of every JSON log line whose msg is
+// msg.
+func loggedSum(logs, msg, field string) int {
+	sum := 0
+	for _, line := range strings.Split(logs, "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) != nil || l["msg"] != msg {
+			continue
+		}
+		if v, ok := l[field].(float64); ok {
+			sum += int(v)
+		}
+	}
+	return sum
+}
