@@ -184,3 +184,73 @@ func loggedSum(logs, msg, field string) int {
 	}
 	return sum
 }
+
+// Issue 14, goal 6: Postgres that fails over. The programs' DATABASE_URL
+// names a primary and its streaming standby (synchronous, so the crash
+// loses no commit) with target_session_attrs=read-write. With linked
+// sessions on two workers, the primary crashes (pg_ctl stop -m immediate)
+// and, once the workers have stopped their clients for want of their
+// leases, the standby is promoted (pg_ctl promote): every program finds the
+// new primary by itself, the sessions are connected again (restored from
+// their stored keys, as after a Postgres restart), none paired again,
+// none hosted twice, and a new session links on the new primary.
+func TestPostgresFailover(t *testing.T) {
+	const n = 6
+	primary := testenv.StartPostgresServer(t)
+	standby := primary.StartStandby(t, true)
+	dsn := testenv.NewFailoverDatabase(t, primary, standby)
+	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, dsn: dsn, env: map[string]string{"REBALANCE_MAX_MOVES": "0"}})
+	ls := s.linkMany(n, 3)
+	ids := sessionIDs(ls)
+	s.waitAllConnected(ids, waitLong)
+	s.checkHostedOnce(n)
+
+	watch := s.watchAPI(ls[0].user, ls[1].user)
+	primary.Stop() // -m immediate: a crash
+	crashed := time.Now()
+	// Failover managers take a while to decide (Patroni's TTL is 30s by
+	// default): long enough for the workers to lose their leases, so they
+	// stop their clients (self-fencing), exactly as while a single
+	// Postgres restarts.
+	s.waitFor("the workers to stop their clients (self-fencing)", waitLong, func() (bool, string) {
+		c, err := s.phone.connectedDevices()
+		return err == nil && c == 0, fmt.Sprintf("%d devices still connected (err %v)", c, err)
+	})
+	fenced := time.Since(crashed)
+	start := time.Now()
+	standby.Promote()
+	promoted := time.Since(start)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if in, err := standby.InRecovery(ctx); err != nil || in {
+		t.Fatalf("the promoted standby: in recovery %v, %v", in, err)
+	}
+	s.waitFor("the API to read from the new primary", waitLong, func() (bool, string) {
+		st, err := s.client.status(ls[0].user)
+		return err == nil && st.SessionID == ls[0].sessionID, fmt.Sprint(err)
+	})
+	apiBack := time.Since(start)
+	took := s.waitAllConnected(ids, 2*waitLong)
+	back := time.Since(start)
+	seen := watch.finish()
+	t.Logf("API answers while the primary was replaced: %s", seen.summary())
+	for _, a := range seen {
+		switch {
+		case a.err != "":
+			t.Errorf("%s: %s", a.call, a.err)
+		case a.status == http.StatusServiceUnavailable && (a.code == "database_unavailable" || a.code == "not_ready"):
+		case a.status >= 500:
+			t.Errorf("%s: %d %s during the failover; want 503 naming Postgres", a.call, a.status, a.code)
+		}
+	}
+	s.checkHostedOnce(n)
+	s.checkNoRepairing(n)
+
+	// Writes go to the new primary: a new user links.
+	s.link(newUser(), phoneOf(3000), "After failover")
+	s.checkHostedOnce(n + 1)
+	s.checkNoRepairing(n + 1)
+	t.Logf("FIGURE Postgres failover (synchronous standby, LEASE_TTL %s, RESTORE_INTERVAL %s, 2 workers, %d linked sessions): clients self-fenced %s after the crash; pg_ctl promote took %s; from the promotion the API answered from the new primary after %s and all sessions were connected again under live leases after %s (%s of it waiting for them once the API was back); 0 new pairings",
+		leaseTTL, restoreInterval, n, fenced.Round(time.Millisecond), promoted.Round(time.Millisecond), apiBack.Round(time.Millisecond),
+		back.Round(time.Millisecond), took.Round(time.Millisecond))
+}

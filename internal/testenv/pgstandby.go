@@ -84,8 +84,9 @@ func (s *PostgresServer) InRecovery(ctx context.Context) (bool, error) {
 }
 
 // NewFailoverDatabase creates a database on primary (replicated to its
-// standbys) and returns its multi-host DSN over primary and standbys (see
-// MultiHostDSN). The database is not dropped at the end: the clusters are
+// standbys) and returns its multi-host DSN over the standbys, then the
+// primary (see MultiHostDSN): standbys first, so that a client that ignored
+// target_session_attrs would land on a read-only server. The database is not dropped at the end: the clusters are
 // the test's own and go with it, and the primary may be dead by then.
 func NewFailoverDatabase(t testing.TB, primary *PostgresServer, standbys ...*PostgresServer) string {
 	t.Helper()
@@ -93,12 +94,27 @@ func NewFailoverDatabase(t testing.TB, primary *PostgresServer, standbys ...*Pos
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	primary.exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	// A synchronous commit is flushed on the standby, not yet replayed:
+	// wait until each standby shows the database.
+	for _, st := range standbys {
+		for {
+			var n int
+			err := st.query(ctx, "SELECT count(*) FROM pg_database WHERE datname = '"+name+"'", &n)
+			if err == nil && n == 1 {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("testenv: database %s not on the standby on port %d: %v", name, st.Port, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	u, err := url.Parse(primary.AdminURL())
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 	u.Path = "/" + name
-	return MultiHostDSN(t, u.String(), append([]*PostgresServer{primary}, standbys...)...)
+	return MultiHostDSN(t, u.String(), append(standbys, primary)...)
 }
 
 // MultiHostDSN is dsn (a database on one of servers) with every server as

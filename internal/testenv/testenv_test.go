@@ -3,9 +3,12 @@ package testenv
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+
+	"wasessions/internal/store"
 )
 
 func TestNewDatabaseIsEmptyAndDistinct(t *testing.T) {
@@ -75,4 +78,51 @@ func TestPrivateServersRestart(t *testing.T) {
 		t.Fatalf("after restart: %v", err)
 	}
 	conn.Close(ctx)
+}
+
+// A primary and its synchronous standby behind one multi-host DSN with
+// target_session_attrs=read-write: after the primary crashes and the
+// standby is promoted, the same pool finds the new primary by itself, every
+// committed row is there, and writes succeed (what the programs rely on,
+// see e2e TestPostgresFailover).
+func TestStandbyPromotion(t *testing.T) {
+	t.Parallel()
+	primary := StartPostgresServer(t)
+	standby := primary.StartStandby(t, true)
+	dsn := NewFailoverDatabase(t, primary, standby)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pool, err := store.Connect(ctx, dsn, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, "CREATE TABLE t (n int)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "INSERT INTO t SELECT generate_series(1, 100)"); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := standby.InRecovery(ctx); err != nil || !in {
+		t.Fatalf("the standby before the failover: in recovery %v, %v", in, err)
+	}
+	primary.Stop()
+	standby.Promote()
+	var n int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// The pool's connections to the dead primary fail once each;
+		// new ones skip it and the standby until it is read-write.
+		_, err = pool.Exec(ctx, "INSERT INTO t VALUES (101)")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write through the pool after the promotion: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 101 {
+		t.Fatalf("after the failover: %d rows (%v), want the 100 committed before it and 1 after", n, err)
+	}
 }
