@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e test-messages bench-messages build lint bench fuzz clean
+.PHONY: help run demo test test-e2e test-messages bench-messages test-failover build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -26,6 +26,10 @@ test-messages: ## The message crash test at the issue's scale: 500 out and 500 i
 
 bench-messages: ## The message figures of docs/BENCHMARKS.md without -race: POST p50/p99, accepted->sent, one worker's send throughput, commit->receipt (E2E_MESSAGES, default 500).
 	@E2E_RACE=0 E2E_MESSAGES=$${E2E_MESSAGES:-500} TEST_SUITES=e2e scripts/test.sh -run 'TestMessagesThroughput$$' -v -timeout 60m
+
+test-failover: ## The store failover tests: Redis Sentinel and a promoted Postgres standby (also part of `make test`).
+	@scripts/test.sh ./internal/redisconn ./internal/testenv -run 'Sentinel|Standby' -v
+	@TEST_SUITES=e2e scripts/test.sh ./e2e -run 'TestRedisSentinelFailover|TestPostgresFailover' -v
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin

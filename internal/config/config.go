@@ -34,11 +34,15 @@ type Config struct {
 	// DatabaseURL, when set, wins over the DB_* variables (kept for
 	// compatibility, docs/ARCHITECTURE.md).
 	DatabaseURL string `env:"DATABASE_URL"`
-	DBHost      string `env:"DB_HOST" envDefault:"127.0.0.1"`
-	DBPort      int    `env:"DB_PORT" envDefault:"5432"`
-	DBName      string `env:"DB_NAME" envDefault:"wasessions"`
-	DBUser      string `env:"DB_USER" envDefault:"postgres"`
-	DBPassword  string `env:"DB_PASSWORD"`
+	// DBHost may list several hosts, comma-separated (a primary and its
+	// standbys, all on DBPort): the programs then connect to whichever
+	// accepts writes (target_session_attrs=read-write) and follow a
+	// failover.
+	DBHost     string `env:"DB_HOST" envDefault:"127.0.0.1"`
+	DBPort     int    `env:"DB_PORT" envDefault:"5432"`
+	DBName     string `env:"DB_NAME" envDefault:"wasessions"`
+	DBUser     string `env:"DB_USER" envDefault:"postgres"`
+	DBPassword string `env:"DB_PASSWORD"`
 	// DBSSLMode is libpq's sslmode for the DB_* connection. The default,
 	// prefer, works with a local Postgres with or without TLS; anything that
 	// crosses a network should use require, or verify-full with
@@ -494,14 +498,26 @@ func (c Config) PostgresURL() string {
 	if c.DatabaseURL != "" {
 		return c.DatabaseURL
 	}
+	var hosts []string
+	for _, h := range strings.Split(c.DBHost, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, net.JoinHostPort(h, strconv.Itoa(c.DBPort)))
+		}
+	}
 	u := url.URL{
 		Scheme: "postgres",
-		Host:   net.JoinHostPort(c.DBHost, strconv.Itoa(c.DBPort)),
+		Host:   "HOSTS",
 		Path:   "/" + c.DBName,
 	}
 	q := url.Values{"sslmode": {c.DBSSLMode}}
 	if c.DBSSLRootCert != "" {
 		q.Set("sslrootcert", c.DBSSLRootCert)
+	}
+	if len(hosts) > 1 {
+		// Several hosts are a primary and its standbys: connect only to
+		// the one that takes writes, whichever it is now (pgx tries them
+		// in order, as libpq does).
+		q.Set("target_session_attrs", "read-write")
 	}
 	u.RawQuery = q.Encode()
 	if c.DBPassword != "" {
@@ -509,5 +525,6 @@ func (c Config) PostgresURL() string {
 	} else {
 		u.User = url.User(c.DBUser)
 	}
-	return u.String()
+	// url.URL would escape the commas of a host list.
+	return strings.Replace(u.String(), "HOSTS", strings.Join(hosts, ","), 1)
 }

@@ -40,6 +40,8 @@ func TestPostgresURL(t *testing.T) {
 		{"database url wins", map[string]string{"DATABASE_URL": "postgres://a@b/c", "DB_HOST": "x"}, "postgres://a@b/c"},
 		{"seed variables", map[string]string{"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "n", "DB_USER": "u", "DB_PASSWORD": "p@ss"},
 			"postgres://u:p%40ss@db:6543/n?sslmode=prefer"},
+		{"primary and standbys", map[string]string{"DB_HOST": "pg-a, pg-b,pg-c", "DB_PORT": "6432", "DB_PASSWORD": "p@ss"},
+			"postgres://postgres:p%40ss@pg-a:6432,pg-b:6432,pg-c:6432/wasessions?sslmode=prefer&target_session_attrs=read-write"},
 		{"verify-full", map[string]string{"DB_HOST": "postgres", "DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": "/run/secrets/pg ca.crt"},
 			"postgres://postgres@postgres:5432/wasessions?sslmode=verify-full&sslrootcert=%2Frun%2Fsecrets%2Fpg+ca.crt"},
 	}
