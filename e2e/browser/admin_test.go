@@ -163,8 +163,9 @@ func (s *stack) apiGet(t *testing.T, token, path string, out any) int {
 // counts and worker load, filters by user, status and worker, paging, the
 // live stream showing a session appear and connect, a session's detail
 // with its status history, a disconnect with its confirmation (cancelled,
-// then confirmed: the emulator loses the device), a plain user's token
-// refused. It logs the first-paint figure (FIGURE admin_first_paint) and
+// then confirmed: the emulator loses the device), a session opened by its
+// id, a plain user's token refused, and an api restart (live updates
+// interrupted, resumed, and what changed meanwhile shown). It logs the first-paint figure (FIGURE admin_first_paint) and
 // saves screenshots under artifacts/browser/admin/.
 func TestAdminPage(t *testing.T) {
 	start := time.Now()
@@ -353,6 +354,31 @@ func TestAdminPage(t *testing.T) {
 		t.Errorf("a user's token: %d rows shown", n)
 	}
 	u.shot("8-not-an-operator")
+
+	// The api restarts (a deploy): the page says live updates were
+	// interrupted, reconnects by itself, and reads again what changed
+	// meanwhile (here a failed session turned expired by hand in the
+	// database, which announced nothing).
+	failedBefore := eval[string](p.page, `document.querySelector('[data-testid=count-failed] .n').textContent`)
+	s.stopAPI(t)
+	p.waitFor("the interruption shown", `document.getElementById('live').dataset.live === 'retry'`, 20*time.Second)
+	p.shot("10-interrupted")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE whatsapp_sessions SET status = 'expired', status_reason = 'session_expired'
+		WHERE id = (SELECT id FROM whatsapp_sessions WHERE status = 'failed' LIMIT 1)`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	s.startAPI(t)
+	n, _ := strconv.Atoi(strings.ReplaceAll(failedBefore, ",", ""))
+	want := strconv.FormatInt(int64(n-1), 10)
+	p.waitFor("live again", `document.getElementById('live').dataset.live === 'on'`, 40*time.Second)
+	p.waitFor("the change made while it was down", `document.querySelector('[data-testid=count-failed] .n').textContent.replace(/\D/g, '') === '`+want+`'`, 10*time.Second)
 
 	// A desktop's width: the table as a table.
 	p.do("desktop viewport", chromedp.EmulateViewport(1280, 900))
