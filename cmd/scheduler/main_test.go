@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,41 +62,6 @@ func TestCommandLine(t *testing.T) {
 	testfactory.ProgramShape(t, "scheduler", run, envOf(env))
 }
 
-// syncBuffer is an io.Writer the program logs to while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// records parses the JSON log lines written so far.
-func (b *syncBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // TestRunStartsAndStops runs the program against real Redis and Postgres:
 // it logs the session count, enqueues the start-up reconcile, and returns
 // nil when its context ends (as on SIGTERM).
@@ -112,7 +74,7 @@ func TestRunStartsAndStops(t *testing.T) {
 		"RESTORE_INTERVAL": "1h",
 		"LOG_LEVEL":        "debug",
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testfactory.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -124,7 +86,7 @@ func TestRunStartsAndStops(t *testing.T) {
 	var loaded map[string]any
 	var reconcileQueued bool
 	for deadline := time.Now().Add(30 * time.Second); loaded == nil || !reconcileQueued; {
-		for _, r := range stdout.records(t) {
+		for _, r := range stdout.Records(t) {
 			if r["msg"] == "Loaded 0 existing sessions" {
 				loaded = r
 			}

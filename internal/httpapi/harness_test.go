@@ -35,6 +35,7 @@ import (
 	"wasessions/internal/redisconn"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 const (
@@ -54,7 +55,7 @@ type env struct {
 	enq       *queue.Enqueuer
 	inspector *asynq.Inspector
 	signer    *auth.Signer
-	logs      *syncBuffer
+	logs      *testfactory.LogBuffer
 	// deps and opts are what app was built with.
 	deps httpapi.Deps
 	opts httpapi.Options
@@ -96,7 +97,7 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testfactory.LogBuffer{}
 	e := &env{t: t, store: s.st, rdb: rdb, bus: events.NewBus(rdb), enq: queue.New(rdb), signer: signer, logs: logs}
 	e.inspector = e.enq.Inspector()
 	d := s.deps
@@ -123,24 +124,6 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 	e.deps, e.opts = d, s.opts
 	e.app = httpapi.New(d, s.opts)
 	return e
-}
-
-// syncBuffer collects the app's log lines for assertions.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newUser() string { return uuid.NewString() }
