@@ -12,11 +12,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -239,13 +242,26 @@ func warnWeakSettings(log *slog.Logger, cfg config.Config) {
 // runToken is `api token`: it prints a token signed with JWT_SECRET (and
 // JWT_ISSUER, JWT_AUDIENCE when set) for an operator or a developer.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := cli.FlagSet("api token", "usage: api token --user UUID [--admin] [--ttl 1h]\n\nPrints a bearer token signed with JWT_SECRET (and JWT_ISSUER, JWT_AUDIENCE).", stderr)
+	fs := cli.FlagSet("api token", `usage: api token --user UUID [--admin] [--ttl 1h] [--env-file .run/env]
+
+Prints a bearer token signed with JWT_SECRET (and JWT_ISSUER, JWT_AUDIENCE).
+Settings missing from the environment are read from --env-file, where
+make run and make demo keep the secrets they generate.`, stderr)
 	user := fs.String("user", "", "the user's UUID (the token's sub); required")
 	admin := fs.Bool("admin", false, `add role "admin" (global stats, cleanup)`)
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	envFile := fs.String("env-file", defaultEnvFile, "`file` of KEY=VALUE lines read for the settings the environment lacks (ignored when the default is missing)")
 	if err := cli.Parse(fs, args, false); err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
+	fileEnv, err := readEnvFile(*envFile, *envFile != defaultEnvFile)
+	if err != nil {
+		return cli.Usagef("token: --env-file: %w", err)
+	}
+	if getenv("JWT_SECRET") == "" && fileEnv["JWT_SECRET"] == "" {
+		return cli.Usagef("token: JWT_SECRET is unset and not in %s (make run and make demo write it there: run this from the repository root, or pass --env-file, or set JWT_SECRET)", *envFile)
+	}
+	getenv = withFallback(getenv, fileEnv)
 	if *user == "" {
 		return cli.Usagef("token: --user UUID is required")
 	}
@@ -269,4 +285,45 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	_, err = fmt.Fprintln(stdout, tok)
 	return err
+}
+
+// defaultEnvFile is where scripts/lib.sh keeps the secrets it generates for
+// make run and make demo.
+const defaultEnvFile = ".run/env"
+
+// readEnvFile reads KEY=VALUE lines (blank lines and # comments skipped, no
+// quoting), the format scripts/lib.sh writes. A missing file is an error
+// only when required.
+func readEnvFile(path string, required bool) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !required {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	vars := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s: %q is not KEY=VALUE", path, line)
+		}
+		vars[k] = v
+	}
+	return vars, nil
+}
+
+// withFallback reads getenv, and vars for what getenv leaves empty: the
+// environment wins, as in scripts/lib.sh.
+func withFallback(getenv func(string) string, vars map[string]string) func(string) string {
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return vars[k]
+	}
 }
