@@ -10,14 +10,16 @@
 #        http://127.0.0.1:5281/phone/scan
 #
 # It reads the API URL, the emulator's control URL and the token from
-# .run/demo.env (written by scripts/demo.sh); TOKEN, PHONE and NAME in the
+# $RUN_DIR/demo.env (RUN_DIR defaults to .run; written by scripts/demo.sh);
+# TOKEN, PHONE and NAME in the
 # environment override them. Needs only bash (curl is used when present).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [ -f .run/demo.env ]; then
+RUN_DIR=${RUN_DIR:-.run}
+if [ -f "$RUN_DIR/demo.env" ]; then
 	# shellcheck disable=SC1091
-	. .run/demo.env
+	. "$RUN_DIR/demo.env"
 fi
 API=${DEMO_API:-http://127.0.0.1:8080}
 CONTROL=${DEMO_CONTROL:-http://127.0.0.1:5281}

@@ -13,7 +13,10 @@
 #   5. wait for GET /readyz, then print how to create a session, how to
 #      "scan" its QR code with the emulated phone (scripts/demo-scan.sh),
 #      how to send a message to an emulated contact and make it reply, and
-#      wait: Ctrl-C stops everything.
+#      wait: Ctrl-C stops everything in order, the worker first, the
+#      emulator last (scripts/lib.sh, stop_all).
+#
+# One stack at a time: a second `make demo` or `make run` says what runs.
 #
 # Ports: the API on HTTP_ADDR (:8080), the worker's metrics on METRICS_ADDR
 # (:9091), the emulator on WAEMU_LISTEN (127.0.0.1:5280) with its control
@@ -22,16 +25,13 @@
 # README.md may be set in the environment.
 set -euo pipefail
 
-start_ns=$(date +%s%N)
+START_NS=$(date +%s%N)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$PWD
 LIB_NAME=demo
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+single_stack demo
 
-# The demo user every printed token belongs to (the same as `make run`'s).
-DEMO_USER=00000000-0000-4000-8000-000000000001
-READY_WAIT=${READY_WAIT:-90}
 # A fixed, public development seed: the emulator's root key, which the
 # worker trusts, stays the same across demo runs. Never a real key.
 DEMO_KEY_SEED=7761736573736f6e732d64656d6f2d6b65792d736565642d6e6f742d736563
@@ -51,26 +51,14 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/15}
 scripts/services.sh
 
 # --- 2. ports (before the slow build, to fail fast) ------------------------
-export HTTP_ADDR=${HTTP_ADDR:-:8080}
-export MONITOR_USER=${MONITOR_USER:-admin}
-export METRICS_ADDR=${METRICS_ADDR:-:9091}
-
-port=${HTTP_ADDR##*:}
-host=${HTTP_ADDR%:*}
-case $host in '' | 0.0.0.0 | '[::]') host=127.0.0.1 ;; esac
-base="http://$host:$port"
+api_ports demo
+base=$BASE
 control="http://$WAEMU_CONTROL"
-
-need_port "$port" "HTTP_ADDR=:8081 make demo"
-need_port "${METRICS_ADDR##*:}" "METRICS_ADDR=:9191 make demo (the worker's METRICS_ADDR)"
 need_port "${WAEMU_LISTEN##*:}" "WAEMU_LISTEN=127.0.0.1:5380 make demo (the emulator)"
 need_port "${WAEMU_CONTROL##*:}" "WAEMU_CONTROL=127.0.0.1:5381 make demo (the emulator's control API)"
 
 # --- 3. build ---------------------------------------------------------------
-mkdir -p bin .run
-say "building bin/api bin/worker bin/scheduler bin/waemu"
-go build -o bin/ ./cmd/api ./cmd/worker ./cmd/scheduler ./cmd/waemu ||
-	die "go build failed"
+build api worker scheduler waemu
 
 # --- 4. secrets -------------------------------------------------------------
 load_secrets
@@ -79,35 +67,31 @@ load_secrets
 stop_on_exit
 say "starting the WhatsApp emulator on $WAEMU_LISTEN (control API $control)"
 start waemu -- -listen "$WAEMU_LISTEN" -control "$WAEMU_CONTROL" -key-seed "$DEMO_KEY_SEED" \
-	-state .run/waemu-state.json
+	-state "$RUN_DIR/waemu-state.json"
 wait_ok "$control/pubkey" 30 waemu
 # Its first stdout line names the root key the worker must trust.
-pubkey=$(sed -n 's/.*"pubkey":"\([0-9a-f]\{64\}\)".*/\1/p' .run/waemu.log | head -n 1)
-[ -n "$pubkey" ] || die "no root key in the emulator's ready line; see .run/waemu.log"
+pubkey=$(sed -n 's/.*"pubkey":"\([0-9a-f]\{64\}\)".*/\1/p' "$RUN_DIR/waemu.log" | head -n 1)
+[ -n "$pubkey" ] || die "no root key in the emulator's ready line; see $RUN_DIR/waemu.log"
 export WA_SERVER_ADDR=$WAEMU_LISTEN WA_SERVER_PUBKEY=$pubkey
 # The worker reads the client version from the emulator, never from the
 # internet.
 export WA_VERSION_URL=$control/web
 
-say "starting worker, scheduler and api (logs in .run/)"
-start worker WORKER_ID="${WORKER_ID:-local-1}"
-start scheduler
-start api
+start_service
 
 # --- 6. ready ---------------------------------------------------------------
-wait_ok "$base/readyz" "$READY_WAIT" api
-elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
-
-token=$(bin/api token --user "$DEMO_USER" --ttl 24h 2>.run/token.err) ||
-	die "bin/api token failed: $(tr '\n' ' ' <.run/token.err)"
+elapsed_s=$(elapsed)
+token=$(demo_token) ||
+	die "bin/api token failed: $(tr '\n' ' ' <"$RUN_DIR/token.err")"
+stack_info base="$base" page="$base/#token=$token"
 # What scripts/demo-scan.sh reads.
 umask 077
-printf 'DEMO_API=%s\nDEMO_CONTROL=%s\nDEMO_TOKEN=%s\n' "$base" "$control" "$token" >.run/demo.env
+printf 'DEMO_API=%s\nDEMO_CONTROL=%s\nDEMO_TOKEN=%s\n' "$base" "$control" "$token" >"$RUN_DIR/demo.env"
 umask 022
 
 cat <<EOF
 
-  wasessions demo is ready ($(printf '%d.%03d' $((elapsed_ms / 1000)) $((elapsed_ms % 1000)))s from start)
+  wasessions demo is ready (${elapsed_s}s from start)
   WhatsApp is the emulator (cmd/waemu) on $WAEMU_LISTEN; the emulated phone is its control API.
 
   1. Create a session (what a frontend's "Connect WhatsApp" does):
@@ -145,8 +129,9 @@ cat <<EOF
 
   Emulator   $control/devices   $control/stats
   Monitor    $base/monitor   user: $MONITOR_USER   password: $MONITOR_PASSWORD
-  Logs       $root/.run/waemu.log  api.log  worker.log  scheduler.log
-  Stop       Ctrl-C (stops api, worker, scheduler and the emulator)
+  Logs       $RUN_DIR/waemu.log  api.log  worker.log  scheduler.log
+  Stop       Ctrl-C (stops the worker, which hands its sessions over, then the scheduler,
+             the api and the emulator)
 
 EOF
 
