@@ -19,6 +19,7 @@ import (
 
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
+	"wasessions/internal/views"
 	"wasessions/tasks"
 )
 
@@ -32,21 +33,10 @@ const (
 	maxPageSize       = 100
 )
 
-// messageView is a message as the API shows it.
+// messageView is a message as the API shows it (internal/views: webhook
+// events carry the same view).
 type messageView struct {
-	MessageID    string     `json:"messageId"`
-	SessionID    string     `json:"sessionId"`
-	Direction    string     `json:"direction"`
-	Chat         string     `json:"chat"`
-	Text         string     `json:"text"`
-	Status       string     `json:"status"`
-	StatusReason *string    `json:"statusReason"`
-	WAMessageID  string     `json:"waMessageId"`
-	CreatedAt    time.Time  `json:"createdAt"`
-	UpdatedAt    time.Time  `json:"updatedAt"`
-	SentAt       *time.Time `json:"sentAt"`
-	DeliveredAt  *time.Time `json:"deliveredAt"`
-	ReadAt       *time.Time `json:"readAt"`
+	views.Message
 }
 
 type messageStatusView struct {
@@ -66,12 +56,7 @@ type messageListView struct {
 }
 
 func messageViewOf(m store.Message) messageView {
-	return messageView{
-		MessageID: m.ID, SessionID: m.SessionID, Direction: m.Direction, Chat: m.Chat, Text: m.Text,
-		Status: m.Status, StatusReason: m.StatusReason, WAMessageID: m.WAMessageID,
-		CreatedAt: m.CreatedAt.UTC(), UpdatedAt: m.UpdatedAt.UTC(),
-		SentAt: utc(m.SentAt), DeliveredAt: utc(m.DeliveredAt), ReadAt: utc(m.ReadAt),
-	}
+	return messageView{views.MessageOf(m)}
 }
 
 // sendRequest is POST /messages' body.

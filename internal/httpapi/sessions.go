@@ -17,33 +17,14 @@ import (
 
 	"wasessions/internal/events"
 	"wasessions/internal/store"
+	"wasessions/internal/views"
 	"wasessions/tasks"
 )
 
-// sessionView is a session as the API shows it: the camelCase fields
-// clients rely on (docs/ARCHITECTURE.md, "Compatibility") plus what the distributed design adds. Nullable columns are null,
-// never omitted, so clients can rely on every key being there.
+// sessionView is a session as the API shows it (internal/views: webhook
+// events carry the same view).
 type sessionView struct {
-	SessionID       string             `json:"sessionId"`
-	Status          string             `json:"status"`
-	StatusReason    *store.Reason      `json:"statusReason"`
-	DesiredState    store.DesiredState `json:"desiredState"`
-	IsConnected     bool               `json:"isConnected"`
-	IsAuthenticated bool               `json:"isAuthenticated"`
-	PhoneNumber     *string            `json:"phoneNumber"`
-	UserName        *string            `json:"userName"`
-	PairingCode     *string            `json:"pairingCode"`
-	LastSeen        *time.Time         `json:"lastSeen"`
-	ExpiresAt       *time.Time         `json:"expiresAt"`
-	CreatedAt       time.Time          `json:"createdAt"`
-	UpdatedAt       time.Time          `json:"updatedAt"`
-	// LastError is the sentence for users, LastErrorCode the stable code
-	// behind it (store.ErrorCode); the raw error is only in the worker's log.
-	LastError     *string          `json:"lastError"`
-	LastErrorCode *store.ErrorCode `json:"lastErrorCode"`
-	// BannedUntil: WhatsApp banned the account until then (statusReason
-	// temporary_ban); the session reconnects by itself after it.
-	BannedUntil *time.Time `json:"bannedUntil"`
+	views.Session
 }
 
 // createView is what POST /session answers: the session and, as in the
@@ -65,55 +46,17 @@ type qrView struct {
 }
 
 func viewOf(s store.Session) sessionView {
-	v := sessionView{
-		SessionID:       s.SessionID,
-		Status:          string(s.Status),
-		StatusReason:    s.StatusReason,
-		DesiredState:    s.DesiredState,
-		IsConnected:     s.IsConnected,
-		IsAuthenticated: s.IsAuthenticated,
-		PhoneNumber:     e164(s.PhoneNumber),
-		UserName:        s.UserName,
-		PairingCode:     s.PairingCode,
-		LastSeen:        utc(s.LastSeen),
-		ExpiresAt:       utc(s.ExpiresAt),
-		CreatedAt:       s.CreatedAt.UTC(),
-		UpdatedAt:       s.UpdatedAt.UTC(),
-		BannedUntil:     utc(s.BannedUntil),
-	}
-	if s.LastError != nil {
-		code := s.LastError.Known()
-		msg := code.Message()
-		v.LastError, v.LastErrorCode = &msg, &code
-	}
-	return v
+	return sessionView{views.SessionOf(s)}
 }
 
 func createViewOf(s store.Session) createView {
 	return createView{sessionView: viewOf(s), QRCode: s.QRCode, QRRaw: s.QRRaw}
 }
 
-func utc(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
+func utc(t *time.Time) *time.Time { return views.UTC(t) }
 
-// e164 shows a phone number with its leading '+'. Workers store
-// wa.PhoneOf's "+digits" already; a number stored bare (by an older
-// version) gets its '+' here, so the API always shows E.164.
-func e164(p *string) *string {
-	if p == nil || *p == "" {
-		return nil
-	}
-	if (*p)[0] == '+' {
-		return p
-	}
-	s := "+" + *p
-	return &s
-}
+// e164 shows a phone number with its leading '+' (views.E164).
+func e164(p *string) *string { return views.E164(p) }
 
 // ended reports whether nothing will ever happen to s again, or the user
 // asked for it to end: a QR for it is useless.
