@@ -1,0 +1,181 @@
+package store_test
+
+import (
+	"errors"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"wasessions/internal/store"
+)
+
+func TestWebhookVocabularyMatchesSchema(t *testing.T) {
+	b, err := os.ReadFile("../../migrations/00018_webhooks.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		column string
+		want   []string
+	}{
+		{"type", store.WebhookEventTypes()},
+		{"scope", []string{store.WebhookScopeUser, store.WebhookScopeAll}},
+		{"disabled_reason", []string{store.WebhookDisabledGone, store.WebhookDisabledFailing}},
+	} {
+		m := regexp.MustCompile(`CHECK \(` + tc.column + ` IN \(([^)]*)\)\)`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("no CHECK constraint on %s", tc.column)
+		}
+		var inSQL []string
+		for _, v := range strings.Split(string(m[1]), ",") {
+			inSQL = append(inSQL, strings.Trim(strings.TrimSpace(v), "'"))
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(inSQL)), slices.Sorted(slices.Values(tc.want))) {
+			t.Errorf("%s: the migration allows %v, the code has %v", tc.column, inSQL, tc.want)
+		}
+	}
+}
+
+func (f *fx) endpoint(userID, scope string, events ...string) store.WebhookEndpoint {
+	f.t.Helper()
+	e, err := f.st.CreateWebhookEndpoint(f.ctx, store.NewWebhookEndpoint{UserID: userID, Scope: scope,
+		URL: "https://hooks.example.com/" + uuid.NewString(), Events: events, Secret: "whsec_dGVzdA=="}, 10)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return e
+}
+
+func (f *fx) deliveries(endpointID string) []int64 {
+	f.t.Helper()
+	rows, err := f.st.Pool().Query(f.ctx, `SELECT sequence FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY sequence`, endpointID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var s int64
+		if err := rows.Scan(&s); err != nil {
+			f.t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// The triggers write an event for every status change and inbound
+// message, in the same transaction, numbered per session, and a delivery
+// for each enabled endpoint that may see it and asked for its type.
+func TestWebhookOutboxTriggers(t *testing.T) {
+	f := newFx(t)
+	user := uuid.NewString()
+	mine := f.endpoint(user, store.WebhookScopeUser, store.WebhookEventTypes()...)
+	statusOnly := f.endpoint(user, store.WebhookScopeUser, store.EventSessionStatus)
+	admin := f.endpoint(uuid.NewString(), store.WebhookScopeAll, store.WebhookEventTypes()...)
+	other := f.endpoint(uuid.NewString(), store.WebhookScopeUser, store.WebhookEventTypes()...)
+	off := f.endpoint(user, store.WebhookScopeUser, store.WebhookEventTypes()...)
+	no := false
+	if _, err := f.st.UpdateWebhookEndpoint(f.ctx, user, off.ID, store.WebhookPatch{Enabled: &no}); err != nil {
+		t.Fatal(err)
+	}
+
+	s := f.createFor(user)                                                                                             // 1: session.status pending
+	f.exec(`UPDATE whatsapp_sessions SET status = 'qr', status_reason = 'qr_code' WHERE session_id = $1`, s.SessionID) // 2
+	f.exec(`UPDATE whatsapp_sessions SET qr_code = 'x' WHERE session_id = $1`, s.SessionID)                            // no event
+	if _, _, err := f.st.SaveInbound(f.ctx, store.Inbound{SessionID: s.SessionID, UserID: user, Chat: "+1555", Text: "hi",
+		WAMessageID: "3EB0AAAA", Timestamp: time.Now()}); err != nil { // 3: message.received
+		t.Fatal(err)
+	}
+	// A rolled back change leaves no event.
+	tx, err := f.st.Pool().Begin(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(f.ctx, `UPDATE whatsapp_sessions SET status = 'connected' WHERE session_id = $1`, s.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var types []string
+	rows, err := f.st.Pool().Query(f.ctx, `SELECT type FROM webhook_events WHERE session_id = $1 ORDER BY sequence`, s.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var typ string
+		_ = rows.Scan(&typ)
+		types = append(types, typ)
+	}
+	rows.Close()
+	if want := []string{"session.status", "session.status", "message.received"}; !slices.Equal(types, want) {
+		t.Fatalf("events %v, want %v", types, want)
+	}
+	for _, tc := range []struct {
+		name string
+		ep   store.WebhookEndpoint
+		want []int64
+	}{
+		{"own", mine, []int64{1, 2, 3}},
+		{"status only", statusOnly, []int64{1, 2}},
+		{"admin all", admin, []int64{1, 2, 3}},
+		{"other user", other, nil},
+		{"turned off", off, nil},
+	} {
+		if got := f.deliveries(tc.ep.ID); !slices.Equal(got, tc.want) {
+			t.Errorf("%s endpoint: deliveries %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// Only the head of a session's deliveries is due, and claimable.
+	due, err := f.st.DueWebhooks(f.ctx, 8, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mineDue []store.DueWebhook
+	for _, d := range due {
+		if d.EndpointID == mine.ID {
+			mineDue = append(mineDue, d)
+		}
+	}
+	if len(mineDue) != 1 {
+		t.Fatalf("due for one endpoint and session: %+v", mineDue)
+	}
+	var second string
+	if err := f.st.Pool().QueryRow(f.ctx, `SELECT event_id::text FROM webhook_deliveries WHERE endpoint_id = $1 AND sequence = 2`, mine.ID).Scan(&second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.ClaimWebhook(f.ctx, mine.ID, second, 0, time.Minute, 8); !errors.Is(err, store.ErrWebhookNotDue) {
+		t.Fatalf("claim of a non-head: %v", err)
+	}
+	c, err := f.st.ClaimWebhook(f.ctx, mine.ID, mineDue[0].EventID, 0, time.Minute, 8)
+	if err != nil || c.Attempt != 1 || c.Event.Sequence != 1 {
+		t.Fatalf("claim of the head: %+v %v", c, err)
+	}
+	if _, err := f.st.ClaimWebhook(f.ctx, mine.ID, mineDue[0].EventID, 0, time.Minute, 8); !errors.Is(err, store.ErrWebhookNotDue) {
+		t.Fatalf("second claim of the same attempt: %v", err)
+	}
+}
+
+// The per-user cap holds.
+func TestWebhookEndpointCap(t *testing.T) {
+	f := newFx(t)
+	user := uuid.NewString()
+	for i := range 3 {
+		if _, err := f.st.CreateWebhookEndpoint(f.ctx, store.NewWebhookEndpoint{UserID: user, Scope: "user",
+			URL: "https://h.example.com/", Events: []string{"session.status"}, Secret: "s"}, 3); err != nil {
+			t.Fatalf("endpoint %d: %v", i, err)
+		}
+	}
+	if _, err := f.st.CreateWebhookEndpoint(f.ctx, store.NewWebhookEndpoint{UserID: user, Scope: "user",
+		URL: "https://h.example.com/", Events: []string{"session.status"}, Secret: "s"}, 3); !errors.Is(err, store.ErrWebhookLimit) {
+		t.Fatalf("fourth endpoint: %v", err)
+	}
+}
