@@ -43,12 +43,20 @@ const (
 	// that hosts it. It carries no message: the sender takes whatever is
 	// queued, in order, from Postgres (see internal/worker/outbox.go).
 	TypeMessagesSend = "messages:send"
+	// TypeWebhookDeliver makes one attempt to deliver one outbox event to
+	// one webhook endpoint (internal/webhook). The attempt is claimed in
+	// Postgres, so a duplicate or stale task does nothing.
+	TypeWebhookDeliver = "webhook:deliver"
 )
 
 // Queue names.
 const (
 	// QueueShared is served by every worker: work that any worker may take.
 	QueueShared = "wa:shared"
+	// QueueWebhooks carries webhook deliveries, served by every worker with
+	// a concurrency of its own (WEBHOOK_CONCURRENCY), so slow receivers
+	// never hold up session tasks.
+	QueueWebhooks = "wa:webhooks"
 	// workerQueuePrefix + WORKER_ID is the queue only that worker serves,
 	// for commands that must reach the process holding a session's client.
 	workerQueuePrefix = "wa:w:"
@@ -101,6 +109,7 @@ const (
 	cleanupTimeout    = 10 * time.Minute
 	handoffTimeout    = 1 * time.Minute
 	sendTimeout       = 30 * time.Second
+	webhookTimeout    = 30 * time.Second
 
 	createMaxRetry     = 3
 	restoreMaxRetry    = 3
@@ -214,6 +223,39 @@ func NewSend(sessionID, messageID, queue string) (Job, error) {
 	}
 	return newJob(TypeMessagesSend, SendPayload{SessionID: sessionID, MessageID: messageID},
 		"send:"+messageID, queue, sendMaxRetry, sendTimeout, 0)
+}
+
+// WebhookPayload names the delivery (event to endpoint) and how many
+// attempts it had when the task was made.
+type WebhookPayload struct {
+	EndpointID string `json:"endpoint_id"`
+	EventID    string `json:"event_id"`
+	Attempts   int    `json:"attempts"`
+}
+
+// NewWebhookDeliver is the task that makes attempt attempts+1 of the
+// delivery of eventID to endpointID. Its id names the attempt, so every
+// dispatcher that finds the delivery due enqueues one task for it, and the
+// next attempt gets a new task. asynq does not retry it: the retry
+// schedule lives in Postgres (WEBHOOK_RETRY_SCHEDULE).
+func NewWebhookDeliver(endpointID, eventID string, attempts int) (Job, error) {
+	if endpointID == "" || eventID == "" || attempts < 0 {
+		return Job{}, fmt.Errorf("tasks: %s: need an endpoint, an event and an attempt count", TypeWebhookDeliver)
+	}
+	return newJob(TypeWebhookDeliver, WebhookPayload{EndpointID: endpointID, EventID: eventID, Attempts: attempts},
+		"webhook:"+endpointID+":"+eventID+":"+strconv.Itoa(attempts), QueueWebhooks, 0, webhookTimeout, 0)
+}
+
+// ParseWebhookDeliver decodes a webhook delivery payload.
+func ParseWebhookDeliver(t *asynq.Task) (WebhookPayload, error) {
+	var p WebhookPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("tasks: %s payload: %w: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	if p.EndpointID == "" || p.EventID == "" {
+		return p, fmt.Errorf("tasks: %s payload without endpoint_id or event_id: %w", t.Type(), asynq.SkipRetry)
+	}
+	return p, nil
 }
 
 // ParseSend decodes a send payload.

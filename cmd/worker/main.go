@@ -130,6 +130,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("start asynq server: %w", err)
 	}
 	go advertiseCapacity(bg, enq, cfg.WorkerID, cfg.WorkerMaxSessions, log)
+	hooks, err := newWebhooks(cfg, rdb, store.New(pool), enq, reg, log)
+	if err != nil {
+		srv.Shutdown()
+		return cli.Usage(err)
+	}
+	hooksCtx, stopHooks := context.WithCancel(bg)
+	defer stopHooks()
+	if err := hooks.Start(hooksCtx); err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("start webhook delivery: %w", err)
+	}
 
 	var metricsSrv *http.Server
 	if cfg.MetricsAddr != "" {
@@ -161,6 +172,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	stopLeases()
 	<-leasesDone
 	srv.Shutdown()
+	stopHooks()
+	hooks.Stop()
 	if metricsSrv != nil {
 		_ = metricsSrv.Close()
 	}

@@ -195,6 +195,36 @@ type Config struct {
 	// gives it to another worker, whose path to WhatsApp may be fine.
 	ReleaseAfter time.Duration `env:"RELEASE_AFTER" envDefault:"5m"`
 
+	// Webhooks (docs/ARCHITECTURE.md "Webhooks", docs/SECURITY.md).
+	// WebhookAllowHTTP accepts plain http:// endpoint URLs (development
+	// only: the events carry message texts).
+	WebhookAllowHTTP bool `env:"WEBHOOK_ALLOW_HTTP" envDefault:"false"`
+	// WebhookAllowPrivate lets endpoints resolve to loopback, private and
+	// link-local addresses (development, tests, the demo); off, such URLs
+	// are refused at registration and at connect time.
+	WebhookAllowPrivate bool `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
+	// WebhookRetrySchedule is the wait before each retry of a failed
+	// delivery; one attempt more than it has entries.
+	WebhookRetrySchedule []time.Duration `env:"WEBHOOK_RETRY_SCHEDULE" envSeparator:"," envDefault:"5s,1m,5m,30m,2h,5h,10h,10h"`
+	// WebhookConcurrency is how many deliveries one worker makes at once
+	// (an asynq server of their own, apart from the session tasks).
+	WebhookConcurrency int `env:"WEBHOOK_CONCURRENCY" envDefault:"32"`
+	// WebhookEndpointConcurrency caps one endpoint's deliveries in flight
+	// across all workers, so a slow receiver holds that many slots at most.
+	WebhookEndpointConcurrency int `env:"WEBHOOK_ENDPOINT_CONCURRENCY" envDefault:"8"`
+	// WebhookDisableAfter turns off an endpoint every delivery to which
+	// has failed for this long.
+	WebhookDisableAfter time.Duration `env:"WEBHOOK_DISABLE_AFTER" envDefault:"120h"`
+	// WebhookPollInterval is how often a worker looks for due deliveries
+	// when nothing wakes it (a commit notifies it at once).
+	WebhookPollInterval time.Duration `env:"WEBHOOK_POLL_INTERVAL" envDefault:"1s"`
+	// WebhookMaxEndpoints caps the endpoints one user registers.
+	WebhookMaxEndpoints int `env:"WEBHOOK_MAX_ENDPOINTS" envDefault:"10"`
+	// WebhookSecretKey, 64 hex characters, encrypts the endpoints' signing
+	// secrets in Postgres (AES-256-GCM); api and workers need the same one.
+	// Unset, they are stored as they are.
+	WebhookSecretKey string `env:"WEBHOOK_SECRET_KEY"`
+
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 }
@@ -362,8 +392,16 @@ func (c Config) Validate(p Program) error {
 		bad("WA_SERVER_PUBKEY", "is set but WA_SERVER_ADDR is not")
 	}
 
+	if c.WebhookSecretKey != "" {
+		if b, err := hex.DecodeString(c.WebhookSecretKey); err != nil || len(b) != 32 {
+			bad("WEBHOOK_SECRET_KEY", "must be 64 hex characters (e.g. openssl rand -hex 32)")
+		}
+	}
 	switch p {
 	case API:
+		if c.WebhookMaxEndpoints < 1 || c.WebhookMaxEndpoints > 100 {
+			bad("WEBHOOK_MAX_ENDPOINTS", "must be between 1 and 100, got %d", c.WebhookMaxEndpoints)
+		}
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			bad("HTTP_ADDR", "must be [host]:port, got %q", c.HTTPAddr)
 		}
@@ -465,6 +503,27 @@ func (c Config) Validate(p Program) error {
 		}
 		if c.RestoreConcurrency < 1 {
 			bad("RESTORE_CONCURRENCY", "must be at least 1, got %d", c.RestoreConcurrency)
+		}
+		if n := len(c.WebhookRetrySchedule); n < 1 || n > 20 {
+			bad("WEBHOOK_RETRY_SCHEDULE", "must list 1 to 20 durations, got %d", n)
+		}
+		for _, d := range c.WebhookRetrySchedule {
+			if d <= 0 {
+				bad("WEBHOOK_RETRY_SCHEDULE", "must list positive durations, got %s", d)
+				break
+			}
+		}
+		if c.WebhookConcurrency < 1 {
+			bad("WEBHOOK_CONCURRENCY", "must be at least 1, got %d", c.WebhookConcurrency)
+		}
+		if c.WebhookEndpointConcurrency < 1 {
+			bad("WEBHOOK_ENDPOINT_CONCURRENCY", "must be at least 1, got %d", c.WebhookEndpointConcurrency)
+		}
+		if c.WebhookDisableAfter < time.Minute {
+			bad("WEBHOOK_DISABLE_AFTER", "must be at least 1m, got %s", c.WebhookDisableAfter)
+		}
+		if c.WebhookPollInterval < 10*time.Millisecond || c.WebhookPollInterval > time.Minute {
+			bad("WEBHOOK_POLL_INTERVAL", "must be between 10ms and 1m, got %s", c.WebhookPollInterval)
 		}
 	case Scheduler:
 		if _, err := cron.ParseStandard(c.CleanupCron); err != nil {

@@ -26,6 +26,10 @@ func TestLoadDefaults(t *testing.T) {
 		cfg.RateLimitSend != (ratelimit.Limit{N: 60, Per: time.Minute}) {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
+	if len(cfg.WebhookRetrySchedule) != 8 || cfg.WebhookRetrySchedule[0] != 5*time.Second || cfg.WebhookRetrySchedule[7] != 10*time.Hour ||
+		cfg.WebhookAllowHTTP || cfg.WebhookAllowPrivate || cfg.WebhookDisableAfter != 120*time.Hour {
+		t.Fatalf("unexpected webhook defaults: %+v", cfg)
+	}
 	if got, want := cfg.PostgresURL(), "postgres://postgres@127.0.0.1:5432/wasessions?sslmode=prefer"; got != want {
 		t.Fatalf("PostgresURL = %q, want %q", got, want)
 	}
@@ -131,6 +135,12 @@ func TestValidate(t *testing.T) {
 		{"sentinel bad addr", Scheduler, map[string]string{"REDIS_SENTINEL_ADDRS": "s1:26379,s2", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_ADDRS: must be host:port"},
 		{"sentinel master without addrs", Scheduler, map[string]string{"REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_ADDRS: is required"},
 		{"sentinel password without addrs", Scheduler, map[string]string{"REDIS_SENTINEL_PASSWORD": "p"}, "REDIS_SENTINEL_ADDRS: is required"},
+		{"webhook schedule", Worker, map[string]string{"WORKER_ID": "w", "WEBHOOK_RETRY_SCHEDULE": "1s,0s"}, "WEBHOOK_RETRY_SCHEDULE"},
+		{"webhook schedule ok", Worker, map[string]string{"WORKER_ID": "w", "WEBHOOK_RETRY_SCHEDULE": "100ms,1s"}, ""},
+		{"webhook secret key", API, map[string]string{"JWT_SECRET": goodSecret, "WEBHOOK_SECRET_KEY": "abc"}, "WEBHOOK_SECRET_KEY"},
+		{"webhook secret key ok", API, map[string]string{"JWT_SECRET": goodSecret, "WEBHOOK_SECRET_KEY": strings.Repeat("ab", 32)}, ""},
+		{"webhook endpoints cap", API, map[string]string{"JWT_SECRET": goodSecret, "WEBHOOK_MAX_ENDPOINTS": "0"}, "WEBHOOK_MAX_ENDPOINTS"},
+		{"webhook endpoint concurrency", Worker, map[string]string{"WORKER_ID": "w", "WEBHOOK_ENDPOINT_CONCURRENCY": "0"}, "WEBHOOK_ENDPOINT_CONCURRENCY"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
