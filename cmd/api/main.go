@@ -36,6 +36,7 @@ import (
 	"wasessions/internal/redisconn"
 	"wasessions/internal/store"
 	"wasessions/internal/web"
+	"wasessions/internal/webhook"
 )
 
 func main() { cli.Main("api", run) }
@@ -139,6 +140,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		BaseContext:     streams,
 		Static:          web.FS(), // the session page at /
 		StaticHeaders:   web.Headers(),
+	}
+	if opts.Webhooks, err = webhookOptions(cfg); err != nil {
+		return cli.Usage(err)
 	}
 	// The monitor is served on HTTP_ADDR, or only on MONITOR_ADDR.
 	apps := []listener{{name: "HTTP_ADDR", addr: cfg.HTTPAddr}}
@@ -326,4 +330,18 @@ func withFallback(getenv func(string) string, vars map[string]string) func(strin
 		}
 		return vars[k]
 	}
+}
+
+// webhookOptions are the webhook routes' settings: which URLs may be
+// registered, how secrets are stored, how many endpoints a user may have.
+func webhookOptions(cfg config.Config) (httpapi.WebhookOptions, error) {
+	sealer, err := webhook.NewSealer(cfg.WebhookSecretKey)
+	if err != nil {
+		return httpapi.WebhookOptions{}, err
+	}
+	return httpapi.WebhookOptions{
+		Guard:        webhook.Guard{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
+		Sealer:       sealer,
+		MaxEndpoints: cfg.WebhookMaxEndpoints,
+	}, nil
 }

@@ -29,6 +29,7 @@ import (
 	"wasessions/internal/queue"
 	"wasessions/internal/ratelimit"
 	"wasessions/internal/store"
+	"wasessions/internal/webhook"
 )
 
 // BodyLimit is the largest request body accepted (413 above it).
@@ -98,6 +99,8 @@ type Options struct {
 	// MessageRetention is how long the admin cleanup keeps messages of
 	// ended sessions (default 7 days).
 	MessageRetention time.Duration
+	// Webhooks configure the webhook endpoints' routes.
+	Webhooks WebhookOptions
 	// Static, when set, is served at / without authentication (the
 	// frontend page); API routes take precedence.
 	Static fs.FS
@@ -127,6 +130,15 @@ func (o *Options) defaults() {
 	}
 	if o.CleanupWaitHosted <= 0 {
 		o.CleanupWaitHosted = 10 * time.Second
+	}
+	if o.Webhooks.MaxEndpoints <= 0 {
+		o.Webhooks.MaxEndpoints = 10
+	}
+	if o.Webhooks.RotationOverlap <= 0 {
+		o.Webhooks.RotationOverlap = 24 * time.Hour
+	}
+	if o.Webhooks.Sealer == nil {
+		o.Webhooks.Sealer, _ = webhook.NewSealer("")
 	}
 	if o.BaseContext == nil {
 		o.BaseContext = context.Background()

@@ -36,6 +36,15 @@ func (s *server) routes(app *fiber.App) {
 	app.Post(wa+"/messages", s.authenticate, s.perUser(limitSend, s.opts.Limits.Send), s.sendMessage)
 	app.Get(wa+"/messages", s.authenticate, s.listMessages)
 	app.Get(wa+"/messages/:messageId", s.authenticate, s.getMessage)
+	hooks := "/api/integrations/webhooks"
+	app.Post(hooks, s.authenticate, s.createWebhook)
+	app.Get(hooks, s.authenticate, s.listWebhooks)
+	app.Get(hooks+"/:id", s.authenticate, s.getWebhook)
+	app.Patch(hooks+"/:id", s.authenticate, s.updateWebhook)
+	app.Delete(hooks+"/:id", s.authenticate, s.deleteWebhook)
+	app.Post(hooks+"/:id/rotate-secret", noStore, s.authenticate, s.rotateWebhookSecret)
+	app.Get(hooks+"/:id/deliveries", s.authenticate, s.webhookDeliveries)
+	app.Post(hooks+"/:id/events/:eventId/replay", s.authenticate, s.replayWebhookEvent)
 	app.Get("/api/integrations/sessions/stats", s.authenticate, s.stats)
 	app.Post("/api/integrations/sessions/cleanup", s.authenticate, requireAdmin, s.cleanup)
 	admin := "/api/integrations/admin"
