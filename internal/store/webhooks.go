@@ -11,7 +11,7 @@ import (
 )
 
 // Webhooks: endpoints, and the outbox the triggers of
-// migrations/00018_webhooks.sql fill (docs/ARCHITECTURE.md "Webhooks").
+// migrations/00019_webhooks.sql fill (docs/ARCHITECTURE.md "Webhooks").
 // Events and their deliveries are never written from Go: the triggers
 // write them in the transaction of the change they report.
 

@@ -15,7 +15,7 @@ import (
 )
 
 func TestWebhookVocabularyMatchesSchema(t *testing.T) {
-	b, err := os.ReadFile("../../migrations/00018_webhooks.sql")
+	b, err := os.ReadFile("../../migrations/00019_webhooks.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
