@@ -46,6 +46,9 @@ WAEMU_CONTROL=${WAEMU_CONTROL:-127.0.0.1:5281}
 # the test suite's range (internal/testenv uses 1..14).
 export DB_NAME=${DB_NAME:-wasessions_demo}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/15}
+# Webhooks to a receiver on this machine (scripts/demo-webhook.sh): plain
+# http and loopback addresses, which the service refuses by default.
+export WEBHOOK_ALLOW_HTTP=${WEBHOOK_ALLOW_HTTP:-true} WEBHOOK_ALLOW_PRIVATE=${WEBHOOK_ALLOW_PRIVATE:-true}
 
 # --- 1. services ------------------------------------------------------------
 scripts/services.sh
@@ -122,6 +125,9 @@ cat <<EOF
        curl -s -H "Authorization: Bearer \$TOKEN" "$base/api/integrations/whatsapp/messages?direction=out"
      or watch it all live (message.status, message.received) in another terminal:
        curl -sN -H "Authorization: Bearer \$TOKEN" $base/api/integrations/whatsapp/events
+
+  6. Receive its events as signed webhooks (Standard Webhooks, verified by a local receiver):
+       scripts/demo-webhook.sh
 
   Then try: Ctrl-C and \`make demo\` again (the session comes back without a scan),
   curl -s -X POST $control/devices/<jid>/unlink (the phone unlinks it), or

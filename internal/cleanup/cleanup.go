@@ -54,6 +54,9 @@ type Result struct {
 	HistoryPruned int64 `json:"historyPruned"`
 	// MessagesDeleted are messages past MESSAGE_RETENTION.
 	MessagesDeleted int `json:"-"`
+	// WebhookEventsDeleted are webhook events past MESSAGE_RETENTION whose
+	// deliveries are all done or given up.
+	WebhookEventsDeleted int `json:"-"`
 }
 
 // Run expires and deletes every session past its expiry.
@@ -139,8 +142,14 @@ func Run(ctx context.Context, d Deps, o Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("cleanup: %w", err)
 	}
+	// 6. Webhook events as old, that no endpoint still waits for.
+	res.WebhookEventsDeleted, err = d.Store.DeleteOldWebhookEvents(ctx, retention, o.Batch)
+	if err != nil {
+		return res, fmt.Errorf("cleanup: %w", err)
+	}
 	d.Log.InfoContext(ctx, fmt.Sprintf("Cleaned up %d expired WhatsApp sessions", res.Deleted),
-		"cleaned_count", res.Deleted, "handed_off", res.HandedOff, "history_pruned", res.HistoryPruned, "messages_deleted", res.MessagesDeleted)
+		"cleaned_count", res.Deleted, "handed_off", res.HandedOff, "history_pruned", res.HistoryPruned, "messages_deleted", res.MessagesDeleted,
+		"webhook_events_deleted", res.WebhookEventsDeleted)
 	return res, nil
 }
 

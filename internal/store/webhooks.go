@@ -337,12 +337,14 @@ type ClaimedWebhook struct {
 // head of its session's deliveries to that endpoint, not in flight, and
 // its endpoint on, with fewer than perEndpoint attempts in flight
 // (ErrWebhookBusy); otherwise ErrWebhookNotDue. Claims of one endpoint are
-// serialised on its row, so the in-flight cap holds across workers.
+// serialised on its row, so the in-flight cap holds across workers; the
+// lock is FOR NO KEY UPDATE, which the triggers' inserts of new deliveries
+// (a key-share lock through the foreign key) do not wait for.
 func (s *Store) ClaimWebhook(ctx context.Context, endpointID, eventID string, attempts int, lease time.Duration, perEndpoint int) (ClaimedWebhook, error) {
 	var c ClaimedWebhook
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT `+webhookEndpointColumns+` FROM webhook_endpoints
-			WHERE id = $1 AND enabled FOR UPDATE`, endpointID)
+			WHERE id = $1 AND enabled FOR NO KEY UPDATE`, endpointID)
 		if err != nil {
 			return err
 		}

@@ -179,3 +179,21 @@ func TestWebhookEndpointCap(t *testing.T) {
 		t.Fatalf("fourth endpoint: %v", err)
 	}
 }
+
+// Old events go once no endpoint waits for them; a pending one stays.
+func TestDeleteOldWebhookEvents(t *testing.T) {
+	f := newFx(t)
+	user := uuid.NewString()
+	ep := f.endpoint(user, store.WebhookScopeUser, store.EventSessionStatus)
+	s := f.createFor(user)                                                                                             // pending delivery
+	f.exec(`UPDATE whatsapp_sessions SET status = 'qr', status_reason = 'qr_code' WHERE session_id = $1`, s.SessionID) // second
+	f.exec(`UPDATE webhook_deliveries SET status = 'delivered' WHERE endpoint_id = $1 AND sequence = 2`, ep.ID)
+	f.exec(`UPDATE webhook_events SET occurred_at = now() - interval '8 days'`)
+	n, err := f.st.DeleteOldWebhookEvents(f.ctx, 7*24*time.Hour, 1)
+	if err != nil || n != 1 {
+		t.Fatalf("deleted %d, %v; want 1", n, err)
+	}
+	if got := f.deliveries(ep.ID); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("deliveries left: %v", got)
+	}
+}

@@ -28,7 +28,7 @@ import (
 // env is one test's real Postgres database, Redis database, asynq server
 // on the webhooks queue and delivery service.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	st     *store.Store
 	rdb    *redis.Client
@@ -41,16 +41,18 @@ type envOpts struct {
 	Options
 	concurrency int
 	guard       *Guard
+	// stopped: the delivery service is built but not started (e.Start).
+	stopped bool
 }
 
-func testLog(t *testing.T) *slog.Logger {
+func testLog(testing.TB) *slog.Logger {
 	if os.Getenv("WEBHOOK_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	st, _ := testenv.NewStore(t)
 	rdb := redis.NewClient(testenv.NewRedisDB(t).Options())
@@ -75,12 +77,21 @@ func newEnv(t *testing.T, o envOpts) *env {
 	})
 	svc := NewService(o.Options, ServiceDeps{Store: st, Enqueuer: queue.New(rdb), Sealer: sealer, Guard: guard,
 		Log: testLog(t), Server: srv})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
+	e := &env{t: t, ctx: context.Background(), st: st, rdb: rdb, sealer: sealer, svc: svc, guard: guard}
+	if !o.stopped {
+		e.Start()
 	}
-	t.Cleanup(func() { cancel(); svc.Stop() })
-	return &env{t: t, ctx: context.Background(), st: st, rdb: rdb, sealer: sealer, svc: svc, guard: guard}
+	return e
+}
+
+// Start starts the delivery service until the test ends.
+func (e *env) Start() {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := e.svc.Start(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { cancel(); e.svc.Stop() })
 }
 
 // endpoint registers an endpoint for userID (scope "all" when all) and
@@ -159,13 +170,14 @@ type delivery struct {
 	ID      string
 	Payload Payload
 	Raw     []byte
+	At      time.Time // when the receiver accepted it
 }
 
 // receiver is a real HTTP server on loopback that checks every request
 // with the Standard Webhooks library (not our signing code), and accepts
 // each webhook-id once (a repeated id is answered 200 and counted).
 type receiver struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *httptest.Server
 	mu      sync.Mutex
 	secrets []string
@@ -179,7 +191,7 @@ type receiver struct {
 	holding atomic.Int32
 }
 
-func newReceiver(t *testing.T, secrets ...string) *receiver {
+func newReceiver(t testing.TB, secrets ...string) *receiver {
 	r := &receiver{t: t, secrets: secrets, seen: map[string]bool{}}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.srv.Close)
@@ -240,7 +252,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.seen[id] = true
-	r.got = append(r.got, delivery{ID: id, Payload: p, Raw: body})
+	r.got = append(r.got, delivery{ID: id, Payload: p, Raw: body, At: time.Now()})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -276,7 +288,7 @@ func (r *receiver) waitFor(n int, within time.Duration) {
 
 // checkOrder fails unless, per session, the accepted events are exactly
 // the session's events (want) in sequence order.
-func checkOrder(t *testing.T, got []delivery, want map[string][]string) {
+func checkOrder(t testing.TB, got []delivery, want map[string][]string) {
 	t.Helper()
 	per := map[string][]delivery{}
 	for _, d := range got {
