@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e test-messages bench-messages test-failover build lint bench fuzz clean
+.PHONY: help run demo test test-e2e test-messages bench-messages test-failover test-webhooks build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -30,6 +30,10 @@ bench-messages: ## The message figures of docs/BENCHMARKS.md without -race: POST
 test-failover: ## The store failover tests: Redis Sentinel and a promoted Postgres standby (also part of `make test`).
 	@scripts/test.sh ./internal/redisconn ./internal/testenv -run 'Sentinel|Standby' -v
 	@TEST_SUITES=e2e scripts/test.sh ./e2e -run 'TestRedisSentinelFailover|TestPostgresFailover' -v
+
+test-webhooks: ## Webhooks at the issue's scale: receiver down 60 s while 1,000 events happen across 20 sessions; then the SIGKILL e2e test.
+	@WEBHOOK_TEST_OUTAGE=$${WEBHOOK_TEST_OUTAGE:-60s} WEBHOOK_TEST_EVENTS=$${WEBHOOK_TEST_EVENTS:-1000} scripts/test.sh ./internal/webhook -run TestOutageLosesNothing -v
+	@TEST_SUITES=e2e scripts/test.sh ./e2e -run TestWebhooksSurviveKills -v
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin

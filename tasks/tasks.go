@@ -109,7 +109,6 @@ const (
 	cleanupTimeout    = 10 * time.Minute
 	handoffTimeout    = 1 * time.Minute
 	sendTimeout       = 30 * time.Second
-	webhookTimeout    = 30 * time.Second
 
 	createMaxRetry     = 3
 	restoreMaxRetry    = 3
@@ -225,6 +224,10 @@ func NewSend(sessionID, messageID, queue string) (Job, error) {
 		"send:"+messageID, queue, sendMaxRetry, sendTimeout, 0)
 }
 
+// WebhookTimeout bounds one webhook:deliver task; the deliverer makes
+// further attempts in the same task only while a whole one still fits.
+const WebhookTimeout = 60 * time.Second
+
 // WebhookPayload names the delivery (event to endpoint) and how many
 // attempts it had when the task was made.
 type WebhookPayload struct {
@@ -243,7 +246,7 @@ func NewWebhookDeliver(endpointID, eventID string, attempts int) (Job, error) {
 		return Job{}, fmt.Errorf("tasks: %s: need an endpoint, an event and an attempt count", TypeWebhookDeliver)
 	}
 	return newJob(TypeWebhookDeliver, WebhookPayload{EndpointID: endpointID, EventID: eventID, Attempts: attempts},
-		"webhook:"+endpointID+":"+eventID+":"+strconv.Itoa(attempts), QueueWebhooks, 0, webhookTimeout, 0)
+		"webhook:"+endpointID+":"+eventID+":"+strconv.Itoa(attempts), QueueWebhooks, 0, WebhookTimeout, 0)
 }
 
 // ParseWebhookDeliver decodes a webhook delivery payload.

@@ -392,6 +392,23 @@ func (s *Store) ClaimWebhook(ctx context.Context, endpointID, eventID string, at
 	}
 }
 
+// NextWebhookHead is the delivery after a delivered one: the pending
+// delivery of the same endpoint and session with the lowest sequence, if
+// it is due now (ok false otherwise). The deliverer claims it next, in the
+// same task, so a session's backlog drains without a dispatch per event.
+func (s *Store) NextWebhookHead(ctx context.Context, endpointID, sessionID string) (d DueWebhook, ok bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT endpoint_id::text, event_id::text, attempts FROM webhook_deliveries
+		WHERE endpoint_id = $1 AND session_id = $2 AND status = 'pending'
+		ORDER BY sequence LIMIT 1`, endpointID, sessionID).Scan(&d.EndpointID, &d.EventID, &d.Attempts)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, false, nil
+	}
+	if err != nil {
+		return d, false, fmt.Errorf("store: next webhook: %w", err)
+	}
+	return d, true, nil
+}
+
 // SetWebhookBody stores an event's rendered body unless one is stored
 // already, and returns the stored one: the first rendering is the one
 // every attempt sends.

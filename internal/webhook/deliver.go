@@ -96,18 +96,41 @@ func (d *Deliverer) Handle(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
+	// After a delivery, the session's next event to the same endpoint is
+	// attempted in the same task while the task has time for a whole
+	// attempt: a backlog drains without a dispatch per event. A failure,
+	// or nothing due, hands back to the dispatcher.
+	start := time.Now()
+	budget := tasks.WebhookTimeout - d.lease()
+	for {
+		delivered, session, err := d.one(ctx, p)
+		if err != nil || !delivered || time.Since(start) > budget-d.opts.Timeout || ctx.Err() != nil {
+			d.done()
+			return err
+		}
+		next, ok, err := d.store.NextWebhookHead(ctx, p.EndpointID, session)
+		if err != nil || !ok {
+			d.done()
+			return err
+		}
+		p = tasks.WebhookPayload{EndpointID: next.EndpointID, EventID: next.EventID, Attempts: next.Attempts}
+	}
+}
+
+// one makes the attempt p names, if it can be claimed, and records it.
+func (d *Deliverer) one(ctx context.Context, p tasks.WebhookPayload) (delivered bool, sessionID string, err error) {
 	c, err := d.store.ClaimWebhook(ctx, p.EndpointID, p.EventID, p.Attempts, d.lease(), d.opts.PerEndpoint)
 	if errors.Is(err, store.ErrWebhookNotDue) || errors.Is(err, store.ErrWebhookBusy) {
 		d.metrics.Deliveries.WithLabelValues("skipped").Inc()
-		return nil
+		return false, "", nil
 	}
 	if err != nil {
-		return err
+		return false, "", err
 	}
 	o := d.attempt(ctx, c)
 	disabled, err := d.store.RecordWebhookOutcome(context.WithoutCancel(ctx), o)
 	if err != nil {
-		return err
+		return false, "", err
 	}
 	log := d.log.With("endpoint_id", c.Endpoint.ID, "event_id", c.Event.ID, "session_id", c.Event.SessionID,
 		"event_type", c.Event.Type, "sequence", c.Event.Sequence, "attempt", c.Attempt, "http_status", o.HTTPStatus,
@@ -131,8 +154,7 @@ func (d *Deliverer) Handle(ctx context.Context, t *asynq.Task) error {
 	if disabled != "" {
 		log.WarnContext(ctx, "webhook endpoint turned off", "reason", disabled)
 	}
-	d.done()
-	return nil
+	return o.Result == store.WebhookDelivered, c.Event.SessionID, nil
 }
 
 // attempt sends the event once and classifies the answer.
