@@ -9,42 +9,36 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"wasessions/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Getenv, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "webhook-receiver:", err)
-		os.Exit(2)
-	}
-}
+func main() { cli.Main("webhook-receiver", run) }
 
-func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+const usage = `webhook-receiver: receives wasessions webhooks on a loopback address, verifies
+each request with the Standard Webhooks library (secret in WEBHOOK_SECRET) and
+prints each event. scripts/demo-webhook.sh runs it.`
+
+func run(ctx context.Context, args []string, getenv func(string) string, out, stderr io.Writer) error {
+	fs := cli.FlagSet("webhook-receiver", usage, stderr)
 	addr := fs.String("addr", "127.0.0.1:8099", "loopback address to listen on")
 	if err := fs.Parse(args[1:]); err != nil {
-		return err
+		return cli.Usage(err)
 	}
 	secret := getenv("WEBHOOK_SECRET")
 	if secret == "" {
-		return errors.New("WEBHOOK_SECRET (whsec_...) is required")
+		return cli.Usage(errors.New("WEBHOOK_SECRET (whsec_...) is required"))
 	}
 	wh, err := standardwebhooks.NewWebhook(secret)
 	if err != nil {
-		return fmt.Errorf("WEBHOOK_SECRET: %w", err)
+		return cli.Usage(fmt.Errorf("WEBHOOK_SECRET: %w", err))
 	}
 	h := &handler{wh: wh, out: out, seen: map[string]bool{}}
 	srv := &http.Server{Addr: *addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
