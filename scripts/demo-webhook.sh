@@ -10,17 +10,19 @@
 # emulator's peers show up as further events. Ctrl-C stops the receiver and
 # deletes the endpoint.
 #
-# Reads .run/demo.env (scripts/demo.sh writes it); RECEIVER_ADDR (default
-# 127.0.0.1:8099) is where the receiver listens.
+# Reads $RUN_DIR/demo.env (RUN_DIR defaults to .run; scripts/demo.sh writes
+# it); RECEIVER_ADDR (default 127.0.0.1:8099) is where the receiver listens.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[ -f .run/demo.env ] || { echo "webhook: start \`make demo\` first (it writes .run/demo.env)" >&2; exit 1; }
+RUN_DIR=${RUN_DIR:-.run}
+[ -f "$RUN_DIR/demo.env" ] || { echo "webhook: start \`make demo\` first (it writes $RUN_DIR/demo.env)" >&2; exit 1; }
 # shellcheck disable=SC1091
-. .run/demo.env
+. "$RUN_DIR/demo.env"
 RECEIVER_ADDR=${RECEIVER_ADDR:-127.0.0.1:8099}
 auth=(-H "Authorization: Bearer $DEMO_TOKEN")
 
-go build -o bin/ ./cmd/webhook-receiver
+BIN_DIR=${BIN_DIR:-bin}
+go build -o "$BIN_DIR/" ./cmd/webhook-receiver
 out=$(curl -s -m 30 "${auth[@]}" -H 'Content-Type: application/json' -X POST \
 	-d "{\"url\":\"http://$RECEIVER_ADDR/hook\",\"events\":[\"session.status\",\"message.received\",\"message.status\"]}" \
 	"$DEMO_API/api/integrations/webhooks")
@@ -33,7 +35,7 @@ cleanup() {
 	[ -n "${rpid:-}" ] && kill "$rpid" 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
-WEBHOOK_SECRET=$secret bin/webhook-receiver -addr "$RECEIVER_ADDR" &
+WEBHOOK_SECRET=$secret "$BIN_DIR/webhook-receiver" -addr "$RECEIVER_ADDR" &
 rpid=$!
 sleep 0.5
 # An event to see at once: a new session (pending, then its QR).
