@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # lib.sh: what scripts/run.sh (`make run`) and scripts/demo.sh (`make demo`)
 # share: messages, one stack at a time, ports, the build, the generated
-# secrets, and starting, watching and stopping the programs in order. Source
+# secrets, and starting, watching and stopping the programs in order; and
+# need_package, which promtool.sh and chromium.sh install with. Source
 # it after setting LIB_NAME (the prefix of messages) and cd'ing to the
 # repository root.
 #
@@ -15,8 +16,6 @@
 
 LIB_NAME=${LIB_NAME:-wasessions}
 RUN_DIR=${RUN_DIR:-.run}
-mkdir -p "$RUN_DIR"
-RUN_DIR=$(cd "$RUN_DIR" && pwd)
 # The demo user every printed token belongs to (make run's and make demo's).
 DEMO_USER=00000000-0000-4000-8000-000000000001
 READY_WAIT=${READY_WAIT:-90}
@@ -25,6 +24,28 @@ say() { echo "$LIB_NAME: $*" >&2; }
 die() {
 	echo "$LIB_NAME: ERROR: $*" >&2
 	exit 1
+}
+
+# need_package CHECK PACKAGE WHY [APT_OPTION...]: unless the shell test
+# CHECK succeeds, install Debian's PACKAGE with apt-get (as root, or through
+# sudo), then CHECK must succeed. Quiet when CHECK already holds.
+need_package() {
+	local check=$1 package=$2 why=$3
+	shift 3
+	eval "$check" >/dev/null 2>&1 && return 0
+	command -v apt-get >/dev/null 2>&1 ||
+		die "$package is missing ($why) and apt-get is not available: install it yourself"
+	local sudo=()
+	if [ "$(id -u)" != 0 ]; then
+		command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install $package with apt-get"
+		sudo=(sudo)
+	fi
+	say "installing $package with apt-get ($why)"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null ||
+		die "apt-get update failed"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" "$package" >/dev/null ||
+		die "apt-get install $package failed"
+	eval "$check" >/dev/null 2>&1 || die "apt-get installed $package but \`$check\` still fails"
 }
 
 # port_taken PORT: does something listen on 127.0.0.1:PORT?
@@ -71,6 +92,8 @@ load_secrets() {
 # it, and exits (0 when it is the same target: what the user wants is there).
 # The lock is held until this script exits (the programs do not inherit it).
 single_stack() {
+	mkdir -p "$RUN_DIR"
+	RUN_DIR=$(cd "$RUN_DIR" && pwd)
 	exec 9>>"$RUN_DIR/stack.lock"
 	if flock -n 9; then
 		STACK_TARGET=$1
