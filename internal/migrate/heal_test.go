@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 
 	"wasessions/internal/migrate"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/migrations"
 )
 
@@ -26,14 +26,7 @@ import (
 func TestMigrationHealsSessionsFailedForHealableReasons(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dsn := testenv.NewDatabase(t)
-	pool, err := store.Connect(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
+	pool, db := testfactory.DB(t, testenv.NewDatabase(t), 4)
 
 	// The schema as the previous release left it.
 	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS, goose.WithDisableGlobalRegistry(true))

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"wasessions/internal/migrate"
-	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 // A deploy starts many replicas at once, each running Up on an empty
@@ -27,12 +27,7 @@ import (
 func TestConcurrentUpAppliesOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dsn := testenv.NewDatabase(t)
-	pool, err := store.Connect(ctx, dsn, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool, _ := testfactory.DB(t, testenv.NewDatabase(t), 30)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	const replicas = 8
@@ -91,13 +86,7 @@ func TestUpRetryWaitsForPostgres(t *testing.T) {
 	pg.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pool, err := store.Connect(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
+	pool, db := testfactory.DB(t, dsn, 4)
 
 	done := make(chan error, 1)
 	go func() { done <- migrate.UpRetry(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute) }()
@@ -123,13 +112,7 @@ func TestUpRetryWaitsForPostgres(t *testing.T) {
 func TestUpRetryWaitsOnlyForUnavailability(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	open := func(t *testing.T, dsn string) *sql.DB {
-		pool, err := store.Connect(context.Background(), dsn, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		db := stdlib.OpenDBFromPool(pool)
-		t.Cleanup(func() { db.Close() })
+		_, db := testfactory.DB(t, dsn, 2)
 		return db
 	}
 
