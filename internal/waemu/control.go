@@ -58,19 +58,11 @@ func (s *Server) handlePubKey(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleScan(w http.ResponseWriter, r *http.Request) {
 	var req phoneRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
-	if req.QR == "" {
-		writeJSON(w, http.StatusBadRequest, errorBody{"qr is required"})
+	if !readJSON(w, r, &req) || !require(w, req.QR != "", "qr is required") {
 		return
 	}
 	jid, err := s.Scan(r.Context(), req.QR, req.Phone, req.Name)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, jidBody{jid})
+	answer(w, http.StatusOK, jidBody{jid}, err)
 }
 
 func (s *Server) handleCode(w http.ResponseWriter, r *http.Request) {
@@ -79,11 +71,7 @@ func (s *Server) handleCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	jid, err := s.PairCode(r.Context(), req.Code, req.Phone, req.Name)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, jidBody{jid})
+	answer(w, http.StatusOK, jidBody{jid}, err)
 }
 
 func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
@@ -92,28 +80,17 @@ func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleDevice(w http.ResponseWriter, r *http.Request) {
 	d, err := s.Device(r.PathValue("jid"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, d)
+	answer(w, http.StatusOK, d, err)
 }
 
 func (s *Server) handleUnlink(w http.ResponseWriter, r *http.Request) {
-	if err := s.Unlink(r.PathValue("jid")); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"jid": r.PathValue("jid"), "unlinked": true})
+	err := s.Unlink(r.PathValue("jid"))
+	answer(w, http.StatusOK, map[string]any{"jid": r.PathValue("jid"), "unlinked": true}, err)
 }
 
 func (s *Server) handleDrop(w http.ResponseWriter, r *http.Request) {
 	dropped, err := s.Drop(r.PathValue("jid"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"jid": r.PathValue("jid"), "dropped": dropped})
+	answer(w, http.StatusOK, map[string]any{"jid": r.PathValue("jid"), "dropped": dropped}, err)
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
@@ -124,11 +101,7 @@ func (s *Server) handleRefuseLogins(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Seconds *float64 `json:"seconds"`
 	}
-	if !readJSON(w, r, &req) {
-		return
-	}
-	if req.Seconds == nil || *req.Seconds < 0 {
-		writeJSON(w, http.StatusBadRequest, errorBody{"seconds (>= 0) is required"})
+	if !readJSON(w, r, &req) || !require(w, req.Seconds != nil && *req.Seconds >= 0, "seconds (>= 0) is required") {
 		return
 	}
 	d := time.Duration(*req.Seconds * float64(time.Second))
@@ -150,6 +123,24 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// answer is how a control endpoint ends: err as its status (statusOf) and
+// message, or v with status.
+func answer(w http.ResponseWriter, status int, v any, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, status, v)
+}
+
+// require answers 400 with msg unless ok (a field the endpoint needs).
+func require(w http.ResponseWriter, ok bool, msg string) bool {
+	if !ok {
+		writeJSON(w, http.StatusBadRequest, errorBody{msg})
+	}
+	return ok
 }
 
 func writeError(w http.ResponseWriter, err error) {

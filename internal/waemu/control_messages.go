@@ -25,11 +25,7 @@ func (s *Server) handleAddPeer(w http.ResponseWriter, r *http.Request) {
 		Phone string `json:"phone"`
 		Name  string `json:"name"`
 	}
-	if !readJSON(w, r, &req) {
-		return
-	}
-	if req.Phone == "" {
-		writeJSON(w, http.StatusBadRequest, errorBody{"phone is required"})
+	if !readJSON(w, r, &req) || !require(w, req.Phone != "", "phone is required") {
 		return
 	}
 	p, err := s.AddPeer(req.Phone, req.Name)
@@ -50,11 +46,7 @@ func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleInbox(w http.ResponseWriter, r *http.Request) {
 	msgs, err := s.Inbox(r.PathValue("jid"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs})
+	answer(w, http.StatusOK, map[string]any{"messages": msgs}, err)
 }
 
 func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
@@ -63,19 +55,11 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		Text string `json:"text"`
 		ID   string `json:"id"`
 	}
-	if !readJSON(w, r, &req) {
-		return
-	}
-	if req.To == "" || req.Text == "" {
-		writeJSON(w, http.StatusBadRequest, errorBody{"to and text are required"})
+	if !readJSON(w, r, &req) || !require(w, req.To != "" && req.Text != "", "to and text are required") {
 		return
 	}
 	id, err := s.SendText(r.Context(), r.PathValue("jid"), req.To, req.Text, req.ID)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"id": id})
+	answer(w, http.StatusOK, map[string]string{"id": id}, err)
 }
 
 func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
@@ -83,19 +67,11 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 		Account string        `json:"account"`
 		Chats   []HistoryChat `json:"chats"`
 	}
-	if !readJSON(w, r, &req) {
-		return
-	}
-	if req.Account == "" || len(req.Chats) == 0 {
-		writeJSON(w, http.StatusBadRequest, errorBody{"account and chats are required"})
+	if !readJSON(w, r, &req) || !require(w, req.Account != "" && len(req.Chats) > 0, "account and chats are required") {
 		return
 	}
 	id, chats, err := s.SendHistorySync(r.Context(), req.Account, req.Chats)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "chats": chats})
+	answer(w, http.StatusOK, map[string]any{"id": id, "chats": chats}, err)
 }
 
 func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
@@ -106,20 +82,12 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := s.MarkRead(r.PathValue("jid"), req.IDs)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]int{"read": n})
+	answer(w, http.StatusOK, map[string]int{"read": n}, err)
 }
 
 func (s *Server) handleGetMessage(w http.ResponseWriter, r *http.Request) {
 	msg, err := s.Message(r.PathValue("id"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, msg)
+	answer(w, http.StatusOK, msg, err)
 }
 
 func (s *Server) handleFaults(w http.ResponseWriter, r *http.Request) {
@@ -138,11 +106,7 @@ func (s *Server) handleSetFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := s.SetFault(Fault{Kind: req.Fault, Device: req.Device, Remaining: req.Count, Code: req.Code, Seconds: req.Seconds})
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, f)
+	answer(w, http.StatusCreated, f, err)
 }
 
 func (s *Server) handleClearFaults(w http.ResponseWriter, r *http.Request) {

@@ -280,11 +280,7 @@ func (s *Server) handleBan(w http.ResponseWriter, r *http.Request) {
 		Seconds *float64 `json:"seconds"`
 		Code    int      `json:"code"`
 	}
-	if !readJSON(w, r, &req) {
-		return
-	}
-	if req.JID == "" || req.Seconds == nil || *req.Seconds < 0 || *req.Seconds > 366*24*3600 {
-		writeJSON(w, http.StatusBadRequest, errorBody{"jid and seconds (0 lifts the ban, at most a year) are required"})
+	if !readJSON(w, r, &req) || !require(w, req.JID != "" && req.Seconds != nil && *req.Seconds >= 0 && *req.Seconds <= 366*24*3600, "jid and seconds (0 lifts the ban, at most a year) are required") {
 		return
 	}
 	if _, err := s.Device(req.JID); err != nil {
@@ -300,11 +296,7 @@ func (s *Server) handleUnavailable(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Count *int `json:"count"`
 	}
-	if !readJSON(w, r, &req) {
-		return
-	}
-	if req.Count == nil || *req.Count < 0 || *req.Count > 1_000_000 {
-		writeJSON(w, http.StatusBadRequest, errorBody{"count (0 to 1000000) is required"})
+	if !readJSON(w, r, &req) || !require(w, req.Count != nil && *req.Count >= 0 && *req.Count <= 1_000_000, "count (0 to 1000000) is required") {
 		return
 	}
 	s.RefuseNextLogins(*req.Count)
