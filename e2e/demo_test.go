@@ -35,7 +35,8 @@ import (
 //
 // The second `make demo` says the demo is already running, with its URL,
 // and exits 0; a `make run` says the same and exits 1 (before, both failed
-// on the taken port).
+// on the taken port). After the Ctrl-C, `make demo` again says the linked
+// session is back instead of asking for a scan.
 //
 // The scripts run the programs this suite built (BIN_DIR, with -race) in a
 // RUN_DIR of the test's own, on its own ports, database and Redis DB.
@@ -182,7 +183,39 @@ func TestDemoCtrlCStopsInOrder(t *testing.T) {
 			t.Errorf("%s still answers after Ctrl-C: a program was left running", a)
 		}
 	}
-	worker, err := os.ReadFile(filepath.Join(runDir, "worker.log"))
+	checkWorkerHandedOver(t, runDir)
+	checkLogs(t, runDir) // before the next run starts the logs anew
+
+	// make demo again: the session comes back by itself, and the banner
+	// says so instead of asking for a scan (before, it said "1. Create a
+	// session... 2. Scan").
+	again := exec.Command("bash", "scripts/demo.sh")
+	again.Dir, again.Env = root, env
+	var out testfactory.LogBuffer
+	again.Stdout, again.Stderr = &out, &out
+	if err := again.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- again.Wait() }()
+	err = poll(3*time.Minute, 100*time.Millisecond, func() (bool, string) {
+		return strings.Contains(out.String(), "wasessions demo is ready"), ""
+	})
+	_ = again.Process.Signal(syscall.SIGTERM) // the script stops the programs in order
+	if werr := <-done; werr != nil && !strings.Contains(werr.Error(), "143") {
+		t.Errorf("make demo again, stopped with SIGTERM: %v", werr)
+	}
+	if err != nil || !strings.Contains(out.String(), "Your session from the last run is back, linked as +15550001234") {
+		t.Fatalf("the second make demo does not say the session is back (%v):\n%s", err, out.String())
+	}
+}
+
+// checkWorkerHandedOver fails the test unless the worker's log in dir shows
+// a hand-over and a clean stop with no warning or error after the hand-over
+// began.
+func checkWorkerHandedOver(t *testing.T, dir string) {
+	t.Helper()
+	worker, err := os.ReadFile(filepath.Join(dir, "worker.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,11 +92,33 @@ umask 077
 printf 'DEMO_API=%s\nDEMO_CONTROL=%s\nDEMO_TOKEN=%s\n' "$base" "$control" "$token" >"$RUN_DIR/demo.env"
 umask 022
 
+# A session linked in an earlier run comes back by itself (the worker
+# restores it from the keys in Postgres): say so, rather than asking for a
+# scan. It may still be reconnecting for a moment after the api is ready.
+linked_note=""
+if command -v curl >/dev/null 2>&1; then
+	for ((i = 0; i < 60; i++)); do
+		st=$(curl -s -m 2 -H "Authorization: Bearer $token" "$base/api/integrations/whatsapp/status" || true)
+		case $st in
+		*'"status":"connected"'*)
+			phone=$(printf '%s' "$st" | sed -n 's/.*"phoneNumber":"\([^"]*\)".*/\1/p')
+			linked_note="
+  Your session from the last run is back, linked as ${phone:-your phone} without a scan:
+  steps 1 and 2 are done; try 3 and 4.
+"
+			break
+			;;
+		*'"status":"reconnecting"'* | *'"status":"pending"'*) sleep 0.25 ;; # coming back
+		*) break ;; # none, waiting for a scan, or ended
+		esac
+	done
+fi
+
 cat <<EOF
 
   wasessions demo is ready (${elapsed_s}s from start)
   WhatsApp is the emulator (cmd/waemu) on $WAEMU_LISTEN; the emulated phone is its control API.
-
+$linked_note
   1. Create a session (what a frontend's "Connect WhatsApp" does):
        TOKEN='$token'
        curl -s -X POST -H "Authorization: Bearer \$TOKEN" $base/api/integrations/whatsapp/session
