@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e test-messages bench-messages test-failover test-webhooks build lint bench fuzz clean
+.PHONY: help run demo test test-e2e test-messages bench-messages test-failover test-webhooks test-outages build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -34,6 +34,9 @@ test-failover: ## The store failover tests: Redis Sentinel and a promoted Postgr
 test-webhooks: ## Webhooks at the issue's scale: receiver down 60 s while 1,000 events happen across 20 sessions; then the SIGKILL e2e test.
 	@WEBHOOK_TEST_OUTAGE=$${WEBHOOK_TEST_OUTAGE:-60s} WEBHOOK_TEST_EVENTS=$${WEBHOOK_TEST_EVENTS:-1000} scripts/test.sh ./internal/webhook -run TestOutageLosesNothing -v
 	@TEST_SUITES=e2e scripts/test.sh ./e2e -run TestWebhooksSurviveKills -v
+
+test-outages: ## Issue 9's longer Postgres outages (20 s, 60 s refused; 60 s hanging) under Toxiproxy; not in make test.
+	@scripts/services.sh && $(GO) test -race -count=1 -tags outages -run TestPostgresOutagesLong -v -timeout 30m ./internal/worker/
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin

@@ -142,20 +142,39 @@ func newJob(typ string, payload any, id, queue string, maxRetry int, timeout, re
 	return Job{Task: asynq.NewTask(typ, b), ID: id, Queue: queue, Opts: opts}, nil
 }
 
-// NewCreate is the task that starts pairing for sessionID on any worker.
-func NewCreate(sessionID, reason string) (Job, error) {
-	return newSessionTask(TypeSessionCreate, "create:", sessionID, reason, QueueShared, createMaxRetry, createTimeout)
+// Takeover tasks (create and restore) start a hosting of a session. Their
+// id names the lease epoch they take over from, the session's lease_epoch
+// when the task was decided on (0 for a session never hosted), so that:
+//   - a worker releasing a session at epoch N and the reconciler that sees
+//     the same unhosted row at epoch N enqueue one task, not two;
+//   - that task never collides with the one whose handler claimed epoch N
+//     (its id names N-1), which may still be running when the release
+//     enqueues the next, or be left active forever by a worker that was
+//     SIGKILLed: asynq would answer "already queued" and the session would
+//     wait for the next reconcile pass, or for asynq's recoverer.
+
+// NewCreate is the task that starts pairing for sessionID on any worker,
+// after lease epoch epoch.
+func NewCreate(sessionID string, epoch int64, reason string) (Job, error) {
+	return newSessionTask(TypeSessionCreate, "create:", sessionID, epoch, reason, QueueShared, createMaxRetry, createTimeout)
 }
 
-// NewRestore is the task that reconnects a linked session on any worker.
-func NewRestore(sessionID, reason string) (Job, error) {
-	return NewRestoreOn(sessionID, reason, QueueShared)
+// NewRestore is the task that reconnects a linked session on any worker,
+// after lease epoch epoch.
+func NewRestore(sessionID string, epoch int64, reason string) (Job, error) {
+	return NewRestoreOn(sessionID, epoch, reason, QueueShared)
 }
 
 // NewRestoreOn is NewRestore for a given queue: a worker's own queue when a
 // session is handed to that worker on purpose (rebalancing).
-func NewRestoreOn(sessionID, reason, queue string) (Job, error) {
-	return newSessionTask(TypeSessionRestore, "restore:", sessionID, reason, queue, restoreMaxRetry, restoreTimeout)
+func NewRestoreOn(sessionID string, epoch int64, reason, queue string) (Job, error) {
+	return newSessionTask(TypeSessionRestore, "restore:", sessionID, epoch, reason, queue, restoreMaxRetry, restoreTimeout)
+}
+
+// TakeoverID is the id of the create or restore task (prefix "create:" or
+// "restore:") that takes sessionID over after lease epoch epoch.
+func TakeoverID(prefix, sessionID string, epoch int64) string {
+	return prefix + sessionID + ":" + strconv.FormatInt(epoch, 10)
 }
 
 // HandoffPayload names the session to move and the worker to move it to.
@@ -194,14 +213,20 @@ func ParseHandoff(t *asynq.Task) (HandoffPayload, error) {
 // worker queue while its lease is live (only that process holds the
 // client), QueueShared otherwise.
 func NewDisconnect(sessionID, reason, queue string) (Job, error) {
-	return newSessionTask(TypeSessionDisconnect, "disconnect:", sessionID, reason, queue, disconnectMaxRetry, disconnectTimeout)
+	return newSessionTask(TypeSessionDisconnect, "disconnect:", sessionID, -1, reason, queue, disconnectMaxRetry, disconnectTimeout)
 }
 
-func newSessionTask(typ, idPrefix, sessionID, reason, queue string, maxRetry int, timeout time.Duration) (Job, error) {
+// newSessionTask builds a per-session task; epoch >= 0 makes it a takeover
+// task (see TakeoverID), -1 keys it by session alone.
+func newSessionTask(typ, idPrefix, sessionID string, epoch int64, reason, queue string, maxRetry int, timeout time.Duration) (Job, error) {
 	if sessionID == "" {
 		return Job{}, fmt.Errorf("tasks: %s: empty session id", typ)
 	}
-	return newJob(typ, SessionPayload{SessionID: sessionID, Reason: reason}, idPrefix+sessionID, queue, maxRetry, timeout, 0)
+	id := idPrefix + sessionID
+	if epoch >= 0 {
+		id = TakeoverID(idPrefix, sessionID, epoch)
+	}
+	return newJob(typ, SessionPayload{SessionID: sessionID, Reason: reason}, id, queue, maxRetry, timeout, 0)
 }
 
 // SendPayload names the session whose outbox sender to wake and the

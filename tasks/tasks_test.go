@@ -36,16 +36,16 @@ type taskCase struct {
 
 func taskCases() []taskCase {
 	return []taskCase{
-		{"create", func() (Job, error) { return NewCreate("whatsapp_u_1", "created") },
-			TypeSessionCreate, "create:whatsapp_u_1", QueueShared, createMaxRetry, createTimeout, 0},
-		{"restore", func() (Job, error) { return NewRestore("whatsapp_u_1", "worker_shutdown") },
-			TypeSessionRestore, "restore:whatsapp_u_1", QueueShared, restoreMaxRetry, restoreTimeout, 0},
+		{"create", func() (Job, error) { return NewCreate("whatsapp_u_1", 0, "created") },
+			TypeSessionCreate, "create:whatsapp_u_1:0", QueueShared, createMaxRetry, createTimeout, 0},
+		{"restore", func() (Job, error) { return NewRestore("whatsapp_u_1", 7, "worker_shutdown") },
+			TypeSessionRestore, "restore:whatsapp_u_1:7", QueueShared, restoreMaxRetry, restoreTimeout, 0},
 		{"disconnect on the owner's queue", func() (Job, error) { return NewDisconnect("whatsapp_u_1", "user", "wa:w:w-1") },
 			TypeSessionDisconnect, "disconnect:whatsapp_u_1", "wa:w:w-1", disconnectMaxRetry, disconnectTimeout, 0},
 		{"disconnect on the shared queue", func() (Job, error) { return NewDisconnect("whatsapp_u_1", "user", QueueShared) },
 			TypeSessionDisconnect, "disconnect:whatsapp_u_1", QueueShared, disconnectMaxRetry, disconnectTimeout, 0},
-		{"restore handed to one worker", func() (Job, error) { return NewRestoreOn("whatsapp_u_1", "rebalance", "wa:w:w-2") },
-			TypeSessionRestore, "restore:whatsapp_u_1", "wa:w:w-2", restoreMaxRetry, restoreTimeout, 0},
+		{"restore handed to one worker", func() (Job, error) { return NewRestoreOn("whatsapp_u_1", 3, "rebalance", "wa:w:w-2") },
+			TypeSessionRestore, "restore:whatsapp_u_1:3", "wa:w:w-2", restoreMaxRetry, restoreTimeout, 0},
 		{"handoff on the donor's queue", func() (Job, error) { return NewHandoff("whatsapp_u_1", "w-1", "w-2") },
 			TypeSessionHandoff, "handoff:whatsapp_u_1", "wa:w:w-1", handoffMaxRetry, handoffTimeout, 0},
 		{"reconcile", func() (Job, error) { return NewReconcile(noon, time.Minute) },
@@ -95,8 +95,8 @@ func TestSlotIDsDiffer(t *testing.T) {
 
 func TestEmptySessionIDIsRejected(t *testing.T) {
 	for name, build := range map[string]func() (Job, error){
-		"create":            func() (Job, error) { return NewCreate("", "x") },
-		"restore":           func() (Job, error) { return NewRestore("", "x") },
+		"create":            func() (Job, error) { return NewCreate("", 0, "x") },
+		"restore":           func() (Job, error) { return NewRestore("", 0, "x") },
 		"disconnect":        func() (Job, error) { return NewDisconnect("", "x", QueueShared) },
 		"handoff":           func() (Job, error) { return NewHandoff("", "a", "b") },
 		"handoff to itself": func() (Job, error) { return NewHandoff("s", "a", "a") },
@@ -181,7 +181,7 @@ func TestWorkerQueueEmptyID(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
-	j, _ := NewRestore("whatsapp_u_9", "lease_expired")
+	j, _ := NewRestore("whatsapp_u_9", 1, "lease_expired")
 	p, err := ParseSession(j.Task)
 	if err != nil || p.SessionID != "whatsapp_u_9" || p.Reason != "lease_expired" {
 		t.Errorf("ParseSession = %+v, %v", p, err)

@@ -76,7 +76,7 @@ func TestRedisDownGives503AndRecovers(t *testing.T) {
 	// The retry queued the create task the outage had lost.
 	found := false
 	for _, ti := range e.pendingTasks(tasks.QueueShared) {
-		found = found || ti.ID == "create:"+sid
+		found = found || ti.ID == tasks.TakeoverID("create:", sid, 0)
 	}
 	if !found {
 		t.Fatal("the retry did not queue the session's create task")

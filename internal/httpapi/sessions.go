@@ -156,7 +156,7 @@ func (s *server) createSession(c *fiber.Ctx) error {
 		// is on its way is not doubled). A failure here is only logged: the
 		// session exists and the reconciler covers it.
 		if sess.Status == store.StatusPending && !sess.LeaseLive {
-			if err := s.enqueueCreate(ctx, sess.SessionID, "api_retry"); err != nil {
+			if err := s.enqueueCreate(ctx, sess, "api_retry"); err != nil {
 				s.log.WarnContext(ctx, "create: re-enqueue pending session", "session_id", sess.SessionID, "error", err)
 			}
 		}
@@ -174,7 +174,7 @@ func (s *server) createSession(c *fiber.Ctx) error {
 		}
 		defer sub.Close()
 	}
-	if err := s.enqueueCreate(ctx, sess.SessionID, "created"); err != nil {
+	if err := s.enqueueCreate(ctx, sess, "created"); err != nil {
 		return queueUnavailable(err, "the session was recorded but could not be queued (Redis is unavailable); retry to get it",
 			fiber.Map{"sessionId": sess.SessionID})
 	}
@@ -205,8 +205,8 @@ func (s *server) insert(ctx context.Context, n store.NewSession) (store.Session,
 	}
 }
 
-func (s *server) enqueueCreate(ctx context.Context, sessionID, reason string) error {
-	j, err := tasks.NewCreate(sessionID, reason)
+func (s *server) enqueueCreate(ctx context.Context, sess store.Session, reason string) error {
+	j, err := tasks.NewCreate(sess.SessionID, sess.LeaseEpoch, reason)
 	if err != nil {
 		return err
 	}

@@ -31,14 +31,14 @@ func TestLiveWorkersLoadAndCapacity(t *testing.T) {
 	}
 	// Backlog: one restore waiting on w1's queue (in an hour, so the
 	// server below does not run it), one create on the shared queue.
-	j, err := tasks.NewRestoreOn("whatsapp_u_1", "test", testfactory.WorkerQueue(t, "w1"))
+	j, err := tasks.NewRestoreOn("whatsapp_u_1", 0, "test", testfactory.WorkerQueue(t, "w1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.client.Enqueue(j.Task, append(j.Opts, asynq.ProcessIn(time.Hour))...); err != nil {
 		t.Fatal(err)
 	}
-	c, err := tasks.NewCreate("whatsapp_u_2", "test")
+	c, err := tasks.NewCreate("whatsapp_u_2", 0, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

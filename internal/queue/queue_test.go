@@ -77,7 +77,7 @@ func waitState(t *testing.T, in *asynq.Inspector, j tasks.Job, want asynq.TaskSt
 
 func TestEnqueue(t *testing.T) {
 	session := func(t *testing.T) tasks.Job {
-		j, err := tasks.NewRestore("whatsapp_u_1", "test")
+		j, err := tasks.NewRestore("whatsapp_u_1", 0, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +165,7 @@ func TestEnqueueConcurrent(t *testing.T) {
 	rdb := redis.NewClient(db.Options())
 	defer rdb.Close()
 	e := New(rdb)
-	j, err := tasks.NewCreate("whatsapp_u_2", "created")
+	j, err := tasks.NewCreate("whatsapp_u_2", 0, "created")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestEnqueueConcurrent(t *testing.T) {
 func TestEnqueueRedisDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), MaxRetries: -1})
 	defer rdb.Close()
-	j, err := tasks.NewCreate("whatsapp_u_3", "created")
+	j, err := tasks.NewCreate("whatsapp_u_3", 0, "created")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,7 +196,7 @@ func TestReapWorkerQueuesMovesEveryPage(t *testing.T) {
 	want := map[string]string{}
 	for i := range 1250 {
 		if i%20 == 0 {
-			j, err := tasks.NewRestore(fmt.Sprintf("s-other-%d", i), "test")
+			j, err := tasks.NewRestore(fmt.Sprintf("s-other-%d", i), 0, "test")
 			if err != nil {
 				t.Fatal(err)
 			}

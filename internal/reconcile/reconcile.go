@@ -92,10 +92,10 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 		case s.DeviceJID == nil:
 			// Pairing cannot move between processes (the unpaired keys live
 			// in the lost client's memory), so it starts over: a new QR.
-			j, err = tasks.NewCreate(s.SessionID, "reconcile")
+			j, err = tasks.NewCreate(s.SessionID, s.LeaseEpoch, "reconcile")
 			ctr = &res.Creates
 		default:
-			j, err = tasks.NewRestore(s.SessionID, "lease_expired")
+			j, err = tasks.NewRestore(s.SessionID, s.LeaseEpoch, "lease_expired")
 			ctr = &res.Restores
 		}
 		if err != nil {

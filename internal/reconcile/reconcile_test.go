@@ -122,6 +122,12 @@ func (e *env) disconnect(s store.Session) {
 	}
 }
 
+// takeoverID is the id of the create or restore task for s at its
+// current lease epoch.
+func (e *env) takeoverID(prefix string, s store.Session) string {
+	return tasks.TakeoverID(prefix, s.SessionID, e.get(s.SessionID).LeaseEpoch)
+}
+
 func (e *env) tasksIn(q string) map[string]string { return testfactory.TasksIn(e.t, e.insp, q) }
 
 func (e *env) queues() []string { return testfactory.Queues(e.t, e.insp) }
@@ -139,7 +145,7 @@ func TestRun(t *testing.T) {
 
 	createLost := e.create() // row committed, enqueue failed
 	createQueued := e.create()
-	j, err := tasks.NewCreate(createQueued.SessionID, "created")
+	j, err := tasks.NewCreate(createQueued.SessionID, 0, "created")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,12 +192,12 @@ func TestRun(t *testing.T) {
 		t.Fatalf("first run %+v, want %+v", res, want)
 	}
 	wantTasks := map[string]string{
-		"create:" + createLost.SessionID:     tasks.TypeSessionCreate,
-		"create:" + createQueued.SessionID:   tasks.TypeSessionCreate,
-		"create:" + qrDead.SessionID:         tasks.TypeSessionCreate,
-		"restore:" + connectedDead.SessionID: tasks.TypeSessionRestore,
-		"restore:" + released.SessionID:      tasks.TypeSessionRestore,
-		"disconnect:" + goneDead.SessionID:   tasks.TypeSessionDisconnect,
+		e.takeoverID("create:", createLost):     tasks.TypeSessionCreate,
+		e.takeoverID("create:", createQueued):   tasks.TypeSessionCreate,
+		e.takeoverID("create:", qrDead):         tasks.TypeSessionCreate,
+		e.takeoverID("restore:", connectedDead): tasks.TypeSessionRestore,
+		e.takeoverID("restore:", released):      tasks.TypeSessionRestore,
+		"disconnect:" + goneDead.SessionID:      tasks.TypeSessionDisconnect,
 	}
 	if got := e.tasksIn(tasks.QueueShared); !maps.Equal(got, wantTasks) {
 		t.Fatalf("wa:shared holds\n%v\nwant\n%v", got, wantTasks)
@@ -225,5 +231,52 @@ func TestRun(t *testing.T) {
 	}
 	if got := e.tasksIn(tasks.QueueShared); !maps.Equal(got, wantTasks) {
 		t.Fatalf("after the second run wa:shared holds\n%v\nwant\n%v", got, wantTasks)
+	}
+}
+
+// A worker SIGKILLed while running a session's restore task leaves that
+// task "active" in wa:shared for good (asynq recovers it only after its
+// own lease runs out). When the session's lease lapses, the reconciler's
+// restore must be a new task, not "already queued" behind the orphan, or
+// failover waits for asynq's recoverer instead of LEASE_TTL +
+// RESTORE_INTERVAL (issue 9, suspicion e).
+func TestReconcileRestoresPastOrphanedActiveTask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	s := e.dead(store.StatusConnected)
+	// The killed worker's handler claimed the lease (epoch N) from a
+	// restore decided at the epoch before it.
+	orphan, err := tasks.NewRestore(s.SessionID, s.LeaseEpoch-1, "lease_expired")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.deps.Enqueuer.Enqueue(e.ctx, orphan, false); err != nil {
+		t.Fatal(err)
+	}
+	running := make(chan struct{})
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 1, Queues: map[string]int{tasks.QueueShared: 1},
+		LogLevel: asynq.FatalLevel, ShutdownTimeout: time.Second})
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		close(running)
+		<-release // a handler that never returns: the worker is "dead"
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	t.Cleanup(func() { close(release) })
+	<-running
+	srv.Stop() // takes no more tasks, so the restore stays queued for the test
+
+	res, err := reconcile.Run(e.ctx, e.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Restores != 1 || res.AlreadyQueued != 0 {
+		t.Fatalf("reconcile %+v: the restore was taken for the orphaned task", res)
+	}
+	if got := e.tasksIn(tasks.QueueShared); got[e.takeoverID("restore:", s)] != tasks.TypeSessionRestore {
+		t.Fatalf("wa:shared holds %v, want the restore", got)
 	}
 }

@@ -50,7 +50,7 @@ func works(t *testing.T, url, caFile string) {
 		t.Fatalf("ping: %v", err)
 	}
 	enq := queue.New(rdb)
-	j, err := tasks.NewCreate("whatsapp_redisconn_test", "test")
+	j, err := tasks.NewCreate("whatsapp_redisconn_test", 0, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

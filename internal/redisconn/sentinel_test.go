@@ -71,7 +71,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	enq := queue.New(rdb)
 	enqueue := func(id string) error {
-		j, err := tasks.NewCreate(id, "test")
+		j, err := tasks.NewCreate(id, 0, "test")
 		if err != nil {
 			t.Fatal(err)
 		}

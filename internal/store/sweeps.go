@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -133,4 +134,20 @@ func (s *Store) DeviceExists(ctx context.Context, deviceJID string) (bool, error
 		return false, fmt.Errorf("store: device exists: %w", err)
 	}
 	return ok, nil
+}
+
+// DeviceByNoiseKey is the JID of the whatsmeow device stored with this
+// noise key (the private half), or "" when none is. whatsmeow stores a
+// device only once it is paired, so this tells whether a client that has
+// not reported its pairing yet has in fact paired.
+func (s *Store) DeviceByNoiseKey(ctx context.Context, noisePriv []byte) (string, error) {
+	var jid string
+	err := s.pool.QueryRow(ctx, `SELECT jid FROM whatsmeow_device WHERE noise_key = $1`, noisePriv).Scan(&jid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: device by noise key: %w", err)
+	}
+	return jid, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -38,6 +39,23 @@ const (
 
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
+}
+
+// proxiedStore is a Store on the env's database whose connections go
+// through a Toxiproxy proxy the test can break.
+func (e *env) proxiedStore(maxConns int) (*store.Store, *testenv.FaultProxy) {
+	e.t.Helper()
+	u, err := url.Parse(e.dsn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := testenv.NewFaultProxy(e.t, "postgres", u.Host)
+	pool, err := store.Connect(context.Background(), p.ProxyPostgresURL(e.dsn), maxConns)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	return store.New(pool), p
 }
 
 // env is one test's world: its own database, Redis DB and emulator.
@@ -93,6 +111,18 @@ type workerOpts struct {
 	host        wa.HostOptions
 	// releaseAfter and retryMax shorten the recovery clocks (defaults 1m, 2s).
 	releaseAfter, retryMax time.Duration
+	// waPool, when set, is where whatsmeow keeps device keys (default:
+	// the same pool as the sessions), e.g. to break only the worker's own
+	// session writes.
+	waPool   *store.Store
+	leaseTTL time.Duration
+	// connectTimeout overrides the 15 s wait for a login after pairing.
+	connectTimeout time.Duration
+	// serve runs an asynq server for the worker on the env's Redis, as
+	// cmd/worker does.
+	serve bool
+	// setup runs on the worker before its lease loop starts (test hooks).
+	setup func(*worker.Worker)
 }
 
 // startWorker builds a worker on the env's stores and emulator, runs its
@@ -117,13 +147,23 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	if o.retryMax == 0 {
 		o.retryMax = 2 * time.Second
 	}
-	db := stdlib.OpenDBFromPool(st.Pool())
+	waPool := st
+	if o.waPool != nil {
+		waPool = o.waPool
+	}
+	if o.connectTimeout == 0 {
+		o.connectTimeout = 15 * time.Second
+	}
+	if o.leaseTTL == 0 {
+		o.leaseTTL = leaseTTL
+	}
+	db := stdlib.OpenDBFromPool(waPool.Pool())
 	e.t.Cleanup(func() { db.Close() })
 	log := e.log.With("worker_id", id)
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
-		WorkerID: id, LeaseTTL: leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
-		RestoreConcurrency: 4, ConnectTimeout: 15 * time.Second, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
+		WorkerID: id, LeaseTTL: o.leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
+		RestoreConcurrency: 4, ConnectTimeout: o.connectTimeout, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
 	}, worker.Deps{
 		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHostWith(db, ep, log, o.host),
 		Metrics: worker.NewMetrics(reg), Log: log,
@@ -131,10 +171,22 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	if o.setup != nil {
+		o.setup(w)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(ctx) }()
 	tw := &testWorker{Worker: w, id: id, cancel: cancel, done: done, reg: reg}
+	if o.serve {
+		tw.srv = asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+			Concurrency: 8, Queues: w.Queues(), TaskCheckInterval: 200 * time.Millisecond,
+			ShutdownTimeout: 20 * time.Second, LogLevel: asynq.FatalLevel,
+		})
+		if err := tw.srv.Start(w.Mux()); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 	e.t.Cleanup(tw.stop)
 	return tw
 }
@@ -146,16 +198,24 @@ type testWorker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+	srv    *asynq.Server // with workerOpts.serve
 }
 
-// stop hands sessions over (graceful shutdown) and ends the lease loop.
+// stop hands sessions over (graceful shutdown) and ends the lease loop, in
+// cmd/worker's order when an asynq server runs.
 func (w *testWorker) stop() {
 	w.once.Do(func() {
+		if w.srv != nil {
+			w.srv.Stop()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		w.Shutdown(ctx)
 		w.cancel()
 		<-w.done
+		if w.srv != nil {
+			w.srv.Shutdown()
+		}
 	})
 }
 
@@ -239,7 +299,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func (e *env) link(w *testWorker, userID, phone, name string) store.Session {
 	e.t.Helper()
 	s := e.newSession(userID)
-	j, _ := tasks.NewCreate(s.SessionID, "test")
+	j, _ := tasks.NewCreate(s.SessionID, 0, "test")
 	if err := w.process(e.t, j); err != nil {
 		e.t.Fatalf("create: %v", err)
 	}

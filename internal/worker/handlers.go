@@ -123,8 +123,8 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		}
 	}
 
-	h := newHosted(w, sess, fence, nil, sent.Add(w.cfg.LeaseTTL), linked)
-	h.client, err = w.deps.Host.NewClient(dev, log, wa.ClientOptions{
+	h := newHosted(w, sess, fence, sent.Add(w.cfg.LeaseTTL), linked)
+	client, err := w.deps.Host.NewClient(dev, log, wa.ClientOptions{
 		Proxy:       store.Str(sess.ProxyURL),
 		OnHandshake: func(v wastore.WAVersionContainer) { h.lastVersion.Store(&v) },
 	})
@@ -135,6 +135,7 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		w.releaseClaim(fence, store.ReasonRestoreFailed, store.ErrRestoreFailed)
 		return err
 	}
+	h.setClient(client)
 	if err := w.add(h); err != nil {
 		w.releaseClaim(fence, store.ReasonWorkerUnavailable, "")
 		return err

@@ -15,23 +15,45 @@ import (
 // monotonic clock, before Postgres would let another worker take it. It
 // first takes back what this worker id hosted before a restart, and keeps
 // the client version current.
+//
+// The check runs on its own goroutine and clock: a renewal stuck on a
+// Postgres that hangs (rather than refuses) must not hold it up, or it
+// fires when the lease lapses in Postgres instead of safetyMargin before.
 func (w *Worker) Run(ctx context.Context) {
 	go w.restoreOwn(ctx)
 	go w.deps.Host.Versions().Run(ctx, w.cfg.VersionRefresh)
+	fenceDone := make(chan struct{})
+	go func() {
+		defer close(fenceDone)
+		check := time.NewTicker(min(250*time.Millisecond, w.cfg.LeaseTTL/20))
+		defer check.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-check.C:
+				w.fenceExpired()
+			}
+		}
+	}()
+	defer func() { <-fenceDone }()
 	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
 	defer renew.Stop()
-	check := time.NewTicker(min(250*time.Millisecond, w.cfg.LeaseTTL/20))
-	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-renew.C:
 			w.renew(ctx)
-		case <-check.C:
-			w.fenceExpired()
 		}
 	}
+}
+
+// renewTimeout bounds one heartbeat statement: below the safety margin, so
+// that a renewal that hangs gives way to the next one well before the
+// fence check has to stop clients.
+func (w *Worker) renewTimeout() time.Duration {
+	return min(w.cfg.LeaseTTL/3, w.safetyMargin())
 }
 
 // renew is one heartbeat.
@@ -44,10 +66,13 @@ func (w *Worker) renew(ctx context.Context) {
 	for i, h := range hs {
 		held[i] = store.Held{SessionID: h.id, Epoch: h.fence.Epoch}
 	}
+	if w.hooks.beforeRenew != nil {
+		w.hooks.beforeRenew()
+	}
 	// Validity counts from before the statement is sent: Postgres sets
 	// lease_until = now() + TTL at some later instant, so ours ends first.
 	sent := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL/3)
+	rctx, cancel := context.WithTimeout(ctx, w.renewTimeout())
 	r, err := w.deps.Store.Renew(rctx, w.cfg.WorkerID, held, w.cfg.LeaseTTL, w.cfg.SessionTTL)
 	cancel()
 	if err != nil {
@@ -61,8 +86,16 @@ func (w *Worker) renew(ctx context.Context) {
 			h.extend(sent.Add(w.cfg.LeaseTTL))
 		}
 	}
+	// A lost lease is about the hosting this renewal carried, not about
+	// whatever hosts the session id now: between the snapshot and the
+	// answer the session may have been handed off and hosted here again,
+	// under a newer epoch that this answer says nothing about.
+	lost := make(map[string]bool, len(r.Lost))
 	for _, id := range r.Lost {
-		if h := w.lookup(id); h != nil {
+		lost[id] = true
+	}
+	for _, h := range hs {
+		if lost[h.id] {
 			go w.leaseLost(ctx, h)
 		}
 	}
@@ -74,13 +107,22 @@ func (w *Worker) safetyMargin() time.Duration { return w.cfg.LeaseTTL / 10 }
 
 // fenceExpired stops every client whose lease may be about to run out in
 // Postgres because heartbeats failed (Postgres unreachable, a long pause).
+// The clients are stopped concurrently: when Postgres goes away every
+// lease runs out at about the same moment, and one disconnect after the
+// other would spend the margin on the first few.
 func (w *Worker) fenceExpired() {
 	deadline := time.Now().Add(w.safetyMargin())
+	var wg sync.WaitGroup
 	for _, h := range w.snapshot() {
 		if h.expiresBefore(deadline) {
-			h.abandon("expired_locally")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.abandon("expired_locally")
+			}()
 		}
 	}
+	wg.Wait()
 }
 
 // leaseLost finds out why a renewal skipped a session: the user wants it

@@ -208,7 +208,7 @@ func TestSessionsConnectThroughSOCKS5Proxies(t *testing.T) {
 	}
 	w2 := e.startWorker("w2", workerOpts{})
 	w1.stop() // hands the session over
-	j, _ := tasks.NewRestore(s.SessionID, "test")
+	j, _ := tasks.NewRestore(s.SessionID, 0, "test")
 	if err := w2.process(t, j); err != nil {
 		t.Fatal(err)
 	}

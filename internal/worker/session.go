@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"go.mau.fi/whatsmeow"
 	wastore "go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
@@ -37,7 +38,11 @@ type hosted struct {
 	inbox  chan any
 	ctx    context.Context // ends when hosting ends
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the loop has exited
+	// clientCtx is the client's BackgroundEventCtx; clientStop ends it
+	// (see stop).
+	clientCtx  context.Context
+	clientStop context.CancelFunc
+	done       chan struct{} // closed when the loop has exited
 
 	// first reports the first milestone to the handler that started
 	// hosting: nil once a QR/pairing code is shown or the client is
@@ -115,14 +120,16 @@ type (
 	}
 )
 
-func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsmeow.Client, validUntil time.Time, restored bool) *hosted {
+// newHosted builds the hosting; its client is set with setClient before
+// start (the client's options refer to the hosting).
+func newHosted(w *Worker, sess store.Session, fence store.Fence, validUntil time.Time, restored bool) *hosted {
 	ctx, cancel := context.WithCancel(context.Background())
+	clientCtx, clientCancel := context.WithCancel(context.Background())
 	return &hosted{
 		w:          w,
 		id:         sess.SessionID,
 		userID:     sess.UserID,
 		fence:      fence,
-		client:     client,
 		log:        w.log.With("session_id", sess.SessionID),
 		restored:   restored,
 		pairPhone:  store.Str(sess.PairPhone),
@@ -130,6 +137,8 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 		inbox:      make(chan any, 64),
 		ctx:        ctx,
 		cancel:     cancel,
+		clientCtx:  clientCtx,
+		clientStop: clientCancel,
 		done:       make(chan struct{}),
 		first:      make(chan error, 1),
 		validUntil: validUntil,
@@ -137,6 +146,14 @@ func newHosted(w *Worker, sess store.Session, fence store.Fence, client *whatsme
 		sending:    make(chan struct{}, 1),
 		recipients: map[string]types.JID{},
 	}
+}
+
+// setClient gives the hosting its client. whatsmeow's Connect, and the
+// reconnects it starts by itself, use the client's BackgroundEventCtx:
+// it is the hosting's clientCtx, which ends when hosting does (see stop).
+func (h *hosted) setClient(c *whatsmeow.Client) {
+	c.BackgroundEventCtx = h.clientCtx
+	h.client = c
 }
 
 // start runs the loop and subscribes it to the client's events.
@@ -147,6 +164,9 @@ func (h *hosted) start() {
 			*waevents.LoggedOut, *waevents.StreamReplaced, *waevents.TemporaryBan, *waevents.ClientOutdated,
 			*waevents.ConnectFailure, *waevents.PushNameSetting, *waevents.KeepAliveTimeout,
 			*waevents.KeepAliveRestored, *waevents.StreamError:
+			if h.w.hooks.beforeEvent != nil {
+				h.w.hooks.beforeEvent(evt)
+			}
 			h.send(evt)
 		}
 	})
@@ -216,10 +236,17 @@ func (h *hosted) stop() {
 	}
 	h.stopped = true
 	h.mu.Unlock()
-	if h.loginTimer != nil {
-		h.loginTimer.Stop()
-	}
+	// Right after the Disconnect, the client's background context ends:
+	// whatsmeow's own reconnects (auto-reconnect, the one after stream
+	// error 515) dial with it, so none can log the client in again and
+	// replace the next owner's connection. Both contexts end only after
+	// the Disconnect: the socket's read pump and the QR channel watch them,
+	// and woken first they would close the socket concurrently with
+	// Disconnect, which races inside whatsmeow. The loop's login timer is
+	// left alone (it belongs to the loop, and fires into an inbox nobody
+	// reads any more).
 	h.client.Disconnect()
+	h.clientStop()
 	h.client.RemoveEventHandlers()
 	h.setWaiting("")
 	h.w.remove(h)
@@ -270,32 +297,49 @@ func (h *hosted) abandon(cause string) {
 	h.stop()
 }
 
-// write runs one fenced transition with a few retries (Postgres blips
-// should not lose a state change), publishes the resulting row as an event
-// of type typ ("" for none) and reports whether it applied. A fenced write
-// means the lease is gone: the client is abandoned at once.
+// Retry pacing of a session state write that failed (each attempt bounded
+// by writeTimeout).
+const (
+	writeBackoff    = 100 * time.Millisecond
+	writeMaxBackoff = 2 * time.Second
+)
+
+// write runs one fenced transition, publishes the resulting row as an event
+// of type typ ("" for none) and reports whether it applied. A write that
+// fails is retried until it applies, is fenced, or hosting ends: a state
+// change dropped during a Postgres restart would leave the row disagreeing
+// with the client for good (a linked session shown as "qr" without its
+// device, re-paired at the next handoff; a restored one left
+// "reconnecting", its expiry no longer sliding). The wait is bounded all
+// the same: while Postgres is away the heartbeat fails too, and the fence
+// check (or Shutdown's deadline) ends hosting, which cancels h.ctx. A
+// fenced write means the lease is gone: the client is abandoned at once.
 func (h *hosted) write(typ string, f func(context.Context) (store.Session, error)) (store.Session, bool) {
 	var (
 		s   store.Session
 		err error
 	)
-	backoff := 100 * time.Millisecond
-	for attempt := 0; attempt < 5; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	backoff := writeBackoff
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(h.ctx, writeTimeout)
 		s, err = f(ctx)
 		cancel()
 		if err == nil || errors.Is(err, store.ErrFenced) {
 			break
 		}
-		time.Sleep(backoff)
-		backoff *= 2
+		if attempt == 1 {
+			h.log.Warn("session state write failed; retrying until it applies or hosting ends", "error", err)
+		}
+		select {
+		case <-h.ctx.Done():
+			h.log.Error("session state write given up: hosting ended", "error", err, "attempts", attempt)
+			return s, false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, writeMaxBackoff)
 	}
-	switch {
-	case errors.Is(err, store.ErrFenced):
+	if errors.Is(err, store.ErrFenced) {
 		h.abandon("fenced")
-		return s, false
-	case err != nil:
-		h.log.Error("session state write failed", "error", err)
 		return s, false
 	}
 	h.w.deps.Metrics.StatusChanges.WithLabelValues(string(s.Status), store.Str(s.StatusReason)).Inc()
@@ -554,6 +598,42 @@ func (h *hosted) deleteKeys() {
 	}
 }
 
+// recordPairedDevice covers a pairing that completed while its PairSuccess
+// was still on its way to the loop: whatsmeow saves the device's keys and
+// confirms the pairing to the server before it dispatches the event, so a
+// handoff handled first would release the session as unpaired, and the
+// user who just scanned would get a new QR. If keys for this client's
+// device are stored, the row gets the device first, and the release makes
+// the session a restore. The client's Store is not read for the JID:
+// whatsmeow writes it from its own goroutine; the noise key it is looked up
+// by never changes.
+func (h *hosted) recordPairedDevice() {
+	ctx, cancel := context.WithTimeout(h.ctx, writeTimeout)
+	jid, err := h.w.deps.Store.DeviceByNoiseKey(ctx, h.client.Store.NoiseKey.Priv[:])
+	cancel()
+	if err != nil {
+		h.log.Warn("look up a device paired during release", "error", err)
+		return
+	}
+	if jid == "" {
+		return
+	}
+	id, err := types.ParseJID(jid)
+	if err != nil {
+		h.log.Warn("stored device with an invalid jid", "error", err)
+		return
+	}
+	h.log.Info("pairing completed during release: kept for a restore")
+	h.deviceJID = jid
+	h.write("", func(ctx context.Context) (store.Session, error) {
+		return h.w.deps.Store.MarkDevice(ctx, h.fence, jid, wa.PhoneOf(&id), "")
+	})
+}
+
+// connectRetryDelay is how long the takeover of a session released because
+// its client could not connect waits before another attempt.
+const connectRetryDelay = 5 * time.Second
+
 // release hands the session to another worker: disconnect without logout,
 // give the lease up, and enqueue the task that picks it up again.
 func (h *hosted) release(reason store.Reason, lastErr store.ErrorCode) {
@@ -568,6 +648,9 @@ func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue s
 	// have connected yet. A send in flight finishes first.
 	h.closeOutbox()
 	h.client.Disconnect()
+	if h.deviceJID == "" {
+		h.recordPairedDevice()
+	}
 	s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
 		return h.w.deps.Store.Release(ctx, h.fence, reason, lastErr)
 	})
@@ -579,10 +662,18 @@ func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue s
 		j   tasks.Job
 		err error
 	)
+	// The takeover's id names the epoch released here (tasks.TakeoverID),
+	// so it never collides with the task that may still be running this
+	// hosting's handler.
 	if s.DeviceJID != nil {
-		j, err = tasks.NewRestoreOn(s.SessionID, string(reason), queue)
+		j, err = tasks.NewRestoreOn(s.SessionID, s.LeaseEpoch, string(reason), queue)
 	} else {
-		j, err = tasks.NewCreate(s.SessionID, string(reason))
+		j, err = tasks.NewCreate(s.SessionID, s.LeaseEpoch, string(reason))
+	}
+	if err == nil && reason == store.ReasonConnectFailed {
+		// This client could not connect; the next attempt, maybe here
+		// again, waits a little instead of spinning.
+		j.Opts = append(j.Opts, asynq.ProcessIn(connectRetryDelay))
 	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)

@@ -92,6 +92,20 @@ type Worker struct {
 	ownQueue     string // served only by this worker (tasks.WorkerQueue)
 	restoreSlots chan struct{}
 	wg           sync.WaitGroup // hosted sessions' goroutines
+
+	hooks hooks
+}
+
+// hooks let a test hold the worker at the exact point of a race window a
+// few microseconds wide, instead of hoping a sleep lands in it. All are nil
+// outside tests (export_test.go sets them); each costs one nil check.
+type hooks struct {
+	// beforeRenew runs in the heartbeat after it took the snapshot of
+	// hosted sessions and before it sends the renewal.
+	beforeRenew func()
+	// beforeEvent runs in whatsmeow's goroutine with each event a hosted
+	// session's loop handles, before it is passed to the loop.
+	beforeEvent func(evt any)
 }
 
 // New returns a Worker; cfg.WorkerID must be set (it names the worker's

@@ -70,7 +70,7 @@ func TestCreateDeliveredTwiceHostsOneClient(t *testing.T) {
 	e := newEnv(t)
 	w := e.startWorker("w1", workerOpts{})
 	s := e.newSession(userA)
-	j, _ := tasks.NewCreate(s.SessionID, "test")
+	j, _ := tasks.NewCreate(s.SessionID, 0, "test")
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() { errs <- w.process(t, j) }()
@@ -118,14 +118,14 @@ func TestShutdownHandsSessionToAnotherWorker(t *testing.T) {
 	if rel.Status != store.StatusReconnecting || store.Str(rel.StatusReason) != "worker_shutdown" || rel.WorkerID != nil {
 		t.Fatalf("after shutdown: status=%s reason=%s worker=%v", rel.Status, store.Str(rel.StatusReason), rel.WorkerID)
 	}
-	info, err := e.inspector().GetTaskInfo(tasks.QueueShared, "restore:"+s.SessionID)
+	info, err := e.inspector().GetTaskInfo(tasks.QueueShared, tasks.TakeoverID("restore:", s.SessionID, rel.LeaseEpoch))
 	if err != nil {
 		t.Fatalf("restore task not enqueued: %v", err)
 	}
 	if info.Type != tasks.TypeSessionRestore {
 		t.Fatalf("task type %s", info.Type)
 	}
-	j, _ := tasks.NewRestore(s.SessionID, "test")
+	j, _ := tasks.NewRestore(s.SessionID, 0, "test")
 	if err := w2.process(t, j); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestUnreachableServerFailsSessionNotWorker(t *testing.T) {
 	w := e.startWorker("w1", workerOpts{endpoint: &dead})
 	for i, user := range []string{userA, "22222222-2222-4222-8222-222222222222"} {
 		s := e.newSession(user)
-		j, _ := tasks.NewCreate(s.SessionID, "test")
+		j, _ := tasks.NewCreate(s.SessionID, 0, "test")
 		if err := w.process(t, j); err != nil {
 			t.Fatalf("session %d: handler error %v", i, err)
 		}
@@ -313,7 +313,7 @@ func TestQRTimeoutExpiresSession(t *testing.T) {
 	ep := waendpoint.Endpoint{Addr: emu.Addr(), RootKey: emu.PubKey()}
 	w := e.startWorker("w1", workerOpts{endpoint: &ep})
 	s := e.newSession(userA)
-	j, _ := tasks.NewCreate(s.SessionID, "test")
+	j, _ := tasks.NewCreate(s.SessionID, 0, "test")
 	if err := w.process(t, j); err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestPairingCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, _ := tasks.NewCreate(s.SessionID, "test")
+	j, _ := tasks.NewCreate(s.SessionID, 0, "test")
 	if err := w.process(t, j); err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func TestSelfFencingWhenPostgresIsDown(t *testing.T) {
 	}
 	pg.Start()
 	w2 := e.startWorker("w2", workerOpts{pool: private})
-	j, _ := tasks.NewRestore(s.SessionID, "test")
+	j, _ := tasks.NewRestore(s.SessionID, 0, "test")
 	waitUntil(t, "lease lapsed and w2 restored", func() bool {
 		_ = w2.process(t, j)
 		got, err := private.Get(context.Background(), s.SessionID)
@@ -430,10 +430,10 @@ func TestHandoffMovesSessionToTargetWorker(t *testing.T) {
 	if rel.Status != store.StatusReconnecting || store.Str(rel.StatusReason) != "rebalance" || rel.WorkerID != nil || w1.Hosted() != 0 {
 		t.Fatalf("after handoff: status=%s reason=%s worker=%v hosted=%d", rel.Status, store.Str(rel.StatusReason), rel.WorkerID, w1.Hosted())
 	}
-	if _, err := e.inspector().GetTaskInfo(testfactory.WorkerQueue(t, "w2"), "restore:"+s.SessionID); err != nil {
+	if _, err := e.inspector().GetTaskInfo(testfactory.WorkerQueue(t, "w2"), tasks.TakeoverID("restore:", s.SessionID, rel.LeaseEpoch)); err != nil {
 		t.Fatalf("restore not enqueued on w2's queue: %v", err)
 	}
-	r, _ := tasks.NewRestoreOn(s.SessionID, "rebalance", testfactory.WorkerQueue(t, "w2"))
+	r, _ := tasks.NewRestoreOn(s.SessionID, rel.LeaseEpoch, "rebalance", testfactory.WorkerQueue(t, "w2"))
 	if err := w2.process(t, r); err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +446,7 @@ func TestHandoffMovesSessionToTargetWorker(t *testing.T) {
 
 	// A handoff for a session still showing its QR leaves it where it is.
 	p := e.newSession("33333333-3333-4333-8333-333333333333")
-	c, _ := tasks.NewCreate(p.SessionID, "test")
+	c, _ := tasks.NewCreate(p.SessionID, 0, "test")
 	if err := w2.process(t, c); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,26 @@
+package worker
+
+import "go.mau.fi/whatsmeow"
+
+// SetBeforeRenew makes the heartbeat call f after it took its snapshot of
+// hosted sessions and before it sends the renewal (see hooks).
+func SetBeforeRenew(w *Worker, f func()) { w.hooks.beforeRenew = f }
+
+// SetBeforeEvent makes each hosted session's whatsmeow event handler call
+// f with the event before passing it to the session's loop (see hooks).
+func SetBeforeEvent(w *Worker, f func(evt any)) { w.hooks.beforeEvent = f }
+
+// Abandon stops the hosted session's client as a lost lease does.
+func Abandon(w *Worker, sessionID, cause string) {
+	if h := w.lookup(sessionID); h != nil {
+		h.abandon(cause)
+	}
+}
+
+// Client is the whatsmeow client hosting sessionID here, or nil.
+func Client(w *Worker, sessionID string) *whatsmeow.Client {
+	if h := w.lookup(sessionID); h != nil {
+		return h.client
+	}
+	return nil
+}

@@ -1,0 +1,310 @@
+package worker_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	waevents "go.mau.fi/whatsmeow/types/events"
+
+	"wasessions/internal/store"
+	"wasessions/internal/waendpoint"
+	"wasessions/internal/worker"
+	"wasessions/tasks"
+)
+
+// A heartbeat that learns a lease was lost acts on the hosting it renewed,
+// not on whatever hosts the same session id by the time the answer comes:
+// when the session was handed off and hosted again on this worker between
+// the heartbeat's snapshot and its statement, the answer about the old
+// hosting must not stop the new one (issue 9, bug 6).
+func TestLostLeaseStopsOnlyTheHostingItWasAbout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var (
+		calls   atomic.Int32
+		armed   atomic.Bool
+		once    sync.Once
+		blocked = make(chan struct{})
+		resume  = make(chan struct{})
+	)
+	w1 := e.startWorker("w1", workerOpts{setup: func(w *worker.Worker) {
+		worker.SetBeforeRenew(w, func() {
+			calls.Add(1)
+			if armed.Load() {
+				once.Do(func() { close(blocked); <-resume })
+			}
+		})
+	}})
+	s := e.link(w1, userA, "", "")
+	armed.Store(true)
+	<-blocked // a heartbeat holds the first hosting in its snapshot
+
+	// The first hosting ends (handed to a worker that never takes it) and
+	// a restore hosts the session again, here, under a new epoch.
+	h, _ := tasks.NewHandoff(s.SessionID, "w1", "w9")
+	if err := w1.process(t, h); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := tasks.NewRestore(s.SessionID, 0, "test")
+	if err := w1.process(t, r); err != nil {
+		t.Fatal(err)
+	}
+	second := e.waitSession(s.SessionID, "connected again on w1", func(s store.Session) bool {
+		return s.Status == store.StatusConnected && store.Str(s.WorkerID) == "w1"
+	})
+	close(resume) // the renewal for the first hosting's epoch: lost
+
+	// Two more heartbeats (a heartbeat with nothing hosted does not
+	// count): whatever the lost lease triggered has run.
+	n := calls.Load()
+	waitUntil(t, "two more heartbeats", func() bool { return calls.Load() >= n+2 || w1.Hosted() == 0 })
+	got, _ := e.st.Get(context.Background(), s.SessionID)
+	dev, err := e.emu.Device(*s.DeviceJID)
+	if w1.Hosted() != 1 || got.Status != store.StatusConnected || got.LeaseEpoch != second.LeaseEpoch || err != nil || !dev.Connected {
+		t.Fatalf("the new hosting was stopped: hosted=%d status=%s reason=%s epoch=%d (want %d) device connected=%v (%v)",
+			w1.Hosted(), got.Status, store.Str(got.StatusReason), got.LeaseEpoch, second.LeaseEpoch, dev.Connected, err)
+	}
+	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
+		t.Fatalf("emulator stats %+v", st)
+	}
+}
+
+// A restore whose client cannot connect (here the server answers the
+// websocket upgrade with 404) keeps retrying and, after ReleaseAfter
+// without a connection, is released by its worker, which enqueues the
+// takeover itself. asynq must not take that takeover for a duplicate of
+// the task that hosted the session and swallow it, or the session waits
+// for the next reconcile pass (issue 9, bug 5). No reconciler runs here:
+// only the released worker's enqueue can bring the session back.
+func TestTakeoverAfterReleaseIsNotSwallowed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w1 := e.startWorker("w1", workerOpts{})
+	s := e.link(w1, userA, "", "")
+	w1.stop() // enqueues the restore on wa:shared
+
+	notWA := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(notWA.Close)
+	bad := waendpoint.Endpoint{Addr: notWA.Listener.Addr().String(), RootKey: e.emu.PubKey()}
+	w2 := e.startWorker("w2", workerOpts{endpoint: &bad, serve: true, releaseAfter: 2 * time.Second})
+	e.waitSession(s.SessionID, "released by w2", func(s store.Session) bool {
+		return store.Str(s.StatusReason) == string(store.ReasonUnreachable) && s.WorkerID == nil
+	})
+	w2.stop()
+
+	e.startWorker("w3", workerOpts{serve: true})
+	e.waitSession(s.SessionID, "restored on w3", func(s store.Session) bool {
+		return s.Status == store.StatusConnected && store.Str(s.WorkerID) == "w3"
+	})
+	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
+		t.Fatalf("emulator stats %+v", st)
+	}
+}
+
+// A state write that fails while Postgres restarts is retried until it
+// applies, not dropped after a few seconds: the phone scans while the
+// worker cannot reach Postgres (whatsmeow's own key store still can), and
+// once Postgres is back the row shows the linked device, connected, as the
+// client is (issue 9, bug 1). A dropped write left it in "qr" without a
+// device, so the next handoff would have shown a new QR.
+func TestStateWriteSurvivesPostgresOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	proxied, pg := e.proxiedStore(4)
+	w1 := e.startWorker("w1", workerOpts{pool: proxied, waPool: e.st, leaseTTL: 30 * time.Second})
+	s := e.newSession(userA)
+	j, _ := tasks.NewCreate(s.SessionID, 0, "test")
+	if err := w1.process(t, j); err != nil {
+		t.Fatal(err)
+	}
+	s = e.waitSession(s.SessionID, "showed a QR", func(s store.Session) bool { return s.QRRaw != nil })
+
+	pg.Down()
+	jid, err := e.emu.Scan(context.Background(), *s.QRRaw, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the client to log in", func() bool {
+		d, err := e.emu.Device(jid)
+		return err == nil && d.Connected
+	})
+	time.Sleep(6 * time.Second) // the outage outlasts the old retry budget (~3 s)
+	pg.Up()
+
+	got := e.waitSession(s.SessionID, "connected with its device", func(s store.Session) bool {
+		return s.Status == store.StatusConnected && store.Str(s.DeviceJID) == jid
+	})
+	if store.Str(got.WorkerID) != "w1" || w1.Hosted() != 1 {
+		t.Fatalf("worker=%s hosted=%d", store.Str(got.WorkerID), w1.Hosted())
+	}
+	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
+		t.Fatalf("emulator stats %+v", st)
+	}
+}
+
+// With a Postgres that hangs (no answer, no refusal) the heartbeat cannot
+// renew, and the worker must stop its client before the lease can lapse in
+// Postgres, by its own clock, with time to spare: the safety margin
+// (LEASE_TTL/10) is what keeps another worker's restore from overlapping a
+// client still connected here. A renewal stuck in a hanging statement must
+// not hold the fence check up (issue 9, bug 2).
+func TestFenceStopsClientBeforeLeaseEndsWhenPostgresHangs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	proxied, pg := e.proxiedStore(4)
+	w1 := e.startWorker("w1", workerOpts{pool: proxied, waPool: e.st})
+	s := e.link(w1, userA, "", "")
+
+	pg.Hang()
+	t.Cleanup(pg.Unhang)
+	deadline := time.Now().Add(waitFor)
+	for w1.Hosted() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the client was never stopped")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	var left time.Duration
+	var us int64
+	if err := e.st.Pool().QueryRow(context.Background(),
+		`SELECT (EXTRACT(EPOCH FROM lease_until - clock_timestamp()) * 1e6)::bigint FROM whatsapp_sessions WHERE session_id = $1`,
+		s.SessionID).Scan(&us); err != nil {
+		t.Fatal(err)
+	}
+	left = time.Duration(us) * time.Microsecond
+	margin := leaseTTL / 10
+	t.Logf("client stopped %s before the lease lapsed in Postgres (safety margin %s)", left, margin)
+	if left < margin/3 {
+		t.Fatalf("client stopped only %s before its lease lapsed in Postgres; the safety margin is %s", left, margin)
+	}
+	if d, err := e.emu.Device(*s.DeviceJID); err != nil || d.Connected {
+		t.Fatalf("device still connected=%v (%v)", d.Connected, err)
+	}
+}
+
+// SIGTERM while the phone is scanning: whatsmeow has saved the keys and
+// confirmed the pairing, but PairSuccess has not reached the session's
+// loop when the handoff does. The session must be released as linked (a
+// restore elsewhere, from the keys), not as unpaired (a new QR the user
+// would have to scan again) (issue 9, bug 3).
+func TestPairingCompletedDuringShutdownIsKept(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var (
+		once   sync.Once
+		paired = make(chan struct{})
+		resume = make(chan struct{})
+	)
+	w1 := e.startWorker("w1", workerOpts{setup: func(w *worker.Worker) {
+		worker.SetBeforeEvent(w, func(evt any) {
+			switch evt.(type) {
+			case *waevents.PairSuccess:
+				once.Do(func() { close(paired) })
+				<-resume
+			case *waevents.Connected:
+				<-resume
+			}
+		})
+	}})
+	w2 := e.startWorker("w2", workerOpts{})
+	s := e.newSession(userA)
+	j, _ := tasks.NewCreate(s.SessionID, 0, "test")
+	if err := w1.process(t, j); err != nil {
+		t.Fatal(err)
+	}
+	s = e.waitSession(s.SessionID, "showed a QR", func(s store.Session) bool { return s.QRRaw != nil })
+	scanned := make(chan error, 1)
+	go func() {
+		_, err := e.emu.Scan(context.Background(), *s.QRRaw, "", "")
+		scanned <- err
+	}()
+	<-paired // keys saved, pairing confirmed; the loop has not heard of it
+
+	stopped := make(chan struct{})
+	go func() { w1.stop(); close(stopped) }()
+	rel := e.waitSession(s.SessionID, "released by w1", func(s store.Session) bool { return s.WorkerID == nil })
+	close(resume)
+	<-stopped
+	if err := <-scanned; err != nil {
+		t.Fatal(err)
+	}
+	if rel.DeviceJID == nil || rel.Status != store.StatusReconnecting {
+		t.Fatalf("the pairing was thrown away: status=%s reason=%s device=%v", rel.Status, store.Str(rel.StatusReason), rel.DeviceJID)
+	}
+	r, _ := tasks.NewRestore(s.SessionID, rel.LeaseEpoch, "test")
+	if err := w2.process(t, r); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(s.SessionID, "restored on w2", func(s store.Session) bool {
+		return s.Status == store.StatusConnected && store.Str(s.WorkerID) == "w2"
+	})
+	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
+		t.Fatalf("emulator stats %+v", st)
+	}
+}
+
+// A client whose hosting ended cannot log in again, whatever whatsmeow's
+// own goroutines do afterwards (auto-reconnect, the reconnect after stream
+// error 515): they connect with the client's background context, which
+// ends with the hosting. Otherwise the stray client would replace the
+// rightful new owner's connection, which then ends the session as
+// "stream_replaced" (issue 9, suspicion a).
+func TestStoppedClientCannotLogInAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w1 := e.startWorker("w1", workerOpts{})
+	s := e.link(w1, userA, "", "")
+	cli := worker.Client(w1.Worker, s.SessionID)
+	h, _ := tasks.NewHandoff(s.SessionID, "w1", "w9")
+	if err := w1.process(t, h); err != nil {
+		t.Fatal(err)
+	}
+	logins := e.emu.Stats().Logins
+
+	err := cli.Connect() // what whatsmeow's reconnect goroutines do
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if d, _ := e.emu.Device(*s.DeviceJID); d.Connected || e.emu.Stats().Logins != logins {
+			t.Fatalf("a client whose hosting ended logged in again (Connect: %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cli.Disconnect()
+}
+
+// Shutdown hands sessions off within its budget even when Postgres hangs:
+// the release write is abandoned when the budget runs out instead of
+// retrying on its own clock (issue 9, suspicion e).
+func TestShutdownKeepsItsBudgetWhenPostgresHangs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	proxied, pg := e.proxiedStore(4)
+	w1 := e.startWorker("w1", workerOpts{pool: proxied, waPool: e.st, leaseTTL: 60 * time.Second})
+	s := e.link(w1, userA, "", "")
+
+	pg.Hang()
+	t.Cleanup(pg.Unhang)
+	const budget = 2 * time.Second
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		defer cancel()
+		w1.Shutdown(ctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Logf("Shutdown returned after %s (budget %s)", time.Since(start).Round(time.Millisecond), budget)
+	case <-time.After(budget + 10*time.Second):
+		t.Fatalf("Shutdown still running %s after its %s budget ran out", 10*time.Second, budget)
+	}
+	if d, err := e.emu.Device(*s.DeviceJID); err != nil || d.Connected {
+		t.Fatalf("device still connected=%v (%v) after Shutdown", d.Connected, err)
+	}
+}
