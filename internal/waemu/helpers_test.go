@@ -129,6 +129,9 @@ func newClient(t testing.TB, emu *waemu.Server, dev *store.Device) *client {
 	c.Client = whatsmeow.NewClient(dev, c.log)
 	waendpoint.Endpoint{Addr: emu.Addr(), RootKey: emu.PubKey()}.Apply(c.Client)
 	c.AddEventHandler(func(evt any) {
+		if serverCloses(evt) {
+			c.log.mark(&c.log.sock.closing)
+		}
 		c.mu.Lock()
 		c.events = append(c.events, evt)
 		c.mu.Unlock()
@@ -146,6 +149,36 @@ func newClient(t testing.TB, emu *waemu.Server, dev *store.Device) *client {
 		}
 	})
 	return c
+}
+
+// Disconnect is whatsmeow's Disconnect, first letting a close the server
+// started finish. whatsmeow closes a socket from two sides that share no
+// lock: the read pump, once the server has closed the connection, reads
+// FrameSocket.OnDisconnect (framesocket.go, Close) while Disconnect clears
+// it (noisesocket.go, Stop). A test that disconnects, or ends, right after
+// the emulator closed the client's socket (an unlink, a replaced stream, a
+// refused login) would hit that data race inside whatsmeow. Waiting until
+// whatsmeow has handled the server's close (its onDisconnect ran, so the
+// socket is gone and Disconnect does not touch it) leaves only one side.
+func (c *client) Disconnect() {
+	c.t.Helper()
+	if err := c.log.awaitServerClose(waitTimeout); err != nil {
+		c.t.Errorf("%v; events: %s", err, c.describe())
+	}
+	c.log.mark(&c.log.sock.own)
+	c.Client.Disconnect()
+}
+
+// serverCloses reports events after which the server closes the client's
+// socket (and whatsmeow does not reconnect by itself).
+func serverCloses(evt any) bool {
+	switch evt.(type) {
+	case *events.LoggedOut, *events.StreamReplaced, *events.TemporaryBan, *events.ClientOutdated:
+		return true
+	case *events.ConnectFailure:
+		return true
+	}
+	return false
 }
 
 // count returns how many recorded events match.
@@ -240,6 +273,66 @@ type recLog struct {
 	mu     sync.Mutex
 	all    []string
 	bad    []string
+	sock   sockSeq // on the root only, under mu
+}
+
+// sockSeq orders what happened to the client's sockets: each field is the
+// sequence number (seq) of the last time it happened, 0 for never.
+type sockSeq struct {
+	seq     int
+	cur     any // the newest socket (whatsmeow's *socket.FrameSocket)
+	start   int // its read pump started (a connection was made)
+	exit    int // its read pump exited (the connection is closed)
+	remote  int // a read pump saw the connection closed under it (by the server)
+	handled int // whatsmeow's onDisconnect ran for a connection the server closed
+	closing int // an event after which the server closes the connection
+	own     int // the test called Disconnect
+}
+
+// whatsmeow's lines (format strings) that mark socket transitions.
+const (
+	logPumpStart = "Frame websocket read pump starting"
+	logPumpExit  = "Frame websocket read pump exiting"
+	// logged by the read pump when a read fails on a socket whatsmeow
+	// did not close itself
+	logReadFailed = "Error reading from websocket"
+)
+
+// onDisconnectLogs are the lines client.onDisconnect logs, under its
+// socket lock, once it has dropped the closed socket.
+var onDisconnectLogs = []string{"Emitting Disconnected event", "OnDisconnect() called", "Ignoring OnDisconnect"}
+
+// mark records that the transition *field happened now.
+func (l *recLog) mark(field *int) {
+	r := l.rootLog()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sock.seq++
+	*field = r.sock.seq
+}
+
+// awaitServerClose waits until no close by the server is in progress on
+// the newest socket: one the server closed (its read pump saw the close,
+// or an event said the server would close it) without the test's
+// Disconnect must have been handled by whatsmeow's onDisconnect. A socket
+// whatsmeow closed itself (a QR timeout, Logout, the 515 reconnect) needs
+// no wait: its close does not run onDisconnect.
+func (l *recLog) awaitServerClose(timeout time.Duration) error {
+	r := l.rootLog()
+	deadline := time.Now().Add(timeout)
+	for {
+		r.mu.Lock()
+		s := r.sock
+		r.mu.Unlock()
+		closing := s.start > 0 && s.own < s.start && (s.remote > s.start || s.closing > s.start)
+		if !closing || s.remote > s.start && s.handled > s.remote {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("whatsmeow did not finish the server's close of its socket within %s (%+v)", timeout, s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (l *recLog) rootLog() *recLog {
@@ -269,10 +362,43 @@ func benign(line string) bool {
 	return strings.Contains(line, "Failed to send keepalive") && strings.Contains(line, "use of closed network connection")
 }
 
-func (l *recLog) Errorf(msg string, args ...any) { l.add("ERROR", msg, args) }
-func (l *recLog) Warnf(msg string, args ...any)  { l.add("WARN", msg, args) }
-func (l *recLog) Infof(msg string, args ...any)  { l.add("INFO", msg, args) }
-func (l *recLog) Debugf(msg string, args ...any) {}
+func (l *recLog) Errorf(msg string, args ...any) {
+	if strings.HasPrefix(msg, logReadFailed) {
+		l.mark(&l.rootLog().sock.remote)
+	}
+	l.add("ERROR", msg, args)
+}
+func (l *recLog) Warnf(msg string, args ...any) { l.add("WARN", msg, args) }
+func (l *recLog) Infof(msg string, args ...any) { l.add("INFO", msg, args) }
+
+// Debugf keeps no lines, only the socket transitions (see sockSeq).
+func (l *recLog) Debugf(msg string, args ...any) {
+	r := l.rootLog()
+	switch {
+	case strings.HasPrefix(msg, logPumpStart) && len(args) == 1:
+		r.mu.Lock()
+		r.sock.cur = args[0]
+		r.mu.Unlock()
+		l.mark(&r.sock.start)
+	case strings.HasPrefix(msg, logPumpExit) && len(args) == 1:
+		// An older socket's pump (one whatsmeow closed itself for the
+		// reconnect after stream error 515) may exit after the next
+		// started.
+		r.mu.Lock()
+		newest := r.sock.cur == args[0]
+		r.mu.Unlock()
+		if newest {
+			l.mark(&r.sock.exit)
+		}
+	default:
+		for _, p := range onDisconnectLogs {
+			if strings.HasPrefix(msg, p) {
+				l.mark(&r.sock.handled)
+				return
+			}
+		}
+	}
+}
 func (l *recLog) Sub(module string) waLog.Logger {
 	name := module
 	if l.module != "" {
