@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,10 +15,11 @@ import (
 )
 
 // FaultProxy is a Toxiproxy proxy, run inside the test process, between a
-// program under test and one of its stores (Postgres, Redis) on loopback.
-// Tests point the program at Addr and then break the link the ways a
-// network does: refuse connections (Down), stop every byte without closing
-// anything (Hang), or cut the open connections mid-stream (Cut).
+// program under test and one of its stores (Postgres, Redis) or the
+// WhatsApp emulator, on loopback. Tests point the program at Addr and then
+// break the link the ways a network does: refuse connections (Down), stop
+// every byte without closing anything (Hang), cut the open connections
+// mid-stream (Cut), or slow everything down (Latency).
 type FaultProxy struct {
 	t     testing.TB
 	mu    sync.Mutex
@@ -112,5 +114,33 @@ func (p *FaultProxy) Cut() {
 	p.proxy.Stop()
 	if err := p.proxy.Start(); err != nil {
 		p.t.Errorf("testenv: restart proxy: %v", err)
+	}
+}
+
+// Latency delays everything through the proxy by d in each direction
+// (Toxiproxy's latency toxic), open connections and new ones alike, like a
+// slow network path; NoLatency ends it.
+func (p *FaultProxy) Latency(d time.Duration) {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, stream := range []string{"upstream", "downstream"} {
+		body := fmt.Sprintf(`{"name":"latency_%s","type":"latency","stream":%q,"attributes":{"latency":%d}}`,
+			stream, stream, d.Milliseconds())
+		if _, err := p.proxy.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
+			p.t.Fatalf("testenv: add latency toxic: %v", err)
+		}
+	}
+}
+
+// NoLatency removes Latency's toxics.
+func (p *FaultProxy) NoLatency() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, name := range []string{"latency_upstream", "latency_downstream"} {
+		if err := p.proxy.Toxics.RemoveToxic(context.Background(), name); err != nil {
+			p.t.Errorf("testenv: remove %s: %v", name, err)
+		}
 	}
 }
