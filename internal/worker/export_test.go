@@ -1,6 +1,10 @@
 package worker
 
-import "go.mau.fi/whatsmeow"
+import (
+	"go.mau.fi/whatsmeow"
+
+	"wasessions/internal/queue"
+)
 
 // SetBeforeRenew makes the heartbeat call f after it took its snapshot of
 // hosted sessions and before it sends the renewal (see hooks).
@@ -9,6 +13,16 @@ func SetBeforeRenew(w *Worker, f func()) { w.hooks.beforeRenew = f }
 // SetBeforeEvent makes each hosted session's whatsmeow event handler call
 // f with the event before passing it to the session's loop (see hooks).
 func SetBeforeEvent(w *Worker, f func(evt any)) { w.hooks.beforeEvent = f }
+
+// SetHostReturns makes a create or restore handler call f just before it
+// returns, once its hosting is up or ended (see hooks).
+func SetHostReturns(w *Worker, f func(sessionID string)) { w.hooks.hostReturns = f }
+
+// SetTakeoverEnqueued makes a release call f with the answer to the
+// enqueue of its takeover task (see hooks).
+func SetTakeoverEnqueued(w *Worker, f func(sessionID string, res queue.Result, err error)) {
+	w.hooks.takeoverEnqueued = f
+}
 
 // Abandon stops the hosted session's client as a lost lease does.
 func Abandon(w *Worker, sessionID, cause string) {

@@ -2,8 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,8 +9,8 @@ import (
 
 	waevents "go.mau.fi/whatsmeow/types/events"
 
+	"wasessions/internal/queue"
 	"wasessions/internal/store"
-	"wasessions/internal/waendpoint"
 	"wasessions/internal/worker"
 	"wasessions/tasks"
 )
@@ -74,33 +72,74 @@ func TestLostLeaseStopsOnlyTheHostingItWasAbout(t *testing.T) {
 	}
 }
 
-// A restore whose client cannot connect (here the server answers the
-// websocket upgrade with 404) keeps retrying and, after ReleaseAfter
-// without a connection, is released by its worker, which enqueues the
-// takeover itself. asynq must not take that takeover for a duplicate of
-// the task that hosted the session and swallow it, or the session waits
-// for the next reconcile pass (issue 9, bug 5). No reconciler runs here:
-// only the released worker's enqueue can bring the session back.
+// The takeover a worker enqueues when it releases a session must not be
+// taken by asynq for the task that started the hosting it releases (issue
+// 9, bug 5). Here w2 takes the restore task from wa:shared; its client
+// dials, but WhatsApp refuses the login (503), so the task's handler is
+// still waiting for the login (ConnectTimeout) when the session loop, after
+// ReleaseAfter without a connection and with no other worker running,
+// releases the session and enqueues its restore on wa:shared. With one id
+// per session ("restore:<sid>") asynq answered "already queued" (the
+// active task), the handler then returned and the session was left to the
+// next reconcile pass. No reconciler runs here: only that enqueue can bring
+// the session back, on w3.
 func TestTakeoverAfterReleaseIsNotSwallowed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	w1 := e.startWorker("w1", workerOpts{})
 	s := e.link(w1, userA, "", "")
+	e.emu.RefuseLogins(time.Hour)
 	w1.stop() // enqueues the restore on wa:shared
 
-	notWA := httptest.NewServer(http.NotFoundHandler())
-	t.Cleanup(notWA.Close)
-	bad := waendpoint.Endpoint{Addr: notWA.Listener.Addr().String(), RootKey: e.emu.PubKey()}
-	w2 := e.startWorker("w2", workerOpts{endpoint: &bad, serve: true, releaseAfter: 2 * time.Second})
-	e.waitSession(s.SessionID, "released by w2", func(s store.Session) bool {
+	type enqueued struct {
+		res queue.Result
+		err error
+	}
+	var (
+		takeover = make(chan enqueued, 1)
+		once     sync.Once
+	)
+	w2 := e.startWorker("w2", workerOpts{serve: true, releaseAfter: 2 * time.Second, connectTimeout: time.Minute,
+		setup: func(w *worker.Worker) {
+			// The handler holds its task active until the release has
+			// enqueued the takeover: asynq retires a task only after
+			// its handler returns, a few milliseconds after the release
+			// wakes it, and that race must not decide the test.
+			worker.SetHostReturns(w, func(string) {
+				select {
+				case got := <-takeover:
+					takeover <- got
+				case <-time.After(waitFor):
+				}
+			})
+			worker.SetTakeoverEnqueued(w, func(_ string, res queue.Result, err error) {
+				once.Do(func() { takeover <- enqueued{res, err} })
+			})
+		}})
+	rel := e.waitSession(s.SessionID, "released by w2", func(s store.Session) bool {
 		return store.Str(s.StatusReason) == string(store.ReasonUnreachable) && s.WorkerID == nil
 	})
+	var got enqueued
+	select {
+	case got = <-takeover:
+		takeover <- got
+	case <-time.After(waitFor):
+		t.Fatal("w2 released the session but never enqueued its takeover")
+	}
+	if got.err != nil || got.res != queue.Enqueued {
+		t.Fatalf("the takeover after the release: %v (%v), want %v: taken for the restore task still running on w2",
+			got.res, got.err, queue.Enqueued)
+	}
+	e.emu.RefuseLogins(0)
 	w2.stop()
 
 	e.startWorker("w3", workerOpts{serve: true})
-	e.waitSession(s.SessionID, "restored on w3", func(s store.Session) bool {
+	back := e.waitSession(s.SessionID, "restored on w3", func(s store.Session) bool {
 		return s.Status == store.StatusConnected && store.Str(s.WorkerID) == "w3"
 	})
+	if back.LeaseEpoch <= rel.LeaseEpoch {
+		t.Fatalf("lease epoch %d after the restore, want above the released %d", back.LeaseEpoch, rel.LeaseEpoch)
+	}
 	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
 		t.Fatalf("emulator stats %+v", st)
 	}

@@ -196,6 +196,9 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		log.Warn("client not ready yet; leaving it to reconnect", "waited", w.cfg.ConnectTimeout)
 	case <-ctx.Done():
 	}
+	if w.hooks.hostReturns != nil {
+		w.hooks.hostReturns(sessionID)
+	}
 	return nil
 }
 

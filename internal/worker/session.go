@@ -677,8 +677,12 @@ func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue s
 	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-		_, err = h.w.deps.Enqueuer.Enqueue(ctx, j, false)
+		res, qerr := h.w.deps.Enqueuer.Enqueue(ctx, j, false)
 		cancel()
+		err = qerr
+		if h.w.hooks.takeoverEnqueued != nil {
+			h.w.hooks.takeoverEnqueued(h.id, res, err)
+		}
 	}
 	if err != nil {
 		// The reconciler finds the free lease within RESTORE_INTERVAL.

@@ -106,6 +106,13 @@ type hooks struct {
 	// beforeEvent runs in whatsmeow's goroutine with each event a hosted
 	// session's loop handles, before it is passed to the loop.
 	beforeEvent func(evt any)
+	// hostReturns runs in a create or restore task's handler once the
+	// hosting it started has reached its first milestone (or ended), just
+	// before the handler returns and asynq retires the task.
+	hostReturns func(sessionID string)
+	// takeoverEnqueued runs after a release enqueued the session's
+	// takeover task, with Enqueue's answer.
+	takeoverEnqueued func(sessionID string, res queue.Result, err error)
 }
 
 // New returns a Worker; cfg.WorkerID must be set (it names the worker's
