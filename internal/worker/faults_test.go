@@ -86,7 +86,7 @@ func TestLostLeaseStopsOnlyTheHostingItWasAbout(t *testing.T) {
 func TestTakeoverAfterReleaseIsNotSwallowed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	w1 := e.startWorker("w1", workerOpts{})
+	w1 := e.startWorker("w1", workerOpts{connectTimeout: time.Minute})
 	s := e.link(w1, userA, "", "")
 	e.emu.RefuseLogins(time.Hour)
 	w1.stop() // enqueues the restore on wa:shared
@@ -359,7 +359,9 @@ func TestSlowPostgresIsNotAnOutage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	proxied, pg := e.proxiedStore(4)
-	w1 := e.startWorker("w1", workerOpts{pool: proxied, waPool: e.st})
+	// A login right after pairing uploads prekeys first, which on a busy
+	// machine can take longer than the default 15 s.
+	w1 := e.startWorker("w1", workerOpts{pool: proxied, waPool: e.st, connectTimeout: time.Minute})
 	s := e.link(w1, userA, "", "")
 
 	pg.Latency(250 * time.Millisecond) // each way
