@@ -22,15 +22,17 @@ import (
 
 func main() { cli.Main("webhook-receiver", run) }
 
-const usage = `webhook-receiver: receives wasessions webhooks on a loopback address, verifies
+const usage = `usage: webhook-receiver [-addr HOST:PORT]
+
+Receives wasessions webhooks on a loopback address, verifies
 each request with the Standard Webhooks library (secret in WEBHOOK_SECRET) and
 prints each event. scripts/demo-webhook.sh runs it.`
 
 func run(ctx context.Context, args []string, getenv func(string) string, out, stderr io.Writer) error {
 	fs := cli.FlagSet("webhook-receiver", usage, stderr)
 	addr := fs.String("addr", "127.0.0.1:8099", "loopback address to listen on")
-	if err := fs.Parse(args[1:]); err != nil {
-		return cli.Usage(err)
+	if err := cli.Parse(fs, args[1:], false); err != nil {
+		return err
 	}
 	secret := getenv("WEBHOOK_SECRET")
 	if secret == "" {

@@ -6,30 +6,19 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/webhook"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// -h prints the usage and exits 0; stray arguments exit 2.
+func TestCommandLine(t *testing.T) {
+	env := map[string]string{"WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+	testfactory.ProgramShape(t, "webhook-receiver", run, func(k string) string { return env[k] })
 }
 
 // The receiver accepts what the service signs, once per webhook-id, and
@@ -44,7 +33,7 @@ func TestVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuf{}
+	out := &testfactory.LogBuffer{}
 	srv := httptest.NewServer(&handler{wh: wh, out: out, seen: map[string]bool{}})
 	defer srv.Close()
 	post := func(sec string) int {
