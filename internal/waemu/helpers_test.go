@@ -29,8 +29,11 @@ import (
 // trusts one root key per process (WACertPubKey).
 var testSeed = []byte("waemu test seed: one root key per test process")
 
-// waitTimeout bounds every wait for a client event; generous for -race.
-const waitTimeout = 30 * time.Second
+// waitTimeout bounds every wait for a client event. It is a deadline, not a
+// speed claim: after pairing, whatsmeow generates and stores 812 prekeys
+// before it reports Connected, which under -race on a loaded 2-core machine
+// has taken longer than 30 s.
+const waitTimeout = 90 * time.Second
 
 func TestMain(m *testing.M) {
 	// Keepalives every ~1 s instead of 20-30 s, so tests see them answered.
