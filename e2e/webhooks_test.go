@@ -114,7 +114,7 @@ func TestWebhooksSurviveKills(t *testing.T) {
 	h.wh = wh
 	h.mu.Unlock()
 
-	const perSession = 20
+	const perSession = 30
 	ls := s.linkMany(2, 2)
 	peers := []peer{s.peer("+15558000001", "P1"), s.peer("+15558000002", "P2")}
 	var wg sync.WaitGroup
@@ -130,18 +130,34 @@ func TestWebhooksSurviveKills(t *testing.T) {
 			}
 		}()
 	}
-	// While messages come in and are delivered: SIGKILL the host of the
-	// first session, then the api, then the scheduler, each restarted.
-	s.waitFor("deliveries under way", waitLong, func() (bool, string) { return h.accepted() > 5, "" })
+	// While message events are being delivered (the receiver accepts more
+	// and more of them): SIGKILL the host of the first session, then the
+	// api, then the scheduler, each restarted.
+	ctx := context.Background()
+	progress := func(what string) {
+		base := h.accepted()
+		s.waitFor(what, waitLong, func() (bool, string) {
+			var total int
+			if err := s.db.Pool().QueryRow(ctx, `SELECT count(*) FROM webhook_events`).Scan(&total); err != nil {
+				return false, err.Error()
+			}
+			n := h.accepted()
+			// Progress, or nothing left to deliver right now.
+			return n >= base+2 || n == total, fmt.Sprint(n, " of ", total, " accepted")
+		})
+	}
+	progress("message events under way") // the 6 status events of linking came first
 	host := str(s.row(ls[0].sessionID).WorkerID)
 	t.Logf("%d accepted: SIGKILL worker %s", h.accepted(), host)
 	s.workers[host].signal(syscall.SIGKILL)
 	s.workers[host].kill()
 	s.startWorker(host)
+	progress("deliveries after the worker's restart")
 	t.Logf("%d accepted: SIGKILL api", h.accepted())
 	s.api.signal(syscall.SIGKILL)
 	s.api.kill()
 	s.startAPI()
+	progress("deliveries after the api's restart")
 	t.Logf("%d accepted: SIGKILL scheduler", h.accepted())
 	s.sched.signal(syscall.SIGKILL)
 	s.sched.kill()
@@ -153,7 +169,6 @@ func TestWebhooksSurviveKills(t *testing.T) {
 
 	// Every inbound message is in the outbox, and every event there
 	// reaches the receiver.
-	ctx := context.Background()
 	s.waitFor("every inbound message stored", 2*waitLong, func() (bool, string) {
 		var n int
 		err := s.db.Pool().QueryRow(ctx, `SELECT count(*) FROM webhook_events WHERE type = 'message.received'`).Scan(&n)
