@@ -197,3 +197,50 @@ func TestDeleteOldWebhookEvents(t *testing.T) {
 		t.Fatalf("deliveries left: %v", got)
 	}
 }
+
+// An endpoint every attempt to which failed for DisableAfter is turned
+// off by the next failure; a success before that resets the clock.
+func TestWebhookFailingEndpointTurnedOff(t *testing.T) {
+	f := newFx(t)
+	user := uuid.NewString()
+	ep := f.endpoint(user, store.WebhookScopeUser, store.EventSessionStatus)
+	f.createFor(user)
+	var event string
+	if err := f.st.Pool().QueryRow(f.ctx, `SELECT event_id::text FROM webhook_deliveries WHERE endpoint_id = $1`, ep.ID).Scan(&event); err != nil {
+		t.Fatal(err)
+	}
+	fail := func(attempts int) string {
+		t.Helper()
+		c, err := f.st.ClaimWebhook(f.ctx, ep.ID, event, attempts, time.Minute, 8)
+		if err != nil {
+			t.Fatalf("claim: %v", err)
+		}
+		off, err := f.st.RecordWebhookOutcome(f.ctx, store.WebhookOutcome{EndpointID: ep.ID, EventID: event, Attempt: c.Attempt,
+			Result: store.WebhookRetry, HTTPStatus: 500, Error: "500", RetryIn: 0, DisableAfter: 5 * 24 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
+	if off := fail(0); off != "" {
+		t.Fatalf("first failure turned the endpoint off: %s", off)
+	}
+	f.exec(`UPDATE webhook_endpoints SET failing_since = now() - interval '4 days' WHERE id = $1`, ep.ID)
+	if off := fail(1); off != "" {
+		t.Fatalf("after 4 days: %s", off)
+	}
+	f.exec(`UPDATE webhook_endpoints SET failing_since = now() - interval '5 days 1 minute' WHERE id = $1`, ep.ID)
+	if off := fail(2); off != store.WebhookDisabledFailing {
+		t.Fatalf("after 5 days: %q, want failing", off)
+	}
+	got, err := f.st.GetWebhookEndpoint(f.ctx, user, ep.ID)
+	if err != nil || got.Enabled || got.DisabledReason == nil || *got.DisabledReason != store.WebhookDisabledFailing {
+		t.Fatalf("endpoint: %+v %v", got, err)
+	}
+	// Turned on again: the clock starts over.
+	yes := true
+	if got, err = f.st.UpdateWebhookEndpoint(f.ctx, user, ep.ID, store.WebhookPatch{Enabled: &yes}); err != nil ||
+		!got.Enabled || got.DisabledReason != nil || got.FailingSince != nil {
+		t.Fatalf("turned on: %+v %v", got, err)
+	}
+}
