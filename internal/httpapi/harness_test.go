@@ -70,6 +70,9 @@ type setup struct {
 	nilStore  bool
 	noMonitor bool
 	hub       events.HubOptions // the caps of the app's event hub
+	// log, when set, is the app's logger instead of one collecting every
+	// line in memory for assertions (e.logs stays empty then).
+	log *slog.Logger
 }
 
 func newEnv(t testing.TB, configure ...func(*setup)) *env {
@@ -106,6 +109,9 @@ func newEnv(t testing.TB, configure ...func(*setup)) *env {
 		d.Limiter = ratelimit.New(rdb) // on this env's own client, as each replica has one
 	}
 	d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if s.log != nil {
+		d.Log = s.log
+	}
 	s.hub.Log = d.Log
 	d.Hub = events.NewHub(e.bus, s.hub)
 	t.Cleanup(d.Hub.Close)
