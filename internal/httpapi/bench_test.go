@@ -1,12 +1,18 @@
 package httpapi_test
 
 import (
+	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+
+	"wasessions/internal/qrpng"
+	"wasessions/internal/store"
 )
 
 // benchEnv is an API with one user whose session row exists, for
@@ -26,6 +32,26 @@ func benchEnv(b testing.TB) (*env, string) {
 	r := e.do(req{method: "POST", path: sessionPath, token: tok})
 	if r.Status != 201 {
 		b.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	// The session shows a QR code, as a worker writes it while the user
+	// scans (when clients poll the status most): the row then holds the
+	// PNG data URL.
+	var sessionID string
+	r.data(b, &struct {
+		SessionID *string `json:"sessionId"`
+	}{&sessionID})
+	ctx := context.Background()
+	_, fence, err := e.store.Claim(ctx, sessionID, "bench-worker", time.Hour, store.ClaimToHost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := "2@" + strings.Repeat("Qk", 120)
+	png, err := qrpng.DataURL(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.store.SetQR(ctx, fence, png, raw); err != nil {
+		b.Fatal(err)
 	}
 	return e, tok
 }
