@@ -256,12 +256,17 @@ func (s *server) waitFirst(ctx context.Context, sub *events.Listener, sess store
 	}
 }
 
+// errNoSession is the 404 of a user who never created a session.
+func errNoSession() *apiError {
+	return fail(http.StatusNotFound, codeSessionNotFound, "no WhatsApp session; create one with POST /api/integrations/whatsapp/session")
+}
+
 // current is the caller's current session, or the 404 that says there is
 // none.
 func (s *server) current(ctx context.Context, c *fiber.Ctx) (store.Session, error) {
 	sess, err := s.deps.Store.CurrentSession(ctx, identity(c).UserID)
 	if errors.Is(err, store.ErrNotFound) {
-		return sess, fail(http.StatusNotFound, codeSessionNotFound, "no WhatsApp session; create one with POST /api/integrations/whatsapp/session")
+		return sess, errNoSession()
 	}
 	if err != nil {
 		return sess, err
@@ -272,14 +277,21 @@ func (s *server) current(ctx context.Context, c *fiber.Ctx) (store.Session, erro
 
 // status is GET /api/integrations/whatsapp/status: the caller's current
 // session (the live one, else the latest).
+//
+// Clients poll it, so it reads only the columns it shows (never the QR
+// image) and scans them without reflection (store.CurrentStatus).
 func (s *server) status(c *fiber.Ctx) error {
 	ctx, cancel := s.requestContext(c)
 	defer cancel()
-	sess, err := s.current(ctx, c)
+	sess, err := s.deps.Store.CurrentStatus(ctx, identity(c).UserID)
+	if errors.Is(err, store.ErrNotFound) {
+		return errNoSession()
+	}
 	if err != nil {
 		return err
 	}
-	return ok(c, http.StatusOK, viewOf(sess), "WhatsApp session status")
+	noteSession(c, sess.SessionID)
+	return ok(c, http.StatusOK, sessionView{views.StatusOf(sess)}, "WhatsApp session status")
 }
 
 // qr is GET /api/integrations/whatsapp/qr: the QR code to scan now, or a

@@ -38,7 +38,11 @@ type Session struct {
 }
 
 // SessionOf is s as the API shows it.
-func SessionOf(s store.Session) Session {
+func SessionOf(s store.Session) Session { return StatusOf(s.StatusOf()) }
+
+// StatusOf is a session's status as the API shows it: everything Session
+// holds, read without the rest of the row (store.CurrentStatus).
+func StatusOf(s store.SessionStatus) Session {
 	v := Session{
 		SessionID:       s.SessionID,
 		Status:          string(s.Status),
