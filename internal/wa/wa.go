@@ -35,6 +35,7 @@ func init() { signallog.Debug("wa: libsignal logger initialised") }
 // Host makes whatsmeow clients for the sessions a worker hosts.
 type Host struct {
 	container *sqlstore.Container
+	db        *sql.DB // the container's, for batchPreKeys
 	endpoint  waendpoint.Endpoint
 	log       *slog.Logger
 	opts      HostOptions
@@ -133,6 +134,7 @@ func NewHostWith(db *sql.DB, endpoint waendpoint.Endpoint, log *slog.Logger, opt
 	}
 	return &Host{
 		container: sqlstore.NewWithDB(db, "postgres", NewLogger(log.With("component", "sqlstore"))),
+		db:        db,
 		endpoint:  endpoint,
 		log:       log,
 		opts:      opts,
@@ -160,8 +162,13 @@ func setOSInfo(d DeviceName) {
 }
 
 // NewDevice returns a fresh, unsaved device for pairing; whatsmeow saves it
-// when the phone accepts the link.
-func (h *Host) NewDevice() *wastore.Device { return h.container.NewDevice() }
+// when the phone accepts the link, and from then on it writes new one-time
+// prekeys in one statement (batchPreKeys).
+func (h *Host) NewDevice() *wastore.Device {
+	dev := h.container.NewDevice()
+	dev.Container = &batchContainer{Container: h.container, db: h.db}
+	return dev
+}
 
 // LoadDevice reads a linked device's keys. It returns (nil, nil) when the
 // keys are gone (logged out elsewhere, or cleaned up).
@@ -174,6 +181,7 @@ func (h *Host) LoadDevice(ctx context.Context, jid string) (*wastore.Device, err
 	if err != nil {
 		return nil, fmt.Errorf("wa: load device: %w", err)
 	}
+	withBatchPreKeys(dev, h.db)
 	return dev, nil
 }
 
