@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e test-messages bench-messages test-failover test-webhooks test-outages build lint bench fuzz clean
+.PHONY: help run demo test test-e2e test-messages bench-messages test-failover test-webhooks test-outages scale build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -37,6 +37,11 @@ test-webhooks: ## Webhooks at the issue's scale: receiver down 60 s while 1,000 
 
 test-outages: ## Issue 9's longer Postgres outages (20 s, 60 s refused; 60 s hanging) under Toxiproxy; not in make test.
 	@scripts/services.sh && $(GO) test -race -count=1 -tags outages -run TestPostgresOutagesLong -v -timeout 30m ./internal/worker/
+
+scale: ## The scale harness: N sessions (default 100) on WORKERS workers (1) via the API and the emulator, then FAULT (kill|restart|none); prints FIGURE lines. Heavy.
+	@scripts/services.sh
+	E2E_RACE=$${E2E_RACE:-0} $(GO) test -tags scale -count=1 -timeout 90m -run '^TestScale$$' -v ./e2e \
+		-scale.n=$(or $(N),100) -scale.workers=$(or $(WORKERS),1) -scale.fault=$(or $(FAULT),kill) $(ARGS)
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin
