@@ -75,7 +75,9 @@ func (s *server) observe(c *fiber.Ctx) error {
 
 // levelFor is a request line's log level: errors for 500s, warnings for
 // 503s (a store is down: the API is fine, the cause is logged), debug for
-// probes, scrapes and the monitor's polling, info for the rest.
+// probes, scrapes, the monitor's polling and a status read that succeeded
+// (clients poll it: a line per poll would be most of the log, and of the
+// route's cost), info for the rest.
 func levelFor(status int, route string) slog.Level {
 	switch {
 	case status == http.StatusServiceUnavailable:
@@ -83,6 +85,8 @@ func levelFor(status int, route string) slog.Level {
 	case status >= 500:
 		return slog.LevelError
 	case route == "/healthz" || route == "/readyz" || route == "/metrics" || route == "/monitor/*":
+		return slog.LevelDebug
+	case route == statusRoute && status < 400:
 		return slog.LevelDebug
 	}
 	return slog.LevelInfo

@@ -2,11 +2,16 @@ package httpapi_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 	"testing/fstest"
 
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -169,4 +174,38 @@ func grepLines(body, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestStatusReadsLogAtDebug: at the production level (info), a status
+// read that succeeded leaves no request line (clients poll it), while one
+// that failed, and every other route, still does.
+func TestStatusReadsLogAtDebug(t *testing.T) {
+	t.Parallel()
+	var buf testfactory.LogBuffer
+	e := newEnv(t, func(s *setup) {
+		s.log = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	polled, never := newUser(), newUser()
+	e.do(req{method: "POST", path: sessionPath, token: e.token(polled, false)})
+	for range 3 {
+		if r := e.do(req{method: "GET", path: statusPath, token: e.token(polled, false)}); r.Status != http.StatusOK {
+			t.Fatalf("status: %d %s", r.Status, r.Body)
+		}
+	}
+	e.do(req{method: "GET", path: statusPath, token: e.token(never, false)}).wantError(t, http.StatusNotFound, "session_not_found")
+	lines := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var rec struct {
+			Msg    string `json:"msg"`
+			Route  string `json:"route"`
+			Status int    `json:"status"`
+		}
+		if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == "request" {
+			lines[fmt.Sprintf("%s %d", rec.Route, rec.Status)]++
+		}
+	}
+	want := map[string]int{sessionPath + " 201": 1, statusPath + " 404": 1}
+	if !maps.Equal(lines, want) {
+		t.Fatalf("request lines at info: %v, want %v", lines, want)
+	}
 }

@@ -30,7 +30,7 @@ func (s *server) routes(app *fiber.App) {
 	// itself).
 	app.Post(wa+"/session", noStore, s.authenticate, s.createSession)
 	app.Get(wa+"/qr", noStore, s.authenticate, s.qr)
-	app.Get(wa+"/status", noStore, s.authenticate, s.status)
+	app.Get(statusRoute, noStore, s.authenticate, s.status)
 	app.Post(wa+"/disconnect", noStore, s.authenticate, s.perUser(limitDisconnect, s.opts.Limits.Disconnect), s.disconnect)
 	app.Get(wa+"/events", s.authenticate, s.events)
 	app.Post(wa+"/messages", s.authenticate, s.perUser(limitSend, s.opts.Limits.Send), s.sendMessage)
@@ -68,6 +68,9 @@ func (s *server) routes(app *fiber.App) {
 		}))
 	}
 }
+
+// statusRoute is GET /status's path: the route clients poll.
+const statusRoute = "/api/integrations/whatsapp/status"
 
 // noStore forbids any cache (browser, proxy) to keep the answer: a QR or
 // pairing code kept in a shared or on-disk cache could be scanned or typed
