@@ -87,6 +87,10 @@ func TestScale(t *testing.T) {
 	switch *scaleFault {
 	case "none":
 	case "kill", "restart":
+		// A killed worker's rows still read connected under a live lease
+		// until LEASE_TTL passes: a session is back when a lease taken
+		// after the fault (a higher epoch) holds it connected.
+		epochs := s.epochs(sids)
 		var wg sync.WaitGroup
 		for _, id := range ids {
 			wg.Add(1)
@@ -109,12 +113,12 @@ func TestScale(t *testing.T) {
 		var back atomic.Int64
 		stopProgress := s.progress("back", n, func() int { return int(back.Load()) })
 		s.waitFor(fmt.Sprintf("all %d sessions connected again", n), 10*time.Minute, func() (bool, string) {
-			m, err := s.hostedCount(sids)
+			c, err := s.reconnected(sids, epochs)
 			if err != nil {
 				return false, err.Error()
 			}
-			back.Store(int64(total(m)))
-			return total(m) == n, fmt.Sprintf("connected per worker: %v", m)
+			back.Store(int64(c))
+			return c == n, fmt.Sprintf("%d connected under a new lease", c)
 		})
 		took = time.Since(start)
 		stopProgress()
@@ -161,6 +165,27 @@ func (s *stack) linkManyCounting(n, conc int, done *atomic.Int64) []linked {
 		}
 	}
 	return out
+}
+
+// epochs are the sessions' lease epochs now.
+func (s *stack) epochs(ids []string) []int64 {
+	s.t.Helper()
+	out := make([]int64, len(ids))
+	for i, id := range ids {
+		out[i] = s.row(id).LeaseEpoch
+	}
+	return out
+}
+
+// reconnected counts the sessions connected under a live lease taken
+// after epochs were read.
+func (s *stack) reconnected(ids []string, epochs []int64) (int, error) {
+	var c int
+	err := s.db.Pool().QueryRow(context.Background(), `SELECT count(*) FROM whatsapp_sessions s
+		JOIN unnest($1::text[], $2::bigint[]) AS o(session_id, epoch) ON s.session_id = o.session_id
+		WHERE s.status = 'connected' AND s.is_connected AND s.lease_until > now() AND s.lease_epoch > o.epoch`,
+		ids, epochs).Scan(&c)
+	return c, err
 }
 
 // progress logs count() every 10 s until the returned stop is called.
