@@ -88,7 +88,14 @@ type Renewal struct {
 
 // Renew extends, in one statement, every lease in held that workerID still
 // holds at that epoch and whose session is still wanted. Connected sessions'
-// expiry slides to now + sessionTTL and their last_seen moves to now.
+// last_seen moves to now, and their expiry slides to now + sessionTTL once
+// it has fallen ExpiryStep behind that.
+//
+// The statement changes no indexed column on most heartbeats (lease_until
+// and last_seen are in no index; expires_at only every ExpiryStep), so
+// Postgres renews each lease with a HOT update: no index entry written
+// (migrations/00020_hot_heartbeats.sql). The fence is unchanged: the
+// (worker, epoch) match below, and every fenced write's.
 func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTTL, sessionTTL time.Duration) (Renewal, error) {
 	r := Renewal{Kept: make(map[string]bool, len(held))}
 	if len(held) == 0 {
@@ -101,12 +108,14 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 	}
 	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions AS s
 		SET lease_until = now() + $4::interval,
-		    expires_at = CASE WHEN s.status = 'connected' THEN now() + $5::interval ELSE s.expires_at END,
+		    expires_at = CASE WHEN s.status = 'connected'
+		                       AND (s.expires_at IS NULL OR s.expires_at < now() + $5::interval - $6::interval)
+		                 THEN now() + $5::interval ELSE s.expires_at END,
 		    last_seen  = CASE WHEN s.status = 'connected' THEN now() ELSE s.last_seen END
 		FROM unnest($2::text[], $3::bigint[]) AS h(session_id, epoch)
 		WHERE s.session_id = h.session_id AND s.lease_epoch = h.epoch
 		  AND s.worker_id = $1 AND s.desired_state = 'linked'
-		RETURNING s.session_id`, workerID, ids, epochs, leaseTTL, sessionTTL)
+		RETURNING s.session_id`, workerID, ids, epochs, leaseTTL, sessionTTL, ExpiryStep(sessionTTL))
 	if err != nil {
 		return r, fmt.Errorf("store: renew leases: %w", err)
 	}
@@ -121,6 +130,13 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 	}
 	return r, nil
 }
+
+// ExpiryStep is how far a connected session's expiry may fall behind
+// now + sessionTTL before a heartbeat slides it: a 24th of the TTL (an
+// hour of the default 24 h). A session in use therefore always has at
+// least 23/24 of its TTL ahead, and its indexed expires_at is rewritten
+// once per step instead of on every heartbeat.
+func ExpiryStep(sessionTTL time.Duration) time.Duration { return sessionTTL / 24 }
 
 // Release gives a lease up without ending the session, so that another
 // worker takes it over: a session with a device becomes reconnecting
