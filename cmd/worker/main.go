@@ -74,6 +74,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer pool.Close()
 	defer sqlDB.Close()
+	leasePool, err := store.Connect(bg, cfg.PostgresURL(), leasePoolConns)
+	if err != nil {
+		return cli.Usagef("DATABASE_URL / DB_*: %w", err)
+	}
+	defer leasePool.Close()
 	rdb, err := redisconn.OpenSettings(cfg.Redis())
 	if err != nil {
 		return cli.Usage(err)
@@ -102,6 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MessageRetention:   cfg.MessageRetention,
 	}, worker.Deps{
 		Store:    store.New(pool),
+		Leases:   store.New(leasePool),
 		Enqueuer: enq,
 		Bus:      events.NewBus(rdb),
 		Host:     host,
@@ -180,6 +186,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("worker stopped")
 	return nil
 }
+
+// leasePoolConns is the size of the heartbeat's own Postgres pool
+// (worker.Deps.Leases): one renewal at a time, and a logout's held claim
+// beside it.
+const leasePoolConns = 2
 
 // advertiseCapacity tells the admin API (GET .../admin/workers) how many
 // sessions this worker hosts at most, retrying while Redis is unreachable.

@@ -58,6 +58,18 @@ func (e *env) proxiedStore(maxConns int) (*store.Store, *testenv.FaultProxy) {
 	return store.New(pool), p
 }
 
+// leaseStore is a small pool of its own on the env's database, for a
+// worker's heartbeat (worker.Deps.Leases), as cmd/worker has.
+func (e *env) leaseStore() *store.Store {
+	e.t.Helper()
+	pool, err := store.Connect(context.Background(), e.dsn, 2)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	return store.New(pool)
+}
+
 // env is one test's world: its own database, Redis DB and emulator.
 type env struct {
 	t   *testing.T
@@ -114,7 +126,11 @@ type workerOpts struct {
 	// waPool, when set, is where whatsmeow keeps device keys (default:
 	// the same pool as the sessions), e.g. to break only the worker's own
 	// session writes.
-	waPool   *store.Store
+	waPool *store.Store
+	// leases is where the heartbeat runs (worker.Deps.Leases). Default:
+	// pool when set (the same network path), else a small pool of its
+	// own on the env's database, as cmd/worker has.
+	leases   *store.Store
 	leaseTTL time.Duration
 	// connectTimeout overrides the 15 s wait for a login after pairing.
 	connectTimeout time.Duration
@@ -157,6 +173,14 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	if o.leaseTTL == 0 {
 		o.leaseTTL = leaseTTL
 	}
+	leases := o.leases
+	switch {
+	case leases != nil:
+	case o.pool != nil:
+		leases = o.pool
+	default:
+		leases = e.leaseStore()
+	}
 	db := stdlib.OpenDBFromPool(waPool.Pool())
 	e.t.Cleanup(func() { db.Close() })
 	log := e.log.With("worker_id", id)
@@ -165,7 +189,7 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 		WorkerID: id, LeaseTTL: o.leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
 		RestoreConcurrency: 4, ConnectTimeout: o.connectTimeout, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
 	}, worker.Deps{
-		Store: st, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHostWith(db, ep, log, o.host),
+		Store: st, Leases: leases, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHostWith(db, ep, log, o.host),
 		Metrics: worker.NewMetrics(reg), Log: log,
 	})
 	if err != nil {

@@ -381,3 +381,42 @@ func TestSlowPostgresIsNotAnOutage(t *testing.T) {
 		t.Fatalf("device connected=%v (%v)", d.Connected, err)
 	}
 }
+
+// The heartbeat keeps renewing while every connection of the worker's main
+// Postgres pool is taken (whatsmeow's key store and the session writes
+// share it: a burst of prekey uploads, slow queries): it has a small pool
+// of its own. Sharing the main pool, the renewals waited for a connection
+// until they timed out, and the fence check stopped a healthy client
+// (issue 9, bug 2: "give heartbeats connections that whatsmeow's store
+// traffic cannot exhaust").
+func TestHeartbeatRenewsWhileMainPoolIsExhausted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pool, err := store.Connect(context.Background(), e.dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	w1 := e.startWorker("w1", workerOpts{pool: store.New(pool), leases: e.leaseStore()})
+	s := e.link(w1, userA, "", "")
+
+	for range pool.Config().MaxConns {
+		c, err := pool.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+	}
+	time.Sleep(2 * leaseTTL) // six heartbeats; the fence stops a client within one LEASE_TTL
+	got, err := e.st.Get(context.Background(), s.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w1.Hosted() != 1 || !got.LeaseLive || got.LeaseEpoch != s.LeaseEpoch {
+		t.Fatalf("with the main pool exhausted: hosted=%d lease live=%v epoch=%d (was %d): the heartbeat starved",
+			w1.Hosted(), got.LeaseLive, got.LeaseEpoch, s.LeaseEpoch)
+	}
+	if d, err := e.emu.Device(*s.DeviceJID); err != nil || !d.Connected {
+		t.Fatalf("device connected=%v (%v)", d.Connected, err)
+	}
+}

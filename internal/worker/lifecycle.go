@@ -75,7 +75,7 @@ func (w *Worker) renew(ctx context.Context) {
 	// lease_until = now() + TTL at some later instant, so ours ends first.
 	sent := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, w.renewTimeout())
-	r, err := w.deps.Store.Renew(rctx, w.cfg.WorkerID, held, w.cfg.LeaseTTL, w.cfg.SessionTTL)
+	r, err := w.deps.Leases.Renew(rctx, w.cfg.WorkerID, held, w.cfg.LeaseTTL, w.cfg.SessionTTL)
 	cancel()
 	if err != nil {
 		w.deps.Metrics.LeaseRenewals.WithLabelValues("error").Inc()

@@ -67,7 +67,12 @@ type Config struct {
 
 // Deps are the worker's collaborators.
 type Deps struct {
-	Store    *store.Store
+	Store *store.Store
+	// Leases runs the statements that keep leases alive (the heartbeat,
+	// a held claim) on a small pool of its own, so that a pool saturated
+	// by whatsmeow's key store and the session writes cannot make them
+	// wait until the fence check stops every client. nil uses Store.
+	Leases   *store.Store
 	Enqueuer *queue.Enqueuer
 	Bus      *events.Bus
 	Host     *wa.Host
@@ -139,6 +144,9 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	}
 	if cfg.MessageTTL <= 0 {
 		cfg.MessageTTL = time.Hour
+	}
+	if deps.Leases == nil {
+		deps.Leases = deps.Store
 	}
 	return &Worker{
 		cfg:          cfg,
