@@ -138,6 +138,23 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 // once per step instead of on every heartbeat.
 func ExpiryStep(sessionTTL time.Duration) time.Duration { return sessionTTL / 24 }
 
+// ExtendClaim pushes the lease of a claim f still holds to now + ttl
+// (Postgres' clock), or fails with ErrFenced. It keeps a claim alive that
+// is not hosting (a logout of an unhosted session, which Renew does not
+// cover: Renew extends only sessions still wanted). A lease that has
+// lapsed but that nobody claimed since is still f's (same epoch).
+func (s *Store) ExtendClaim(ctx context.Context, f Fence, ttl time.Duration) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE whatsapp_sessions SET lease_until = now() + $4::interval
+		WHERE session_id = $1 AND worker_id = $2 AND lease_epoch = $3`, f.SessionID, f.WorkerID, f.Epoch, ttl)
+	if err != nil {
+		return fmt.Errorf("store: extend claim %s: %w", f.SessionID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrFenced
+	}
+	return nil
+}
+
 // Release gives a lease up without ending the session, so that another
 // worker takes it over: a session with a device becomes reconnecting
 // (restored from its keys, no QR); one still pairing goes back to pending

@@ -268,3 +268,28 @@ func TestStaleFenceCannotWrite(t *testing.T) {
 		})
 	}
 }
+
+// ExtendClaim keeps a claim that is not renewed by the heartbeat (a
+// logout's) alive for its holder, lapsed or not as long as nobody claimed
+// the session since, and refuses anyone else.
+func TestExtendClaim(t *testing.T) {
+	t.Parallel()
+	f := newFx(t)
+	s := f.create()
+	fence := f.claim(s.SessionID, "w-1", store.ClaimToHost)
+	f.lapseLease(s.SessionID)
+	if err := f.st.ExtendClaim(f.ctx, fence, leaseTTL); err != nil {
+		t.Fatalf("extend a lapsed claim nobody took: %v", err)
+	}
+	if got := f.get(s.SessionID); !got.LeaseLive || got.LeaseEpoch != fence.Epoch {
+		t.Fatalf("after the extension: lease live %v, epoch %d (want %d)", got.LeaseLive, got.LeaseEpoch, fence.Epoch)
+	}
+	f.lapseLease(s.SessionID)
+	f.claim(s.SessionID, "w-2", store.ClaimToHost)
+	if err := f.st.ExtendClaim(f.ctx, fence, leaseTTL); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("extend after another worker claimed: %v, want ErrFenced", err)
+	}
+	if got := f.get(s.SessionID); store.Str(got.WorkerID) != "w-2" {
+		t.Fatalf("the session is %s's after a fenced extension, want w-2's", store.Str(got.WorkerID))
+	}
+}

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,9 @@ import (
 
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
+	"wasessions/internal/testenv"
+	"wasessions/internal/waemu"
+	"wasessions/internal/waendpoint"
 	"wasessions/internal/worker"
 	"wasessions/tasks"
 )
@@ -418,5 +422,63 @@ func TestHeartbeatRenewsWhileMainPoolIsExhausted(t *testing.T) {
 	}
 	if d, err := e.emu.Device(*s.DeviceJID); err != nil || !d.Connected {
 		t.Fatalf("device connected=%v (%v)", d.Connected, err)
+	}
+}
+
+// A logout of a session no worker hosts (its user disconnected it while it
+// was between workers) holds its claim for as long as it takes. Connecting
+// and logging out over a slow path outlasts LEASE_TTL; a claim nobody
+// renewed then lapsed, and a second disconnect (the reconciler's, on
+// another worker) claimed the session too and logged the same device in
+// and out alongside the first (issue 9, suspicion b).
+func TestLogoutOfUnhostedSessionHoldsItsClaim(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w1 := e.startWorker("w1", workerOpts{})
+	s := e.link(w1, userA, "", "")
+	h, _ := tasks.NewHandoff(s.SessionID, "w1", "w9") // released; nobody takes it
+	if err := w1.process(t, h); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSession(s.SessionID, "released", func(s store.Session) bool { return s.WorkerID == nil })
+	if _, err := e.st.RequestDisconnect(context.Background(), userA); err != nil {
+		t.Fatal(err)
+	}
+
+	slow := testenv.NewFaultProxy(t, "whatsapp", e.emu.Addr())
+	slow.Latency(time.Second) // each way: connect, login and logout take ~8 s
+	ep := waendpoint.Endpoint{Addr: slow.Addr, RootKey: e.emu.PubKey()}
+	w2 := e.startWorker("w2", workerOpts{endpoint: &ep})
+	w3 := e.startWorker("w3", workerOpts{})
+	j, _ := tasks.NewDisconnect(s.SessionID, "test", tasks.QueueShared)
+	first := make(chan error, 1)
+	go func() { first <- w2.process(t, j) }()
+	claimed := e.waitSession(s.SessionID, "claimed by w2", func(s store.Session) bool { return store.Str(s.WorkerID) == "w2" })
+
+	time.Sleep(leaseTTL + leaseTTL/2) // past the claim's first LEASE_TTL
+	select {
+	case err := <-first:
+		t.Fatalf("w2's logout ended within %s (%v): the path is not slow enough for this test", leaseTTL+leaseTTL/2, err)
+	default:
+	}
+	if err := w3.process(t, j); err != nil {
+		t.Fatalf("w3's disconnect: %v", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("w2's disconnect: %v", err)
+	}
+	got, err := e.st.Get(context.Background(), s.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LeaseEpoch != claimed.LeaseEpoch || got.Status.Live() {
+		t.Fatalf("the session ended %s at lease epoch %d, want ended by w2's claim (epoch %d): w3 claimed it during w2's logout",
+			got.Status, got.LeaseEpoch, claimed.LeaseEpoch)
+	}
+	if _, err := e.emu.Device(*s.DeviceJID); !errors.Is(err, waemu.ErrUnknownDevice) {
+		t.Fatalf("the device is still linked at WhatsApp (%v)", err)
+	}
+	if st := e.emu.Stats(); st.Conflicts != 0 {
+		t.Fatalf("emulator stats %+v: two clients of the device were connected at once", st)
 	}
 }

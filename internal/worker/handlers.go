@@ -266,6 +266,7 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	if h := w.lookup(p.SessionID); h != nil {
 		return h.requestEnd(ctx, store.GoneReason(store.Reason(p.Reason), ""))
 	}
+	sent := time.Now()
 	sess, fence, err := w.deps.Store.Claim(ctx, p.SessionID, w.cfg.WorkerID, w.cfg.LeaseTTL, store.ClaimToEnd)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotClaimable):
@@ -285,9 +286,17 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	reason := store.GoneReason(store.Reason(p.Reason), sess.Reason())
 	log := w.log.With("session_id", p.SessionID)
 	ending := store.Ending{Reason: reason, KeysDeleted: true}
+	// Nobody else may log the device out or delete its keys meanwhile: the
+	// claim is extended while the logout runs, and everything below stops
+	// if it is lost.
+	ctx, unhold := w.holdClaim(ctx, fence, sent)
+	defer unhold()
 
 	if sess.DeviceJID != nil {
 		if err := w.logoutUnhosted(ctx, *sess.DeviceJID, store.Str(sess.ProxyURL)); err != nil {
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				err = fmt.Errorf("%w (%w)", err, cause)
+			}
 			retry, _ := asynq.GetRetryCount(ctx)
 			maxRetry, _ := asynq.GetMaxRetry(ctx)
 			if retry < maxRetry {
