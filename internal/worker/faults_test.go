@@ -401,7 +401,7 @@ func TestHeartbeatRenewsWhileMainPoolIsExhausted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	w1 := e.startWorker("w1", workerOpts{pool: store.New(pool), leases: e.leaseStore()})
+	w1 := e.startWorker("w1", workerOpts{pool: store.New(pool), leases: e.leaseStore(), connectTimeout: time.Minute})
 	s := e.link(w1, userA, "", "")
 
 	for range pool.Config().MaxConns {
@@ -434,7 +434,7 @@ func TestHeartbeatRenewsWhileMainPoolIsExhausted(t *testing.T) {
 func TestLogoutOfUnhostedSessionHoldsItsClaim(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	w1 := e.startWorker("w1", workerOpts{})
+	w1 := e.startWorker("w1", workerOpts{connectTimeout: time.Minute})
 	s := e.link(w1, userA, "", "")
 	h, _ := tasks.NewHandoff(s.SessionID, "w1", "w9") // released; nobody takes it
 	if err := w1.process(t, h); err != nil {
