@@ -46,6 +46,31 @@ func newProc(t *testing.T, dir, name, bin string, args, env []string) *proc {
 // start runs the program. It fails the test if it is already running.
 func (p *proc) start() {
 	p.t.Helper()
+	p.startRun(false)
+}
+
+// runToExit runs a program expected to exit by itself (a refusal to
+// start) and returns how it exited, or fails the test if it still runs
+// after within (it is then killed).
+func (p *proc) runToExit(within time.Duration) error {
+	p.t.Helper()
+	p.startRun(true)
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(within):
+		p.kill()
+		p.t.Fatalf("%s still ran %s after it started; killed", p.name, within)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitErr
+}
+
+func (p *proc) startRun(expectExit bool) {
+	p.t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
@@ -70,7 +95,7 @@ func (p *proc) start() {
 		p.t.Fatalf("%s: start: %v", p.name, err)
 	}
 	done := make(chan struct{})
-	p.cmd, p.done, p.expected, p.exitErr = cmd, done, false, nil
+	p.cmd, p.done, p.expected, p.exitErr = cmd, done, expectExit, nil
 	go func() {
 		err := cmd.Wait()
 		f.Close()

@@ -12,7 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -86,6 +88,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rdb.Close()
 
 	enq := queue.New(rdb)
+	// One live process per WORKER_ID (see queue.AwaitWorkerIDFree).
+	hostname, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("host name: %w", err)
+	}
+	self := queue.Process{Host: hostname, PID: os.Getpid(), Alive: processAlive}
+	if err := enq.AwaitWorkerIDFree(ctx, cfg.WorkerID, self, workerIDWait); err != nil {
+		return cli.UnlessStopped(ctx, fmt.Errorf("WORKER_ID %s: %w", cfg.WorkerID, err))
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
@@ -191,6 +202,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // (worker.Deps.Leases): one renewal at a time, and a logout's held claim
 // beside it.
 const leasePoolConns = 2
+
+// workerIDWait is how long a starting worker waits for another process
+// serving its WORKER_ID to go away before it refuses to start: long enough
+// for the registration of a process that died elsewhere to expire (two
+// asynq heartbeats, 10 s) and for one handing its sessions off after
+// SIGTERM to exit (its 20 s budget).
+const workerIDWait = 25 * time.Second
+
+// processAlive reports whether a process with this PID runs on this host.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
 
 // advertiseCapacity tells the admin API (GET .../admin/workers) how many
 // sessions this worker hosts at most, retrying while Redis is unreachable.

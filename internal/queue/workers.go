@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -160,4 +161,69 @@ func (e *Enqueuer) drainToShared(ctx context.Context, q string) error {
 		}
 	}
 	return nil
+}
+
+// Process is the process a worker runs in, as asynq registers its server:
+// host name and PID.
+type Process struct {
+	Host string
+	PID  int
+	// Alive reports whether a process with this PID runs on Host (this
+	// machine); nil treats every PID as alive.
+	Alive func(pid int) bool
+}
+
+// ErrWorkerIDInUse: another running process already serves the worker's
+// own queue under the same WORKER_ID.
+var ErrWorkerIDInUse = errors.New("another running worker uses this WORKER_ID")
+
+// AwaitWorkerIDFree returns nil once no other process serves workerID's
+// queue, waiting up to wait for one to go, or ErrWorkerIDInUse (naming
+// it). Two live processes with one id would take each other's sessions
+// (a claim by the same worker id is always granted, and a worker takes its
+// id's sessions back when it starts) and split the tasks meant for one
+// process. Call it before this process starts its own asynq server.
+//
+// asynq keeps a registration for up to two heartbeats (10 s) after its
+// process died. One left by an earlier process on this host, whose PID is
+// gone or is this process's own (a container's PID 1 restarted), is no
+// other worker: a worker restarted after SIGKILL takes its sessions back
+// at once. A registration from another host, or from a live PID, is waited
+// on: it disappears within 10 s if its process died, and when the process
+// exits after a SIGTERM handoff.
+func (e *Enqueuer) AwaitWorkerIDFree(ctx context.Context, workerID string, self Process, wait time.Duration) error {
+	q, err := tasks.WorkerQueue(workerID)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		servers, err := e.inspector.Servers()
+		if err != nil {
+			return fmt.Errorf("queue: list servers: %w", err)
+		}
+		var other *asynq.ServerInfo
+		for _, srv := range servers {
+			if _, ok := srv.Queues[q]; !ok {
+				continue
+			}
+			if srv.Host == self.Host && (srv.PID == self.PID || self.Alive != nil && !self.Alive(srv.PID)) {
+				continue // an earlier process of this host, gone
+			}
+			other = srv
+			break
+		}
+		if other == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s serves %s (host %s, pid %d, %s since %s)", ErrWorkerIDInUse,
+				other.ID, q, other.Host, other.PID, other.Status, other.Started.UTC().Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -1,7 +1,11 @@
 package queue_test
 
 import (
+	"context"
+	"errors"
+	"os"
 	"testing"
+	"time"
 
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
@@ -43,5 +47,37 @@ func TestWorkers(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != (queue.Worker{ID: "a", Active: true}) {
 		t.Fatalf("Workers() = %+v, want worker a, active", got)
+	}
+}
+
+// A worker refuses to start under a WORKER_ID another live process serves,
+// but not because of the registration an earlier process of this host
+// left when it was killed (issue 9, suspicion c).
+func TestAwaitWorkerIDFree(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	testfactory.AsynqServer(t, e.rdb, testfactory.WorkerQueue(t, "dup")) // this process, this host
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		id    string
+		self  queue.Process
+		inUse bool
+	}{
+		{"served from another host", "dup", queue.Process{Host: "elsewhere", PID: os.Getpid()}, true},
+		{"served by a live process of this host", "dup", queue.Process{Host: host, PID: 1, Alive: func(int) bool { return true }}, true},
+		{"left by a dead process of this host", "dup", queue.Process{Host: host, PID: 1, Alive: func(int) bool { return false }}, false},
+		{"left by an earlier process with this PID", "dup", queue.Process{Host: host, PID: os.Getpid(), Alive: func(int) bool { return true }}, false},
+		{"another worker id", "other", queue.Process{Host: "elsewhere", PID: 1}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := e.enq.AwaitWorkerIDFree(context.Background(), tc.id, tc.self, time.Second)
+			if tc.inUse != errors.Is(err, queue.ErrWorkerIDInUse) || !tc.inUse && err != nil {
+				t.Fatalf("AwaitWorkerIDFree = %v, want in use: %v", err, tc.inUse)
+			}
+		})
 	}
 }
