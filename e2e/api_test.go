@@ -43,6 +43,7 @@ type session struct {
 	ExpiresAt       *time.Time `json:"expiresAt"`
 	LastError       *string    `json:"lastError"`
 	LastErrorCode   *string    `json:"lastErrorCode"`
+	BannedUntil     *time.Time `json:"bannedUntil"`
 	QRCode          *string    `json:"qrCode"`
 	QRRaw           *string    `json:"qrRaw"`
 }

@@ -33,6 +33,10 @@ type emuDevice struct {
 	Name      string `json:"name"`
 	Connected bool   `json:"connected"`
 	Conflicts int    `json:"conflicts"`
+	// OS and Platform: what the phone lists for the device (DEVICE_NAME,
+	// DEVICE_PLATFORM, as announced at pairing).
+	OS       string `json:"os"`
+	Platform string `json:"platform"`
 }
 
 // call sends a JSON request and decodes a JSON answer into out (if not

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +49,11 @@ type stackOpts struct {
 	emuArgs []string
 	// env overrides variables of api, workers and scheduler.
 	env map[string]string
+	// workerEnv adds variables of one worker (by id), over env.
+	workerEnv map[string]map[string]string
+	// later are workers (among workers) that newStack does not start; the
+	// test starts them with startWorker.
+	later []string
 	// pg and redis are private servers to use instead of the shared ones.
 	pg    *testenv.PostgresServer
 	redis *testenv.RedisServer
@@ -187,8 +193,11 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		s.workerIDs = append(s.workerIDs, id)
 		s.metricsAddr[id] = addr
-		s.workers[id] = newProc(t, dir, "worker-"+id, binPath("worker"), nil,
-			envOf(map[string]string{"WORKER_ID": id, "METRICS_ADDR": addr}))
+		extra := map[string]string{"WORKER_ID": id, "METRICS_ADDR": addr}
+		for k, v := range o.workerEnv[id] {
+			extra[k] = v
+		}
+		s.workers[id] = newProc(t, dir, "worker-"+id, binPath("worker"), nil, envOf(extra))
 	}
 	if !o.noScheduler {
 		s.sched = newProc(t, dir, "scheduler", binPath("scheduler"), nil, envOf(nil))
@@ -203,7 +212,9 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	t.Cleanup(pool.Close)
 	s.db = store.New(pool)
 	for _, id := range s.workerIDs {
-		s.startWorker(id)
+		if !slices.Contains(o.later, id) {
+			s.startWorker(id)
+		}
 	}
 	if s.sched != nil {
 		s.startScheduler()

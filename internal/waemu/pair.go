@@ -14,6 +14,7 @@ import (
 	"go.mau.fi/libsignal/ecc"
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/proto/waAdv"
+	"go.mau.fi/whatsmeow/proto/waCompanionReg"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/util/keys"
 	"google.golang.org/protobuf/proto"
@@ -113,6 +114,21 @@ func (c *conn) unpairedTimeout(d time.Duration) {
 			c.close()
 		}
 	})
+}
+
+// announcedDevice reads what the phone lists for a new linked device from
+// the registration payload's companion properties: the operating system
+// name (whatsmeow's DeviceProps.Os, DEVICE_NAME) and the platform type
+// (DEVICE_PLATFORM). Unreadable properties give empty strings.
+func announcedDevice(raw []byte) (osName, platform string) {
+	var props waCompanionReg.DeviceProps
+	if len(raw) == 0 || proto.Unmarshal(raw, &props) != nil {
+		return "", ""
+	}
+	if props.PlatformType != nil {
+		platform = props.GetPlatformType().String()
+	}
+	return props.GetOs(), platform
 }
 
 func newRef() string {
@@ -356,10 +372,12 @@ func (c *conn) pair(ctx context.Context, phone string, adv []byte) (jid string, 
 		return "", err
 	}
 
+	osName, platform := announcedDevice(c.hs.payload.GetDevicePairingData().GetDeviceProps())
 	s.mu.Lock()
 	s.st.Devices[devJID.String()] = &device{
 		JID: devJID.String(), LID: lid.String(), Phone: phone,
 		NoiseKey: c.hs.clientStatic[:], IdentityKey: reg.identity[:], PairedAt: time.Now().UTC(),
+		OS: osName, Platform: platform,
 	}
 	s.mu.Unlock()
 	s.pairings.Add(1)

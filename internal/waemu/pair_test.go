@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow"
+	wastore "go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types/events"
 
 	"wasessions/internal/waemu"
@@ -36,6 +37,11 @@ func TestQRPairingThenLoginFromStore(t *testing.T) {
 	}
 	if devs[0].LID != c.Store.LID.String() {
 		t.Fatalf("emulator LID %s, client LID %s", devs[0].LID, c.Store.LID)
+	}
+	// What the phone lists for the device is what the client announced in
+	// its registration payload.
+	if want, wantP := wastore.DeviceProps.GetOs(), wastore.DeviceProps.GetPlatformType().String(); devs[0].OS != want || devs[0].Platform != wantP {
+		t.Fatalf("the emulator lists the device as %q/%q, the client announced %q/%q", devs[0].OS, devs[0].Platform, want, wantP)
 	}
 	c.assertHealthy()
 	c.Disconnect()

@@ -86,6 +86,11 @@ type DeviceInfo struct {
 	Conflicts int       `json:"conflicts"`
 	PreKeys   int       `json:"prekeys"`
 	PairedAt  time.Time `json:"paired_at"`
+	// OS and Platform are the device's name on the phone as its client
+	// announced it when pairing: e.g. "Linux" and "CHROME" read "Chrome
+	// (Linux)" in the phone's linked-devices list.
+	OS       string `json:"os"`
+	Platform string `json:"platform"`
 }
 
 // Errors the emulator's operations return; the control API maps each to an
@@ -412,6 +417,7 @@ func (s *Server) infoLocked(d *device) DeviceInfo {
 	return DeviceInfo{
 		JID: d.JID, LID: d.LID, Phone: "+" + d.Phone, Name: name,
 		Connected: s.live[d.JID] != nil, Conflicts: d.Conflicts, PreKeys: d.Keys.count(), PairedAt: d.PairedAt,
+		OS: d.OS, Platform: d.Platform,
 	}
 }
 

@@ -49,6 +49,10 @@ type device struct {
 	Keys        *uploadedKeys `json:"keys,omitempty"` // what the device uploaded (prekeys.go)
 	Conflicts   int           `json:"conflicts"`      // logins that replaced a live connection
 	PairedAt    time.Time     `json:"paired_at"`
+	// OS and Platform are what the phone lists for the device, as the
+	// client announced them when it paired (DeviceProps.Os, PlatformType).
+	OS       string `json:"os,omitempty"`
+	Platform string `json:"platform,omitempty"`
 }
 
 // snapshot is the persisted state. It holds private keys of simulated
