@@ -2,6 +2,7 @@ package browser
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -132,6 +133,10 @@ func TestSessionPage(t *testing.T) {
 		t.Run("foreign_link", func(t *testing.T) {
 			t.Parallel()
 			foreignLinkFlow(t, s, browser, shots)
+		})
+		t.Run("banned", func(t *testing.T) {
+			t.Parallel()
+			bannedFlow(t, s, browser, shots)
 		})
 	})
 
@@ -588,4 +593,60 @@ func foreignLinkFlow(t *testing.T, s *stack, browser context.Context, shots stri
 			}
 		}
 	}
+}
+
+// bannedFlow: a linked account that WhatsApp bans for a while (402 with an
+// expiry, the emulator's ban): the page says so with the time the ban ends
+// (the API's bannedUntil, in the browser's locale) and that no new scan is
+// needed, then shows connected again by itself once the ban is over.
+func bannedFlow(t *testing.T, s *stack, browser context.Context, shots string) {
+	const banFor = 10 * time.Second
+	user := newUserID()
+	token := s.token(t, user)
+	p := newPage(t, browser, s, "banned", shots)
+	p.open(token)
+	p.waitState("none", 20*time.Second)
+	p.click("connect")
+	p.waitState("qr", 30*time.Second)
+	raw := eval[string](p, `document.getElementById('qr').dataset.qr`)
+	const phone, name = "15550003333", "Cy"
+	var linked struct {
+		JID string `json:"jid"`
+	}
+	if err := s.emuCall("POST", "/phone/scan", map[string]string{"qr": raw, "phone": phone, "name": name}, &linked); err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+	p.waitState("connected", 30*time.Second)
+
+	banned := time.Now()
+	if err := s.emuCall("POST", "/refusals/ban", map[string]any{"jid": linked.JID, "seconds": banFor.Seconds()}, nil); err != nil {
+		t.Fatalf("ban %s: %v", linked.JID, err)
+	}
+	v := p.waitState("banned", banFor)
+	var st struct {
+		Status       string  `json:"status"`
+		StatusReason string  `json:"statusReason"`
+		BannedUntil  *string `json:"bannedUntil"`
+	}
+	if err := s.apiGet(token, "/api/integrations/whatsapp/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.StatusReason != "temporary_ban" || st.BannedUntil == nil {
+		t.Fatalf("the API shows status %s, reason %s, bannedUntil %v while the page shows the ban", st.Status, st.StatusReason, st.BannedUntil)
+	}
+	until := eval[string](p, fmt.Sprintf(`new Date(%q).toLocaleString()`, *st.BannedUntil))
+	if !strings.Contains(v.Status, "temporarily blocked") || !strings.Contains(v.Status, "until "+until) ||
+		!strings.Contains(v.Status, "no new scan needed") || !strings.Contains(v.Status, "+"+phone) {
+		t.Errorf("the page says %q; want the ban, its end (%s), that no scan is needed, and the account", v.Status, until)
+	}
+	p.shot("1-banned")
+
+	v = p.waitState("connected", banFor+30*time.Second)
+	if time.Since(banned) < banFor-time.Second {
+		t.Errorf("the page showed connected %s after a %s ban", time.Since(banned).Round(time.Millisecond), banFor)
+	}
+	if want := "Connected as +" + phone + " (" + name + ")"; v.Status != want {
+		t.Errorf("after the ban the page says %q, want %q", v.Status, want)
+	}
+	p.shot("2-connected-after-ban")
 }

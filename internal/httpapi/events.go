@@ -30,8 +30,12 @@ type streamEvent struct {
 	UserName    string `json:"userName,omitempty"`
 	LastError   string `json:"lastError,omitempty"`
 	// LastErrorCode is the stable code behind LastError (the sentence).
-	LastErrorCode string    `json:"lastErrorCode,omitempty"`
-	At            time.Time `json:"at"`
+	LastErrorCode string `json:"lastErrorCode,omitempty"`
+	// BannedUntil is when a temporary ban ends (reason temporary_ban);
+	// the page shows it. A value, not a pointer: stream events are
+	// compared to send only what changed.
+	BannedUntil time.Time `json:"bannedUntil,omitzero"`
+	At          time.Time `json:"at"`
 }
 
 func streamEventOf(e events.Event) streamEvent {
@@ -44,6 +48,9 @@ func streamEventOf(e events.Event) streamEvent {
 	if e.LastError != "" {
 		code := store.ErrorCode(e.LastError).Known()
 		se.LastError, se.LastErrorCode = code.Message(), string(code)
+	}
+	if e.BannedUntil != nil {
+		se.BannedUntil = e.BannedUntil.UTC()
 	}
 	return se
 }

@@ -165,6 +165,26 @@ func TestEventsStream(t *testing.T) {
 		t.Fatal("events carry no id")
 	}
 
+	// A temporary ban: the stream says until when (the page shows it).
+	until := time.Now().Add(10 * time.Second).UTC().Truncate(time.Millisecond)
+	banned, err := e.store.MarkBanned(context.Background(), w.fence, until, store.ErrTemporaryBan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.publish(t, events.TypeStatus, banned)
+	ev, _ = st.next(10 * time.Second)
+	if m := st.decode(ev); ev.Event != "status" || m["status"] != "reconnecting" || m["reason"] != "temporary_ban" ||
+		m["bannedUntil"] != until.Format(time.RFC3339Nano) {
+		t.Fatalf("banned until %s: %+v", until.Format(time.RFC3339Nano), ev)
+	}
+	// Nothing changed since: a repeated signal sends nothing new.
+	w.publish(t, events.TypeStatus, banned)
+	w.connect(t, "15550001111", "Alice")
+	ev, _ = st.next(10 * time.Second)
+	if m := st.decode(ev); ev.Event != "status" || m["status"] != "connected" || m["bannedUntil"] != nil {
+		t.Fatalf("connected after the ban: %+v", ev)
+	}
+
 	// Heartbeats keep coming on an idle stream.
 	waitForComment(t, st, "ping")
 
