@@ -20,9 +20,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	wastore "go.mau.fi/whatsmeow/store"
 
+	"wasessions/internal/auth"
 	"wasessions/internal/cli"
 	"wasessions/internal/config"
 	"wasessions/internal/events"
@@ -161,10 +161,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var metricsSrv *http.Server
 	if cfg.MetricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		metricsSrv = &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		handler := worker.MetricsHandler(reg, auth.NewMetricsToken(cfg.MetricsToken))
+		metricsSrv = &http.Server{Addr: cfg.MetricsAddr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+		if cfg.MetricsToken == "" {
+			log.Warn("/metrics on METRICS_ADDR has no token: set METRICS_TOKEN, or keep METRICS_ADDR on an internal address", "metrics_addr", cfg.MetricsAddr)
+		}
 		go func() {
 			if err := metricsSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics server", "addr", cfg.MetricsAddr, "error", err)
@@ -176,7 +177,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	leasesDone := make(chan struct{})
 	go func() { defer close(leasesDone); w.Run(leases) }()
 	log.Info("worker started", "queues", w.Queues(), "endpoint", endpoint.String(),
-		"lease_ttl", cfg.LeaseTTL, "max_sessions", cfg.WorkerMaxSessions, "metrics_addr", cfg.MetricsAddr,
+		"lease_ttl", cfg.LeaseTTL, "max_sessions", cfg.WorkerMaxSessions, "metrics_addr", cfg.MetricsAddr, "metrics_token", cfg.MetricsToken != "",
 		"proxy", redactedProxy(cfg.WAProxy), "device_name", host.Device().Display(),
 		"client_version", host.Versions().Current().String(), "version_fetch", versionSource(cfg))
 

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ func TestBadConfigurationExitsWithUsage(t *testing.T) {
 		{"lease", "LEASE_TTL", map[string]string{"WORKER_ID": "w", "LEASE_TTL": "1s"}},
 		{"emulator key", "WA_SERVER_PUBKEY", map[string]string{"WORKER_ID": "w", "WA_SERVER_ADDR": "127.0.0.1:1"}},
 		{"unparsable", "WORKER_MAX_SESSIONS", map[string]string{"WORKER_ID": "w", "WORKER_MAX_SESSIONS": "lots"}},
+		{"short metrics token", "METRICS_TOKEN", map[string]string{"WORKER_ID": "w", "METRICS_TOKEN": "short"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,5 +86,101 @@ func TestStartServeStop(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("worker did not stop")
+	}
+}
+
+// syncBuffer is a log sink the worker writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// With METRICS_TOKEN set, the worker's /metrics answers only a request
+// carrying it (401 with a challenge otherwise: a scraper on the network
+// learns nothing), while /healthz stays open for probes; the token is
+// never logged. Without it the worker warns at start.
+func TestMetricsBehindToken(t *testing.T) {
+	const token = "worker-metrics-token-5d1f0c"
+	dsn := testenv.NewDatabase(t)
+	r := testenv.NewRedisDB(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := envOf(map[string]string{
+		"DATABASE_URL": dsn, "REDIS_URL": r.URL(), "WORKER_ID": "w-token", "METRICS_ADDR": addr, "METRICS_TOKEN": token,
+		"WA_SERVER_ADDR": "127.0.0.1:1", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32),
+	})
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, env, &logs, &logs) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Error("worker did not stop")
+		}
+	}()
+
+	get := func(path, authorization string) (int, string, http.Header) {
+		req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error(), nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, body, _ := get("/healthz", "")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never served /healthz without a token: %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, auth := range []string{"", "Bearer ", "Bearer wrong-token-of-some-length", "Basic " + token, "Bearer " + token + "x", token} {
+		code, body, h := get("/metrics", auth)
+		if code != http.StatusUnauthorized || strings.Contains(body, "wasessions_worker") {
+			t.Errorf("/metrics with Authorization %q: %d %.80q, want 401 and no figures", auth, code, body)
+		}
+		if code == http.StatusUnauthorized && !strings.Contains(h.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("/metrics with Authorization %q: 401 without a Bearer challenge (%q)", auth, h.Get("WWW-Authenticate"))
+		}
+	}
+	for _, auth := range []string{"Bearer " + token, "bearer " + token} {
+		if code, body, _ := get("/metrics", auth); code != http.StatusOK || !strings.Contains(body, "wasessions_worker_hosted_sessions") {
+			t.Errorf("/metrics with the token (%q): %d %.80q", auth, code, body)
+		}
+	}
+	if strings.Contains(logs.String(), token) {
+		t.Error("the worker logged METRICS_TOKEN")
+	}
+	if strings.Contains(logs.String(), "has no token") {
+		t.Error("the worker warned about a missing token although METRICS_TOKEN is set")
 	}
 }

@@ -118,8 +118,8 @@ type Config struct {
 	// APIMetricsAddr, when set, is the only place the API serves /metrics
 	// (an internal address); unset, /metrics is on HTTP_ADDR.
 	APIMetricsAddr string `env:"API_METRICS_ADDR"`
-	// MetricsToken, when set, is the bearer token the API's /metrics
-	// requires.
+	// MetricsToken, when set, is the bearer token /metrics requires: the
+	// API's and each worker's (METRICS_ADDR; /healthz stays open).
 	MetricsToken string `env:"METRICS_TOKEN"`
 	// RestoreConcurrency caps restores (connects of stored devices) running at
 	// once in one worker, so a mass restore does not storm WhatsApp.
@@ -397,6 +397,10 @@ func (c Config) Validate(p Program) error {
 			bad("WEBHOOK_SECRET_KEY", "must be 64 hex characters (e.g. openssl rand -hex 32)")
 		}
 	}
+	if (p == API || p == Worker) && c.MetricsToken != "" && len(c.MetricsToken) < 16 {
+		bad("METRICS_TOKEN", "must be at least 16 characters, got %d", len(c.MetricsToken))
+	}
+
 	switch p {
 	case API:
 		if c.WebhookMaxEndpoints < 1 || c.WebhookMaxEndpoints > 100 {
@@ -414,9 +418,6 @@ func (c Config) Validate(p Program) error {
 			if _, _, err := net.SplitHostPort(c.APIMetricsAddr); err != nil {
 				bad("API_METRICS_ADDR", "must be [host]:port or empty, got %q", c.APIMetricsAddr)
 			}
-		}
-		if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
-			bad("METRICS_TOKEN", "must be at least 16 characters, got %d", len(c.MetricsToken))
 		}
 		if c.JWTMaxTTL < time.Minute {
 			bad("JWT_MAX_TTL", "must be at least 1m, got %s", c.JWTMaxTTL)

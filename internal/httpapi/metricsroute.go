@@ -1,13 +1,12 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+
+	"wasessions/internal/auth"
 )
 
 // metricsRoutes serves GET /metrics, behind Options.MetricsToken when set.
@@ -32,17 +31,13 @@ func NewMetricsApp(deps Deps, opts Options) *fiber.App {
 	return app
 }
 
-// bearerToken requires "Authorization: Bearer <token>", compared in
-// constant time over hashes (neither content nor length leaks).
+// bearerToken requires "Authorization: Bearer <token>" (auth.MetricsToken:
+// the same check a worker's /metrics makes).
 func bearerToken(token string) fiber.Handler {
-	want := sha256.Sum256([]byte(token))
+	check := auth.NewMetricsToken(token)
 	return func(c *fiber.Ctx) error {
-		scheme, got, _ := strings.Cut(c.Get(fiber.HeaderAuthorization), " ")
-		if strings.EqualFold(scheme, "Bearer") {
-			h := sha256.Sum256([]byte(strings.TrimSpace(got)))
-			if subtle.ConstantTimeCompare(h[:], want[:]) == 1 {
-				return c.Next()
-			}
+		if check.Allows(c.Get(fiber.HeaderAuthorization)) {
+			return c.Next()
 		}
 		return &apiError{Status: http.StatusUnauthorized, Code: "metrics_unauthorized",
 			Message: "/metrics needs Authorization: Bearer <METRICS_TOKEN>",

@@ -1,7 +1,13 @@
 package worker
 
 import (
+	"fmt"
+	"net/http"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"wasessions/internal/auth"
 )
 
 // Metrics are the worker's Prometheus instruments. They are registered on
@@ -84,4 +90,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.Waiting, m.UnreachableReleases, m.VersionFetches)
 	reg.MustRegister(m.Hosted, m.Tasks, m.TaskDuration, m.Restores, m.RestoresInFlight, m.StatusChanges, m.LeaseRenewals, m.LeasesLost, m.Takeover)
 	return m
+}
+
+// MetricsHandler is what a worker serves on METRICS_ADDR: GET /metrics
+// from g, asking for the METRICS_TOKEN bearer token when one is set (the
+// figures name sessions' states and the worker's load, which is nobody
+// else's business), and GET /healthz, open to any prober (it says "ok"
+// and nothing else).
+func MetricsHandler(g prometheus.Gatherer, token auth.MetricsToken) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", token.Protect(promhttp.HandlerFor(g, promhttp.HandlerOpts{})))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	return mux
 }
