@@ -192,7 +192,7 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 	// 1. Link n sessions on w1, through its proxy.
 	ls := make([]linked, n)
 	errs := make([]error, n)
-	sem := make(chan struct{}, 5)
+	sem := make(chan struct{}, 10)
 	done := make(chan int)
 	for i := range n {
 		go func() {

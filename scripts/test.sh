@@ -58,12 +58,17 @@ for suite in $suites; do
 		mapfile -t pkgs < <(go list ./... | grep -Ev '^wasessions/e2e(/|$)')
 		echo "test: unit: go test -race -count=1 -timeout 30m $* (every package but ./e2e/...)" >&2
 		go test -race -count=1 -timeout 30m "$@" "${pkgs[@]}"
-		# A few seconds of real fuzzing of the bearer-token check (a small
-		# package, so its instrumented build is quick); every target's seed
-		# corpus and kept crashes ran above as ordinary tests, and
-		# `make fuzz` fuzzes all targets for longer.
+		# A few seconds of real fuzzing of what callers send: the token
+		# check, and the request parsers (internal/reqparse depends on the
+		# standard library only, so its instrumented build is quick). Every
+		# target's seed corpus and kept crashes ran above as ordinary tests;
+		# `make fuzz` fuzzes all targets for longer (scripts/fuzz.sh).
 		echo "test: fuzz: FuzzVerifyHeader for 5s" >&2
 		go test -run '^$' -fuzz '^FuzzVerifyHeader$' -fuzztime 5s -parallel 2 ./internal/auth
+		for target in FuzzParseCreateSession FuzzE164 FuzzBearer; do
+			echo "test: fuzz: $target for 3s" >&2
+			go test -run '^$' -fuzz "^${target}\$" -fuzztime 3s -parallel 2 ./internal/reqparse
+		done
 		;;
 	e2e)
 		# The programs under test carry the race detector (built by the

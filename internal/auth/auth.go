@@ -18,6 +18,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"wasessions/internal/reqparse"
 )
 
 // RoleAdmin is the role claim that marks an operator: global stats and
@@ -144,11 +146,11 @@ func (v *Verifier) VerifyHeader(authorization string) (Identity, error) {
 	if strings.TrimSpace(authorization) == "" {
 		return Identity{}, &Error{Code: CodeMissing, Msg: "the Authorization header is required: Bearer <token>"}
 	}
-	scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+	token, ok := reqparse.Bearer(authorization)
+	if !ok {
 		return Identity{}, &Error{Code: CodeMalformed, Msg: "the Authorization header must be: Bearer <token>"}
 	}
-	return v.Verify(strings.TrimSpace(token))
+	return v.Verify(token)
 }
 
 // Verify checks a token and returns who it speaks for.

@@ -4,7 +4,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"strings"
+
+	"wasessions/internal/reqparse"
 )
 
 // MetricsToken is METRICS_TOKEN, the static bearer token every program's
@@ -35,11 +36,11 @@ func (t MetricsToken) Allows(authorization string) bool {
 	if !t.set {
 		return true
 	}
-	scheme, got, _ := strings.Cut(authorization, " ")
-	if !strings.EqualFold(scheme, "Bearer") {
+	got, ok := reqparse.Bearer(authorization)
+	if !ok {
 		return false
 	}
-	h := sha256.Sum256([]byte(strings.TrimSpace(got)))
+	h := sha256.Sum256([]byte(got))
 	return subtle.ConstantTimeCompare(h[:], t.want[:]) == 1
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"wasessions/internal/ratelimit"
+	"wasessions/internal/reqparse"
 	"wasessions/internal/store"
 )
 
@@ -74,7 +75,7 @@ func (s *server) perUser(name string, lim ratelimit.Limit) fiber.Handler {
 // is not counted, so clients may retry creates freely (through an outage,
 // for one). Two concurrent creates can both be counted while one session
 // is made: the error is on the safe side.
-func (s *server) limitNewSession(ctx context.Context, userID string, req createRequest) error {
+func (s *server) limitNewSession(ctx context.Context, userID string, req reqparse.CreateSession) error {
 	if s.deps.Limiter == nil || (s.opts.Limits.Create.Off() && (req.PhoneNumber == nil || s.opts.Limits.PairingPhone.Off())) {
 		return nil
 	}

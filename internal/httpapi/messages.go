@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"wasessions/internal/queue"
+	"wasessions/internal/reqparse"
 	"wasessions/internal/store"
 	"wasessions/internal/views"
 	"wasessions/tasks"
@@ -93,7 +94,7 @@ func parseSend(c *fiber.Ctx) (to, text string, err error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return "", "", fail(http.StatusBadRequest, "invalid_json", "the request body must hold a single JSON object")
 	}
-	if req.To == nil || !phonePattern.MatchString(*req.To) {
+	if req.To == nil || !reqparse.E164(*req.To) {
 		return "", "", fail(http.StatusBadRequest, "invalid_phone_number", "to must be a phone number in E.164 format, e.g. +15557654321")
 	}
 	switch {
@@ -189,7 +190,7 @@ func (s *server) listMessages(c *fiber.Ctx) error {
 		return fail(http.StatusBadRequest, "invalid_direction", "direction must be in or out")
 	}
 	if chat := c.Query("chat"); chat != "" {
-		if !phonePattern.MatchString(chat) {
+		if !reqparse.E164(chat) {
 			return fail(http.StatusBadRequest, "invalid_phone_number", "chat must be a phone number in E.164 format, e.g. +15557654321")
 		}
 		f.Chat = chat

@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	"wasessions/internal/reqparse"
 	"wasessions/internal/store"
 )
 
@@ -161,4 +162,14 @@ func writeError(c *fiber.Ctx, err error) *apiError {
 	// A failed write leaves nothing more to do: the client is gone.
 	_ = c.Status(ae.Status).JSON(envelope{Success: false, Error: &errorBody{Code: ae.Code, Message: ae.Message, Details: ae.Details}})
 	return ae
+}
+
+// refusal turns reqparse's refusal of a request into the API's error (the
+// same status, code and sentence); other errors pass unchanged.
+func refusal(err error) error {
+	var r *reqparse.Refusal
+	if errors.As(err, &r) {
+		return fail(r.Status, r.Code, r.Message)
+	}
+	return err
 }

@@ -1,21 +1,17 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"wasessions/internal/events"
+	"wasessions/internal/reqparse"
 	"wasessions/internal/store"
 	"wasessions/internal/views"
 	"wasessions/tasks"
@@ -64,60 +60,13 @@ func ended(s store.Session) bool {
 	return !s.Status.Live() || s.DesiredState == store.DesiredGone
 }
 
-// phonePattern is E.164: '+', a non-zero country code digit, 7 to 15
-// digits in all.
-var phonePattern = regexp.MustCompile(`^\+[1-9][0-9]{6,14}$`)
-
-// createRequest is POST /session's optional body.
-type createRequest struct {
-	// PhoneNumber asks for pairing by phone code instead of a QR code.
-	PhoneNumber *string `json:"phoneNumber"`
-}
-
 // parseCreate reads the optional JSON body as it came on the wire:
 // c.Request().Body(), never c.Body(), which would decompress it without
 // a size cap (refuseEncodedBodies has already refused encoded bodies).
-func parseCreate(c *fiber.Ctx) (createRequest, error) {
-	return parseCreateBody(c.Get(fiber.HeaderContentType), c.Request().Body())
-}
-
-// parseCreateBody is parseCreate on plain values (the fuzz target): empty
-// is the QR flow; a body must be application/json holding an object with
-// known fields.
-func parseCreateBody(contentType string, body []byte) (createRequest, error) {
-	var req createRequest
-	if len(bytes.TrimSpace(body)) == 0 {
-		return req, nil
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil || mt != fiber.MIMEApplicationJSON {
-		return req, fail(http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"a request body must be JSON with Content-Type: application/json")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		var syn *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
-			return req, fail(http.StatusBadRequest, "invalid_json", "the request body is not valid JSON")
-		case errors.As(err, &typ) && typ.Field == "phoneNumber":
-			return req, fail(http.StatusBadRequest, "invalid_phone_number", "phoneNumber must be a string in E.164 format, e.g. +15551234567")
-		case errors.As(err, &typ):
-			return req, fail(http.StatusBadRequest, "invalid_request", "the request body must be a JSON object")
-		default:
-			// DisallowUnknownFields' error names the field, not a value.
-			return req, fail(http.StatusBadRequest, "invalid_request", "the request body has an unknown field: "+err.Error())
-		}
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return req, fail(http.StatusBadRequest, "invalid_json", "the request body must hold a single JSON object")
-	}
-	if req.PhoneNumber != nil && !phonePattern.MatchString(*req.PhoneNumber) {
-		return req, fail(http.StatusBadRequest, "invalid_phone_number", "phoneNumber must be in E.164 format, e.g. +15551234567")
-	}
-	return req, nil
+// The parsing itself is reqparse's (fuzzed in make test).
+func parseCreate(c *fiber.Ctx) (reqparse.CreateSession, error) {
+	req, err := reqparse.ParseCreateSession(c.Get(fiber.HeaderContentType), c.Request().Body())
+	return req, refusal(err)
 }
 
 // createSession is POST /api/integrations/whatsapp/session: the caller's

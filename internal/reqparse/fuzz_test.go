@@ -1,17 +1,21 @@
-package httpapi
+package reqparse_test
 
 import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
+
+	"wasessions/internal/reqparse"
 )
 
-// FuzzParseCreateBody feeds POST /session's body parser anything: it
+// FuzzParseCreateSession feeds POST /session's body parser anything: it
 // never panics, refuses with the documented 400 or 415 codes only, and
 // what it accepts is an object whose phone number, if any, is E.164.
-// scripts/fuzz.sh runs it (briefly in `make test`, longer in `make fuzz`).
-func FuzzParseCreateBody(f *testing.F) {
+// `make test` fuzzes it for a few seconds (scripts/test.sh), `make fuzz`
+// longer (scripts/fuzz.sh).
+func FuzzParseCreateSession(f *testing.F) {
 	for _, seed := range []struct {
 		ct, body string
 	}{
@@ -32,17 +36,17 @@ func FuzzParseCreateBody(f *testing.F) {
 		f.Add(seed.ct, []byte(seed.body))
 	}
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
-		req, err := parseCreateBody(contentType, body)
+		req, err := reqparse.ParseCreateSession(contentType, body)
 		if err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) {
-				t.Fatalf("not an apiError: %T %v", err, err)
+			var r *reqparse.Refusal
+			if !errors.As(err, &r) {
+				t.Fatalf("not a Refusal: %T %v", err, err)
 			}
 			switch {
-			case ae.Status == http.StatusBadRequest && (ae.Code == "invalid_json" || ae.Code == "invalid_request" || ae.Code == "invalid_phone_number"):
-			case ae.Status == http.StatusUnsupportedMediaType && ae.Code == "unsupported_media_type":
+			case r.Status == http.StatusBadRequest && (r.Code == "invalid_json" || r.Code == "invalid_request" || r.Code == "invalid_phone_number"):
+			case r.Status == http.StatusUnsupportedMediaType && r.Code == "unsupported_media_type":
 			default:
-				t.Fatalf("undocumented refusal %d %s", ae.Status, ae.Code)
+				t.Fatalf("undocumented refusal %d %s", r.Status, r.Code)
 			}
 			return
 		}
@@ -52,22 +56,25 @@ func FuzzParseCreateBody(f *testing.F) {
 	})
 }
 
-// FuzzPhoneNumber checks the phone-number rule against an independent
-// statement of E.164 (a '+', a non-zero digit, 7 to 15 digits in all),
+// FuzzE164 checks the phone-number rule against an independent statement
+// of E.164 (a '+', a non-zero digit, 7 to 15 digits in all), directly and
 // for any string sent as phoneNumber.
-func FuzzPhoneNumber(f *testing.F) {
+func FuzzE164(f *testing.F) {
 	for _, s := range []string{"+15551234567", "+1555123", "+155512", "+123456789012345", "+1234567890123456",
 		"+01234567", "15551234567", "+1 555 123 4567", "+١٥٥٥١٢٣٤٥٦٧", "+15551234567\n", ""} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, phone string) {
+		if got, want := reqparse.E164(phone), isE164(phone); got != want {
+			t.Fatalf("E164(%q) = %v, want %v", phone, got, want)
+		}
 		body, err := json.Marshal(map[string]string{"phoneNumber": phone})
 		if err != nil {
 			// encoding/json encodes every Go string (invalid UTF-8 becomes
 			// U+FFFD), so this cannot happen; if it ever does, say so.
 			t.Fatalf("marshal phoneNumber %q: %v", phone, err)
 		}
-		req, err := parseCreateBody("application/json", body)
+		req, err := reqparse.ParseCreateSession("application/json", body)
 		accepted := err == nil
 		if want := isE164(phone); accepted != want {
 			t.Fatalf("phoneNumber %q: accepted=%v, want %v (err %v)", phone, accepted, want, err)
@@ -75,10 +82,33 @@ func FuzzPhoneNumber(f *testing.F) {
 		if accepted && *req.PhoneNumber != phone {
 			t.Fatalf("phoneNumber %q came out as %q", phone, *req.PhoneNumber)
 		}
-		if accepted {
-			if shown := e164(&phone); *shown != phone {
-				t.Fatalf("e164(%q) = %q", phone, *shown)
+	})
+}
+
+// FuzzBearer feeds the Authorization scheme parser anything: it never
+// panics, and it accepts exactly "Bearer" (any case), one space, and a
+// token, with surrounding spaces ignored; the token it returns has no
+// surrounding space and is what the header carried.
+func FuzzBearer(f *testing.F) {
+	for _, s := range []string{"Bearer abc", "bearer  abc ", "BEARER a.b.c", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz",
+		" Bearer x", "Bearerx y", "Bearer\tx", "", "Bearer a b", "Bearer \x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		token, ok := reqparse.Bearer(header)
+		trimmed := strings.TrimSpace(header)
+		wantOK := len(trimmed) > 7 && strings.EqualFold(trimmed[:7], "bearer ") && strings.TrimSpace(trimmed[7:]) != ""
+		if ok != wantOK {
+			t.Fatalf("Bearer(%q) ok = %v, want %v", header, ok, wantOK)
+		}
+		if !ok {
+			if token != "" {
+				t.Fatalf("Bearer(%q) refused but returned token %q", header, token)
 			}
+			return
+		}
+		if token != strings.TrimSpace(token) || token == "" || token != strings.TrimSpace(trimmed[7:]) {
+			t.Fatalf("Bearer(%q) = %q", header, token)
 		}
 	})
 }
