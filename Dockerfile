@@ -6,9 +6,13 @@
 #   docker build .                  the services
 #   docker build --target waemu .   the emulator alone
 #
-# Base images are pinned by tag; pin them by digest where you deploy
-# (`docker buildx imagetools inspect <image:tag>` prints it) so a rebuilt
-# tag cannot change what you run.
+# Base images are pinned by tag; the policy (docs/SECURITY.md) is to pin
+# them by digest where you deploy, so a moved tag cannot change what you
+# run: `docker buildx imagetools inspect golang:1.26-bookworm --format
+# '{{.Manifest.Digest}}'` prints it (plain `inspect` shows it as Digest:), then
+# `FROM golang:1.26-bookworm@sha256:<digest> AS build` (the same for the
+# distroless stages and compose's images). Not done in the repository: it
+# is built offline, where no digest can be looked up or verified.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
