@@ -628,8 +628,8 @@ func bannedFlow(t *testing.T, s *stack, browser context.Context, shots string) {
 		StatusReason string  `json:"statusReason"`
 		BannedUntil  *string `json:"bannedUntil"`
 	}
-	if err := s.apiGet(token, "/api/integrations/whatsapp/status", &st); err != nil {
-		t.Fatal(err)
+	if code := s.apiGet(t, token, "/api/integrations/whatsapp/status", &st); code != http.StatusOK {
+		t.Fatalf("GET status: %d", code)
 	}
 	if st.StatusReason != "temporary_ban" || st.BannedUntil == nil {
 		t.Fatalf("the API shows status %s, reason %s, bannedUntil %v while the page shows the ban", st.Status, st.StatusReason, st.BannedUntil)

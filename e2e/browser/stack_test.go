@@ -298,32 +298,6 @@ func (s *stack) emuCall(method, path string, body, out any) error {
 	return nil
 }
 
-// apiGet GETs path from the API with token and decodes the envelope's
-// data into out; any status but 200 is an error.
-func (s *stack) apiGet(token, path string, out any) error {
-	req, err := http.NewRequest("GET", s.base+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	var env struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(b, &env); err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	return json.Unmarshal(env.Data, out)
-}
-
 // devices lists the JIDs of the devices the emulator knows (linked).
 func (s *stack) devices() ([]string, error) {
 	var ds []struct {
