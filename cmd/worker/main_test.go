@@ -123,7 +123,7 @@ func TestMetricsBehindToken(t *testing.T) {
 	var logs syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, env, &logs, &logs) }()
+	go func() { done <- run(ctx, []string{"worker"}, env, &logs, &logs) }()
 	defer func() {
 		cancel()
 		select {
