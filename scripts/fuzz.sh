@@ -13,10 +13,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 fuzztime=${1:-${FUZZTIME:-60s}}
 
-# package target: the request-body parser, the phone-number rule, the
+# package target: the request-body parsers (session, message), the phone-number rule, the
 # Authorization scheme, the bearer-token check.
 targets=(
 	"./internal/reqparse FuzzParseCreateSession"
+	"./internal/reqparse FuzzParseSendMessage"
 	"./internal/reqparse FuzzE164"
 	"./internal/reqparse FuzzBearer"
 	"./internal/auth FuzzVerifyHeader"

@@ -65,7 +65,7 @@ for suite in $suites; do
 		# `make fuzz` fuzzes all targets for longer (scripts/fuzz.sh).
 		echo "test: fuzz: FuzzVerifyHeader for 5s" >&2
 		go test -run '^$' -fuzz '^FuzzVerifyHeader$' -fuzztime 5s -parallel 2 ./internal/auth
-		for target in FuzzParseCreateSession FuzzE164 FuzzBearer; do
+		for target in FuzzParseCreateSession FuzzParseSendMessage FuzzE164 FuzzBearer; do
 			echo "test: fuzz: $target for 3s" >&2
 			go test -run '^$' -fuzz "^${target}\$" -fuzztime 3s -parallel 2 ./internal/reqparse
 		done

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"wasessions/internal/reqparse"
 )
@@ -124,4 +125,54 @@ func isE164(s string) bool {
 		}
 	}
 	return true
+}
+
+// FuzzParseSendMessage feeds POST /messages' body parser anything: it
+// never panics, refuses with the documented 400 or 415 codes only, and
+// what it accepts is an E.164 recipient and a text that is not blank, is
+// valid UTF-8 and has at most MaxMessageText characters.
+func FuzzParseSendMessage(f *testing.F) {
+	for _, seed := range []struct {
+		ct, body string
+	}{
+		{"application/json", `{"to":"+15557654321","text":"hi"}`},
+		{"application/json; charset=utf-8", `{"to":"+15557654321","text":"héllo \ud83d\ude00"}`},
+		{"application/json", `{"to":"+15557654321","text":"   "}`},
+		{"application/json", `{"to":"+15557654321","text":""}`},
+		{"application/json", `{"to":"15557654321","text":"x"}`},
+		{"application/json", `{"to":15557654321,"text":"x"}`},
+		{"application/json", `{"to":"+15557654321","text":5}`},
+		{"application/json", `{"to":"+15557654321","text":"x","extra":1}`},
+		{"application/json", `{"to":"+15557654321","text":"x"} {}`},
+		{"application/json", `{"to":"+15557654321","text":"\udc00"}`},
+		{"application/json", `{"to":"+15557654321","text":"` + strings.Repeat("é", 4097) + `"}`},
+		{"application/json", ``},
+		{"text/plain", `{"to":"+15557654321","text":"x"}`},
+		{"application/json", `[]`},
+	} {
+		f.Add(seed.ct, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
+		req, err := reqparse.ParseSendMessage(contentType, body)
+		if err != nil {
+			var r *reqparse.Refusal
+			if !errors.As(err, &r) {
+				t.Fatalf("not a Refusal: %T %v", err, err)
+			}
+			switch {
+			case r.Status == http.StatusBadRequest && (r.Code == "invalid_json" || r.Code == "invalid_request" ||
+				r.Code == "invalid_phone_number" || r.Code == "invalid_text"):
+			case r.Status == http.StatusUnsupportedMediaType && r.Code == "unsupported_media_type":
+			default:
+				t.Fatalf("undocumented refusal %d %s", r.Status, r.Code)
+			}
+			return
+		}
+		if !isE164(req.To) {
+			t.Fatalf("accepted recipient %q is not E.164", req.To)
+		}
+		if strings.TrimSpace(req.Text) == "" || !utf8.ValidString(req.Text) || utf8.RuneCountInString(req.Text) > reqparse.MaxMessageText {
+			t.Fatalf("accepted text of %d characters (valid UTF-8 %v): %.40q", utf8.RuneCountInString(req.Text), utf8.ValidString(req.Text), req.Text)
+		}
+	})
 }
