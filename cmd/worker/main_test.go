@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -89,24 +87,6 @@ func TestStartServeStop(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the worker writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // With METRICS_TOKEN set, the worker's /metrics answers only a request
 // carrying it (401 with a challenge otherwise: a scraper on the network
 // learns nothing), while /healthz stays open for probes; the token is
@@ -120,7 +100,7 @@ func TestMetricsBehindToken(t *testing.T) {
 		"DATABASE_URL": dsn, "REDIS_URL": r.URL(), "WORKER_ID": "w-token", "METRICS_ADDR": addr, "METRICS_TOKEN": token,
 		"WA_SERVER_ADDR": "127.0.0.1:1", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32),
 	})
-	var logs syncBuffer
+	var logs testfactory.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"worker"}, env, &logs, &logs) }()
