@@ -101,6 +101,31 @@ func TestGrafanaDashboards(t *testing.T) {
 		if d.UID == "" || d.Title == "" || len(d.Panels) == 0 {
 			t.Fatalf("%s: uid %q title %q, %d panels", f, d.UID, d.Title, len(d.Panels))
 		}
+		var exprs strings.Builder
+		for _, p := range d.Panels {
+			for _, q := range p.Targets {
+				exprs.WriteString(q.Expr + "\n")
+			}
+		}
+		// What issue 15 asks the dashboard to show, each by the metric that
+		// carries it: an operator's question without a panel is a gap.
+		for _, want := range []struct{ what, metric string }{
+			{"sessions by status", "wasessions_sessions"},
+			{"pairings per minute", "wasessions_worker_status_changes_total"},
+			{"restores per minute", "wasessions_worker_restores_total"},
+			{"handoff and failover durations", "wasessions_worker_takeover_seconds_bucket"},
+			{"lease renewals and failures", "wasessions_worker_lease_renewals_total"},
+			{"queue latency per queue", "asynq_queue_latency_seconds"},
+			{"API latency per route", "wasessions_http_request_duration_seconds_bucket"},
+			{"message API traffic", `route=~".*/messages.*"`},
+			{"webhook deliveries by outcome", "wasessions_webhook_deliveries_total"},
+			{"webhook delivery latency", "wasessions_webhook_delivery_latency_seconds_bucket"},
+			{"webhook backlog", "wasessions_webhook_oldest_pending_seconds"},
+		} {
+			if !strings.Contains(exprs.String(), want.metric) {
+				t.Errorf("%s: no panel shows %s (%s)", f, want.what, want.metric)
+			}
+		}
 		for _, p := range d.Panels {
 			if p.Datasource.UID != "prometheus" || len(p.Targets) == 0 {
 				t.Errorf("%s: panel %q: datasource %q, %d queries", f, p.Title, p.Datasource.UID, len(p.Targets))
