@@ -9,7 +9,9 @@ import (
 )
 
 // Scenario 11, expiry and cleanup. A connected session's expiry slides
-// forward with every heartbeat, so it never expires while it is in use. A
+// forward with the heartbeats, so it never expires while it is in use: once
+// it has fallen store.ExpiryStep (a 24th of SESSION_TTL) behind now +
+// SESSION_TTL, the next heartbeat moves it (migrations/00020). A
 // session that stays unconnected past its expires_at (here: the phone is
 // offline, the client keeps trying to reconnect) is removed by the cleanup,
 // once through the admin endpoint and once by the scheduler: its client is
@@ -22,7 +24,13 @@ func TestExpiryAndCleanup(t *testing.T) {
 	admin := newUser()
 	keep := s.link(newUser(), "+15550008881", "Ivo")
 
-	// A connected session's expiry slides.
+	// A connected session's expiry slides. Half an hour of its hour has
+	// passed, as far as its expiry knows: more than the step, so the next
+	// heartbeat slides it back to a full SESSION_TTL ahead.
+	if _, err := s.db.Pool().Exec(context.Background(),
+		`UPDATE whatsapp_sessions SET expires_at = now() + interval '30 minutes' WHERE session_id = $1`, keep.sessionID); err != nil {
+		t.Fatal(err)
+	}
 	first, err := s.client.status(keep.user)
 	if err != nil || first.ExpiresAt == nil {
 		t.Fatalf("status: %+v %v", first, err)
