@@ -175,11 +175,7 @@ func (s *server) createWebhook(c *fiber.Ctx) error {
 	if err := s.checkWebhookURL(c, *req.URL); err != nil {
 		return err
 	}
-	secret, err := webhook.NewSecret()
-	if err != nil {
-		return err
-	}
-	sealed, err := s.opts.Webhooks.Sealer.Seal(secret)
+	secret, sealed, err := s.newSealedSecret()
 	if err != nil {
 		return err
 	}
@@ -295,11 +291,7 @@ func (s *server) rotateWebhookSecret(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	secret, err := webhook.NewSecret()
-	if err != nil {
-		return err
-	}
-	sealed, err := s.opts.Webhooks.Sealer.Seal(secret)
+	secret, sealed, err := s.newSealedSecret()
 	if err != nil {
 		return err
 	}
@@ -393,4 +385,19 @@ func (s *server) replayWebhookEvent(c *fiber.Ctx) error {
 	}
 	return ok(c, http.StatusAccepted, map[string]string{"eventId": eventID, "webhookId": eventID},
 		"Replay queued; it is delivered with the same webhook-id")
+}
+
+// newSealedSecret makes an endpoint's signing secret: the one the user is
+// shown once, and the form it is stored in (sealed when WEBHOOK_SECRET_KEY
+// is set).
+func (s *server) newSealedSecret() (secret string, sealed string, err error) {
+	secret, err = webhook.NewSecret()
+	if err != nil {
+		return "", "", err
+	}
+	sealed, err = s.opts.Webhooks.Sealer.Seal(secret)
+	if err != nil {
+		return "", "", err
+	}
+	return secret, sealed, nil
 }
