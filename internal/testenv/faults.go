@@ -11,7 +11,10 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"wasessions/internal/redisconn"
 )
 
 // FaultProxy is a Toxiproxy proxy, run inside the test process, between a
@@ -52,6 +55,27 @@ func (p *FaultProxy) ProxyPostgresURL(dsn string) string {
 	}
 	u.Host = p.Addr
 	return u.String()
+}
+
+// ProxyRedis returns a client on the reserved database r whose
+// connections go through the proxy (made with r.Addr as upstream), closed
+// when the test ends. Its options are the programs' own (redisconn), so a
+// Redis that hangs costs the test what it costs them.
+func (p *FaultProxy) ProxyRedis(r RedisDB) *redis.Client {
+	p.t.Helper()
+	o, err := redisconn.Options(p.ProxyRedisURL(r), "")
+	if err != nil {
+		p.t.Fatalf("testenv: redis options: %v", err)
+	}
+	c := redis.NewClient(o)
+	p.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// ProxyRedisURL is r's REDIS_URL with the proxy's address, for a program
+// started as a process.
+func (p *FaultProxy) ProxyRedisURL(r RedisDB) string {
+	return fmt.Sprintf("redis://%s/%d", p.Addr, r.DB)
 }
 
 // Down closes every connection through the proxy and refuses new ones

@@ -126,3 +126,40 @@ func TestStandbyPromotion(t *testing.T) {
 		t.Fatalf("after the failover: %d rows (%v), want the 100 committed before it and 1 after", n, err)
 	}
 }
+
+// A Redis client through a FaultProxy sees the faults the proxy makes: a
+// refusal fails at once, a hang fails only when the client's own timeout
+// runs out, and after each the same client works again.
+func TestProxyRedisFaults(t *testing.T) {
+	r := NewRedisDB(t)
+	p := NewFaultProxy(t, "redis", r.Addr)
+	c := p.ProxyRedis(r)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("set through the proxy: %v", err)
+	}
+	direct := redis.NewClient(r.Options())
+	defer direct.Close()
+	if v, err := direct.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("proxied write not in the reserved database: %q %v", v, err)
+	}
+	for _, tt := range []struct {
+		fault      string
+		break_, up func()
+	}{{"down", p.Down, p.Up}, {"hang", p.Hang, p.Unhang}} {
+		tt.break_()
+		start := time.Now()
+		err := c.Ping(ctx).Err()
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("%s: ping answered through a broken proxy", tt.fault)
+		}
+		if tt.fault == "hang" && took < time.Second {
+			t.Fatalf("hang: ping failed after %s (%v); a hanging Redis should not answer at all", took, err)
+		}
+		tt.up()
+		if err := c.Ping(ctx).Err(); err != nil {
+			t.Fatalf("%s: ping after the fault ended: %v", tt.fault, err)
+		}
+	}
+}
