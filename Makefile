@@ -56,7 +56,7 @@ bench: ## Go benchmarks of every package (see docs/BENCHMARKS.md for the load be
 	@scripts/services.sh
 	$(GO) test -run '^$$' -bench . -benchmem $(or $(ARGS),./...)
 
-fuzz: ## The Go fuzz targets (body parsers, phone numbers, bearer tokens), FUZZTIME each (default 60s).
+fuzz: ## The Go fuzz targets (body parsers, phone numbers, bearer tokens, webhook URLs), FUZZTIME each (default 60s).
 	@scripts/fuzz.sh $(FUZZTIME)
 
 demo: ## The whole stack against the WhatsApp emulator (no internet): link a session in a minute.

@@ -14,13 +14,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fuzztime=${1:-${FUZZTIME:-60s}}
 
 # package target: the request-body parsers (session, message), the phone-number rule, the
-# Authorization scheme, the bearer-token check.
+# Authorization scheme, the bearer-token check, the webhook URL check.
 targets=(
 	"./internal/reqparse FuzzParseCreateSession"
 	"./internal/reqparse FuzzParseSendMessage"
 	"./internal/reqparse FuzzE164"
 	"./internal/reqparse FuzzBearer"
 	"./internal/auth FuzzVerifyHeader"
+	"./internal/netguard FuzzCheckURL"
 )
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"

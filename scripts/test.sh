@@ -59,8 +59,9 @@ for suite in $suites; do
 		echo "test: unit: go test -race -count=1 -timeout 30m $* (every package but ./e2e/...)" >&2
 		go test -race -count=1 -timeout 30m "$@" "${pkgs[@]}"
 		# A few seconds of real fuzzing of what callers send: the token
-		# check, and the request parsers (internal/reqparse depends on the
-		# standard library only, so its instrumented build is quick). Every
+		# check, the request parsers and the webhook URL check
+		# (internal/reqparse and internal/netguard depend on the standard
+		# library only, so their instrumented builds are quick). Every
 		# target's seed corpus and kept crashes ran above as ordinary tests;
 		# `make fuzz` fuzzes all targets for longer (scripts/fuzz.sh).
 		echo "test: fuzz: FuzzVerifyHeader for 5s" >&2
@@ -69,6 +70,8 @@ for suite in $suites; do
 			echo "test: fuzz: $target for 3s" >&2
 			go test -run '^$' -fuzz "^${target}\$" -fuzztime 3s -parallel 2 ./internal/reqparse
 		done
+		echo "test: fuzz: FuzzCheckURL for 3s" >&2
+		go test -run '^$' -fuzz '^FuzzCheckURL$' -fuzztime 3s -parallel 2 ./internal/netguard
 		;;
 	e2e)
 		# The programs under test carry the race detector (built by the

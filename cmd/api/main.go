@@ -31,6 +31,7 @@ import (
 	"wasessions/internal/httpapi"
 	"wasessions/internal/logging"
 	"wasessions/internal/migrate"
+	"wasessions/internal/netguard"
 	"wasessions/internal/queue"
 	"wasessions/internal/ratelimit"
 	"wasessions/internal/redisconn"
@@ -340,7 +341,7 @@ func webhookOptions(cfg config.Config) (httpapi.WebhookOptions, error) {
 		return httpapi.WebhookOptions{}, err
 	}
 	return httpapi.WebhookOptions{
-		Guard:        webhook.Guard{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
+		Guard:        netguard.Guard{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
 		Sealer:       sealer,
 		MaxEndpoints: cfg.WebhookMaxEndpoints,
 	}, nil

@@ -10,6 +10,7 @@ import (
 
 	"wasessions/internal/config"
 	"wasessions/internal/logging"
+	"wasessions/internal/netguard"
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/internal/webhook"
@@ -42,7 +43,7 @@ func newWebhooks(cfg config.Config, rdb redis.UniversalClient, st *store.Store, 
 		Store:    st,
 		Enqueuer: enq,
 		Sealer:   sealer,
-		Guard:    webhook.Guard{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
+		Guard:    netguard.Guard{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
 		Metrics:  webhook.NewMetrics(reg),
 		Log:      log.With("component", "webhooks"),
 		Server:   srv,

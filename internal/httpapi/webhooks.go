@@ -15,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
+	"wasessions/internal/netguard"
 	"wasessions/internal/store"
 	"wasessions/internal/webhook"
 )
@@ -23,7 +24,7 @@ import (
 type WebhookOptions struct {
 	// Guard checks endpoint URLs (https only, no private addresses unless
 	// allowed); the workers check again at connect time.
-	Guard webhook.Guard
+	Guard netguard.Guard
 	// Sealer encrypts signing secrets for storage (WEBHOOK_SECRET_KEY).
 	Sealer *webhook.Sealer
 	// MaxEndpoints caps one user's endpoints (default 10).
@@ -140,8 +141,8 @@ func (s *server) checkWebhookURL(c *fiber.Ctx, raw string) error {
 	defer cancel()
 	if _, err := s.opts.Webhooks.Guard.CheckURL(ctx, raw); err != nil {
 		msg := err.Error()
-		if errors.Is(err, webhook.ErrRefused) {
-			msg = "the webhook URL is refused: " + msg[len(webhook.ErrRefused.Error())+2:]
+		if errors.Is(err, netguard.ErrRefused) {
+			msg = "the webhook URL is refused: " + msg[len(netguard.ErrRefused.Error())+2:]
 		}
 		return fail(http.StatusBadRequest, "invalid_webhook_url", msg)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"wasessions/internal/httpapi"
+	"wasessions/internal/netguard"
 	"wasessions/internal/store"
 	"wasessions/internal/webhook"
 )
@@ -28,7 +29,7 @@ func (d dnsTable) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, 
 
 func newWebhookEnv(t *testing.T, max int) *env {
 	return newEnv(t, func(s *setup) {
-		s.opts.Webhooks = httpapi.WebhookOptions{MaxEndpoints: max, Guard: webhook.Guard{Resolver: dnsTable{
+		s.opts.Webhooks = httpapi.WebhookOptions{MaxEndpoints: max, Guard: netguard.Guard{Resolver: dnsTable{
 			"hooks.example.com":    "93.184.216.34",
 			"internal.example.com": "10.20.30.40",
 		}}}

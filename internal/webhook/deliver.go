@@ -15,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"wasessions/internal/netguard"
 	"wasessions/internal/store"
 	"wasessions/tasks"
 )
@@ -74,7 +75,7 @@ type Deliverer struct {
 }
 
 // NewDeliverer builds the handler; guard decides where it may connect.
-func NewDeliverer(opts Options, st *store.Store, sealer *Sealer, guard Guard, m *Metrics, log *slog.Logger) *Deliverer {
+func NewDeliverer(opts Options, st *store.Store, sealer *Sealer, guard netguard.Guard, m *Metrics, log *slog.Logger) *Deliverer {
 	opts = opts.withDefaults()
 	if m == nil {
 		m = NewMetrics(nil)
@@ -189,6 +190,9 @@ func (d *Deliverer) attempt(ctx context.Context, c ClaimedWebhookView) store.Web
 	return o
 }
 
+// maxResponse is how much of a receiver's answer is read (and thrown away).
+const maxResponse = 64 << 10
+
 // ClaimedWebhookView is the claimed attempt (store.ClaimedWebhook).
 type ClaimedWebhookView = store.ClaimedWebhook
 
@@ -246,7 +250,7 @@ func describe(err error) error {
 	}
 	var to interface{ Timeout() bool }
 	switch {
-	case errors.Is(err, ErrRefused):
+	case errors.Is(err, netguard.ErrRefused):
 		return err
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &to) && to.Timeout():
 		return errors.New("timed out")

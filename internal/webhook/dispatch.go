@@ -8,6 +8,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"wasessions/internal/netguard"
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/tasks"
@@ -177,7 +178,7 @@ type ServiceDeps struct {
 	Store    *store.Store
 	Enqueuer *queue.Enqueuer
 	Sealer   *Sealer
-	Guard    Guard
+	Guard    netguard.Guard
 	Metrics  *Metrics
 	Log      *slog.Logger
 	// Server is the asynq server to run deliveries on (its Queues must be

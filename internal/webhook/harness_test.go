@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"wasessions/internal/netguard"
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
@@ -34,13 +35,13 @@ type env struct {
 	rdb    *redis.Client
 	sealer *Sealer
 	svc    *Service
-	guard  Guard
+	guard  netguard.Guard
 }
 
 type envOpts struct {
 	Options
 	concurrency int
-	guard       *Guard
+	guard       *netguard.Guard
 	// stopped: the delivery service is built but not started (e.Start).
 	stopped bool
 }
@@ -67,7 +68,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.PollInterval == 0 {
 		o.PollInterval = 100 * time.Millisecond
 	}
-	guard := Guard{AllowHTTP: true, AllowPrivate: true}
+	guard := netguard.Guard{AllowHTTP: true, AllowPrivate: true}
 	if o.guard != nil {
 		guard = *o.guard
 	}

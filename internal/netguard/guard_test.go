@@ -1,56 +1,35 @@
-package webhook
+package netguard
 
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
-
-	"wasessions/internal/store"
-	"wasessions/internal/testfactory"
 )
 
-// fakeResolver answers from a table and never sends a packet; tests
-// change its answers to play DNS rebinding.
-type fakeResolver struct {
-	mu      sync.Mutex
-	answers map[string][]netip.Addr
-}
-
-func (f *fakeResolver) set(host string, addrs ...string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.answers == nil {
-		f.answers = map[string][]netip.Addr{}
+// table is a TableResolver with answers given as strings.
+func table(answers map[string][]string) *TableResolver {
+	r := &TableResolver{}
+	for host, addrs := range answers {
+		var as []netip.Addr
+		for _, a := range addrs {
+			as = append(as, netip.MustParseAddr(a))
+		}
+		r.Set(host, as...)
 	}
-	f.answers[host] = nil
-	for _, a := range addrs {
-		f.answers[host] = append(f.answers[host], netip.MustParseAddr(a))
-	}
-}
-
-func (f *fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if a, ok := f.answers[host]; ok && len(a) > 0 {
-		return a, nil
-	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	return r
 }
 
 func TestCheckURL(t *testing.T) {
-	res := &fakeResolver{}
-	res.set("hooks.example.com", "93.184.216.34")
-	res.set("internal.example.com", "10.1.2.3")
-	res.set("mixed.example.com", "93.184.216.34", "192.168.1.10")
-	res.set("metadata.example.com", "169.254.169.254")
-	res.set("v6.example.com", "2606:2800:220:1:248:1893:25c8:1946")
-	res.set("v6local.example.com", "fd00:ec2::254")
+	res := table(map[string][]string{
+		"hooks.example.com":    {"93.184.216.34"},
+		"internal.example.com": {"10.1.2.3"},
+		"mixed.example.com":    {"93.184.216.34", "192.168.1.10"},
+		"metadata.example.com": {"169.254.169.254"},
+		"v6.example.com":       {"2606:2800:220:1:248:1893:25c8:1946"},
+		"v6local.example.com":  {"fd00:ec2::254"},
+	})
 	tests := []struct {
 		name    string
 		guard   Guard
@@ -115,39 +94,5 @@ func TestDialControlRefusesPrivateAddresses(t *testing.T) {
 	_, err := g.DialContext(context.Background(), "tcp", "127.0.0.1:9")
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("dial loopback = %v, want refused", err)
-	}
-}
-
-// A host that resolved to a public address at registration and to a
-// private one at delivery (DNS rebinding) is refused at delivery, without
-// any connection attempt: the attempt is recorded as failed with the
-// reason, and retried.
-func TestRebindingRefusedAtDelivery(t *testing.T) {
-	res := &fakeResolver{}
-	res.set("hooks.example.com", "93.184.216.34")
-	var dials atomic.Int32
-	guard := Guard{Resolver: res, dial: func(context.Context, string, string) (net.Conn, error) {
-		dials.Add(1)
-		return nil, errors.New("test: no connection may be made")
-	}}
-	e := newEnv(t, envOpts{Options: Options{Schedule: []time.Duration{time.Hour}}, guard: &guard})
-	u, s := e.session()
-	if _, err := guard.CheckURL(e.ctx, "https://hooks.example.com/wh"); err != nil {
-		t.Fatalf("registration: %v", err)
-	}
-	ep, _ := e.endpoint(u, "https://hooks.example.com/wh", false)
-	res.set("hooks.example.com", "10.0.0.7")
-	e.inbound(u, s)
-	var atts []store.WebhookAttempt
-	testfactory.Eventually(t, "the attempt to be recorded", func() bool {
-		var err error
-		atts, _, err = e.st.ListWebhookAttempts(e.ctx, ep.ID, 0, 10)
-		return err == nil && len(atts) > 0
-	})
-	if a := atts[0]; a.Error == nil || !strings.Contains(*a.Error, "10.0.0.7 is a private address") || a.HTTPStatus != nil {
-		t.Fatalf("attempt: %+v", a)
-	}
-	if n := dials.Load(); n != 0 {
-		t.Fatalf("%d connections attempted to a refused address", n)
 	}
 }
