@@ -6,7 +6,7 @@ BINS    := api worker scheduler waemu
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test test-e2e test-messages bench-messages test-failover test-webhooks test-outages scale build lint bench fuzz clean
+.PHONY: help run demo test test-e2e test-messages bench-messages test-failover test-webhooks test-outages scale soak build lint bench fuzz clean
 
 help: ## Show this help.
 	@echo "wasessions — make targets:"
@@ -42,6 +42,10 @@ scale: ## The scale harness: N sessions (default 100) on WORKERS workers (1) via
 	@scripts/services.sh
 	E2E_RACE=$${E2E_RACE:-0} $(GO) test -tags scale -count=1 -timeout 90m -run '^TestScale$$' -v ./e2e \
 		-scale.n=$(or $(N),100) -scale.workers=$(or $(WORKERS),1) -scale.fault=$(or $(FAULT),kill) $(ARGS)
+
+soak: ## Issue 9's soak: SOAK_DURATION (30m) of random faults against SOAK_SESSIONS (200) on SOAK_WORKERS (3), invariants checked every few seconds; SOAK_SEED replays. Heavy; not in make test.
+	@scripts/services.sh
+	E2E_RACE=$${E2E_RACE:-0} $(GO) test -tags soak -count=1 -timeout $${SOAK_TIMEOUT:-90m} -run '^TestSoak$$' -v ./e2e $(ARGS)
 
 build: ## Build bin/api, bin/worker, bin/scheduler and bin/waemu.
 	@mkdir -p bin
