@@ -59,9 +59,17 @@ func TestSoak(t *testing.T) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("w%d", i+1)
 	}
+	// Private stores, each behind a Toxiproxy the programs go through
+	// (the harness reads Postgres directly, so the checks go on while the
+	// programs' link is down or hangs).
 	pg := testenv.StartPostgresServer(t)
 	rs := testenv.StartRedisServer(t)
+	dsn := pg.NewDatabase(t)
+	pgProxy := testenv.NewFaultProxy(t, "postgres", fmt.Sprintf("127.0.0.1:%d", pg.Port))
+	redisProxy := testenv.NewFaultProxy(t, "redis", rs.Addr)
 	env := map[string]string{
+		"DATABASE_URL":        pgProxy.ProxyPostgresURL(dsn),
+		"REDIS_URL":           redisProxy.ProxyRedisURL(testenv.RedisDB{Addr: rs.Addr, DB: 0}),
 		"LEASE_TTL":           cfg.leaseTTL.String(),
 		"RESTORE_INTERVAL":    "2s",
 		"SESSION_TTL":         "24h",
@@ -70,10 +78,11 @@ func TestSoak(t *testing.T) {
 	}
 	// No state file: the emulator would re-marshal every device's keys
 	// every few seconds (see TestScale).
-	s := newStack(t, stackOpts{workers: ids, pg: pg, redis: rs, env: env, emuArgs: []string{"-state", ""}})
+	s := newStack(t, stackOpts{workers: ids, dsn: dsn, redis: rs, env: env, emuArgs: []string{"-state", ""}})
 	t.Logf("SOAK stack: LEASE_TTL %s, env %v", cfg.leaseTTL, env)
 
 	k := &soak{s: s, cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x5eed)), pg: pg, rs: rs,
+		pgProxy: pgProxy, redisProxy: redisProxy,
 		sessions: map[string]*soakSession{}, faults: map[string]int{}, maxBack: map[string]time.Duration{},
 		phoneSeq: 100000}
 
@@ -204,16 +213,19 @@ type soak struct {
 	rng *rand.Rand // the fault loop's only
 	pg  *testenv.PostgresServer
 	rs  *testenv.RedisServer
+	// pgProxy and redisProxy stand between the programs and the stores.
+	pgProxy, redisProxy *testenv.FaultProxy
 
 	links sync.WaitGroup
 	scans atomic.Int64 // scans the soak's phone made (upper bound on pairings)
 
-	mu            sync.Mutex
-	sessions      map[string]*soakSession
-	phoneSeq      int
-	faults        map[string]int // injected, by kind
-	lastFault     time.Time
-	lastFaultKind string
+	mu       sync.Mutex
+	sessions map[string]*soakSession
+	phoneSeq int
+	faults   map[string]int // injected, by kind
+	// history is every fault injected, in order, for attributing a
+	// session's way back to the fault before it.
+	history       []faultRecord
 	storeDown     bool // a store outage is on: the checker skips (it cannot read)
 	checks        int
 	skipped       int
@@ -222,10 +234,14 @@ type soak struct {
 	backs         int
 	linkFailures  []string
 	faultsStopped time.Time
+	outageEnd     time.Time
 	prevConflicts int64
 }
 
-func (k *soak) logf(format string, args ...any) { k.s.t.Logf(format, args...) }
+func (k *soak) logf(format string, args ...any) {
+	k.s.t.Helper()
+	k.s.t.Logf("%s %s", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
 
 // violate records a broken invariant once per session and kind.
 func (k *soak) violate(ss *soakSession, kind, format string, args ...any) {
@@ -321,6 +337,38 @@ func (k *soak) pick(n int) []*soakSession {
 	return out
 }
 
+type faultRecord struct {
+	kind  string
+	start time.Time
+	// ref is when a session's way back starts: the fault's start (a
+	// kill, a drop, a cut) or the store's return (an outage).
+	ref time.Time
+}
+
+// backAfter attributes a stretch down (first seen at since, back at now)
+// to the last fault that started before since, and measures it from that
+// fault's ref: the time to reconnect after the fault. A stretch first seen
+// more than two checks after that fault's ref (a rebalance moving a
+// session, a reconnect the checks did not see begin) counts under
+// "other", from since.
+func (k *soak) backAfter(since, now time.Time) (time.Duration, string) {
+	for i := len(k.history) - 1; i >= 0; i-- {
+		f := k.history[i]
+		if f.start.After(since) {
+			continue
+		}
+		ref := f.ref
+		if ref.After(since) { // down during an outage: count from its end
+			return now.Sub(ref), f.kind
+		}
+		if since.Sub(ref) > 2*k.cfg.checkEvery {
+			break // not seen down right after it: something else (a rebalance)
+		}
+		return now.Sub(ref), f.kind
+	}
+	return now.Sub(since), "other"
+}
+
 type soakFault struct {
 	kind   string
 	weight int
@@ -333,8 +381,18 @@ func (k *soak) injectOne() {
 	faults := []soakFault{
 		{"sigkill-worker", 3, k.killWorker},
 		{"sigterm-worker", 3, k.termWorker},
-		{"redis-outage", 1, func() { k.outage("redis", k.rs.Stop, k.rs.Start) }},
-		{"postgres-outage", 1, func() { k.outage("postgres", k.pg.Stop, k.pg.Start) }},
+		// A restart of the server itself: Postgres drops every
+		// connection (the harness's too: the checks skip it); the private
+		// Redis keeps no data, so every queue is lost.
+		{"postgres-restart", 1, func() { k.outage("postgres-restart", true, k.pg.Stop, k.pg.Start) }},
+		{"redis-restart", 1, func() { k.outage("redis-restart", false, k.rs.Stop, k.rs.Start) }},
+		// The programs' network path only: refused, hanging (a host off
+		// the network), or every open connection cut at once.
+		{"postgres-refused", 1, func() { k.outage("postgres-refused", false, k.pgProxy.Down, k.pgProxy.Up) }},
+		{"postgres-hang", 1, func() { k.outage("postgres-hang", false, k.pgProxy.Hang, k.pgProxy.Unhang) }},
+		{"redis-hang", 1, func() { k.outage("redis-hang", false, k.redisProxy.Hang, k.redisProxy.Unhang) }},
+		{"postgres-cut", 1, func() { k.logf("SOAK fault: Postgres connections cut"); k.pgProxy.Cut() }},
+		{"redis-cut", 1, func() { k.logf("SOAK fault: Redis connections cut"); k.redisProxy.Cut() }},
 		{"drop-sockets", 4, k.dropSockets},
 		{"phone-unlink", 1, k.unlink},
 		{"user-disconnect", 1, k.disconnect},
@@ -349,9 +407,17 @@ func (k *soak) injectOne() {
 		if r < f.weight {
 			k.mu.Lock()
 			k.faults[f.kind]++
-			k.lastFault, k.lastFaultKind = time.Now(), f.kind
+			i := len(k.history)
+			now := time.Now()
+			k.history = append(k.history, faultRecord{kind: f.kind, start: now, ref: now})
 			k.mu.Unlock()
 			f.run()
+			if strings.Contains(f.kind, "restart") || strings.Contains(f.kind, "refused") || strings.Contains(f.kind, "hang") {
+				// For a store outage the way back starts when it ends.
+				k.mu.Lock()
+				k.history[i].ref = k.outageEnd
+				k.mu.Unlock()
+			}
 			return
 		}
 		r -= f.weight
@@ -376,6 +442,13 @@ func (k *soak) killWorker() {
 func (k *soak) termWorker() {
 	id := k.randomWorker()
 	k.logf("SOAK fault: SIGTERM %s", id)
+	k.sigterm(id)
+	k.s.startWorker(id)
+}
+
+// sigterm stops worker id with SIGTERM and records a violation if it does
+// not exit cleanly within 90 s (its shutdown budget is 20 s).
+func (k *soak) sigterm(id string) {
 	p := k.s.workers[id]
 	start := time.Now()
 	done := p.signal(syscall.SIGTERM)
@@ -396,24 +469,47 @@ func (k *soak) termWorker() {
 		p.kill()
 	}
 	k.logf("SOAK   %s stopped %s after SIGTERM", id, time.Since(start).Round(time.Millisecond))
-	k.s.startWorker(id)
 }
 
-// outage stops a store for a random 1 s .. SOAK_MAX_OUTAGE and starts it
-// again.
-func (k *soak) outage(store string, stop, start func()) {
+// outage breaks a store for a random 1 s .. SOAK_MAX_OUTAGE and mends it.
+// In a third of them a worker is also stopped half-way (SIGKILL or
+// SIGTERM: a crash or a deploy during the outage); it starts again once
+// the store is back. blind: the harness cannot read Postgres meanwhile.
+func (k *soak) outage(kind string, blind bool, breakIt, mend func()) {
 	d := time.Second + time.Duration(k.rng.Int64N(int64(k.cfg.maxOutage-time.Second)))
-	k.logf("SOAK fault: %s down for %s", store, d.Round(time.Millisecond))
-	k.mu.Lock()
-	k.storeDown = true
-	k.mu.Unlock()
-	stop()
-	time.Sleep(d)
-	start()
+	var victim, how string
+	if k.rng.IntN(3) == 0 {
+		victim, how = k.randomWorker(), []string{"SIGKILL", "SIGTERM"}[k.rng.IntN(2)]
+	}
+	k.logf("SOAK fault: %s for %s (then %q %s half-way)", kind, d.Round(time.Millisecond), how, victim)
+	if blind {
+		k.mu.Lock()
+		k.storeDown = true
+		k.mu.Unlock()
+	}
+	breakIt()
+	time.Sleep(d / 2)
+	switch how {
+	case "SIGKILL":
+		k.mu.Lock()
+		k.faults["sigkill-during-outage"]++
+		k.mu.Unlock()
+		k.s.workers[victim].kill()
+	case "SIGTERM":
+		k.mu.Lock()
+		k.faults["sigterm-during-outage"]++
+		k.mu.Unlock()
+		k.sigterm(victim)
+	}
+	time.Sleep(d - d/2)
+	mend()
 	k.mu.Lock()
 	k.storeDown = false
-	k.lastFault = time.Now() // the sessions' way back starts now
+	k.outageEnd = time.Now()
 	k.mu.Unlock()
+	if victim != "" {
+		k.s.startWorker(victim)
+	}
 }
 
 func (k *soak) dropSockets() {
@@ -583,13 +679,7 @@ func (k *soak) check(now time.Time, final bool) {
 			up := r.connected && present && d.Connected
 			switch {
 			case up && !ss.downSince.IsZero():
-				back := now.Sub(ss.downSince)
-				// Count from the fault that preceded the first down
-				// reading when it was within one check of it.
-				kind := "other"
-				if !k.lastFault.IsZero() && ss.downSince.Sub(k.lastFault) < 2*k.cfg.checkEvery && ss.downSince.After(k.lastFault) {
-					back, kind = now.Sub(k.lastFault), k.lastFaultKind
-				}
+				back, kind := k.backAfter(ss.downSince, now)
 				if back > k.maxBack[kind] {
 					k.maxBack[kind] = back
 				}
@@ -661,8 +751,25 @@ func (k *soak) readRows(ctx context.Context) (map[string]soakRow, error) {
 // quiet waits, with no fault, until every linked session is connected and
 // the workers host exactly that many clients (none twice), for at most d.
 func (k *soak) quiet(d time.Duration) {
-	ids := k.liveIDs()
 	start := time.Now()
+	if !k.allBackOnce(d) {
+		return
+	}
+	k.logf("SOAK quiet: all %d linked sessions connected, each hosted once, %s after the faults stopped (%s of waiting)",
+		len(k.liveIDs()), time.Since(k.faultsStopped).Round(time.Second), time.Since(start).Round(time.Second))
+	// Then it must stay so: a lease lost late, a client reconnecting after
+	// it was stopped, a second client, would show over a few lease periods.
+	time.Sleep(3 * k.cfg.leaseTTL)
+	if k.allBackOnce(10 * time.Second) {
+		k.logf("SOAK quiet: still so %s later", 3*k.cfg.leaseTTL)
+	}
+}
+
+// allBackOnce polls until every linked session's row is connected under a
+// live lease, the emulator sees exactly that many devices connected and
+// the workers' hosted gauges add up to it; after d it records a violation.
+func (k *soak) allBackOnce(d time.Duration) bool {
+	ids := k.liveIDs()
 	err := poll(d, time.Second, func() (bool, string) {
 		m, err := k.s.hostedCount(ids)
 		if err != nil {
@@ -688,10 +795,9 @@ func (k *soak) quiet(d time.Duration) {
 		k.mu.Lock()
 		k.violate(nil, "quiet", "after the faults stopped: %v", err)
 		k.mu.Unlock()
-		return
+		return false
 	}
-	k.logf("SOAK quiet: all %d linked sessions connected, each hosted once, %s after the faults stopped (%s of waiting)",
-		len(ids), time.Since(k.faultsStopped).Round(time.Second), time.Since(start).Round(time.Second))
+	return true
 }
 
 func (k *soak) summary() {
@@ -723,8 +829,47 @@ func (k *soak) summary() {
 	if len(k.linkFailures) > 0 {
 		k.logf("SOAK SUMMARY %d new links failed (not a violation unless the phone had scanned: then the session is tracked): %v", len(k.linkFailures), k.linkFailures)
 	}
+	for _, p := range k.s.all() {
+		if top := logLevels(p.logText()); top != "" {
+			k.logf("SOAK SUMMARY %s logged (ERROR/WARN by message, top 8): %s", p.name, top)
+		}
+	}
 	k.logf("SOAK SUMMARY violations: %d", len(k.violations))
 	for _, v := range k.violations {
 		k.logf("SOAK SUMMARY   %s", v)
 	}
+}
+
+// logLevels counts a program's ERROR and WARN lines by message, the eight
+// most frequent, for the summary (what the faults made the programs say).
+func logLevels(text string) string {
+	n := map[string]int{}
+	for _, line := range strings.Split(text, "\n") {
+		for _, lvl := range []string{"ERROR", "WARN"} {
+			if !strings.Contains(line, `"level":"`+lvl+`"`) {
+				continue
+			}
+			msg := line
+			if i := strings.Index(line, `"msg":"`); i >= 0 {
+				msg = line[i+7:]
+				if j := strings.Index(msg, `"`); j >= 0 {
+					msg = msg[:j]
+				}
+			}
+			if strings.HasPrefix(msg, "Retry exhausted for task id=") {
+				msg = "Retry exhausted for task id=..."
+			}
+			n[lvl+" "+msg]++
+		}
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return n[keys[i]] > n[keys[j]] || n[keys[i]] == n[keys[j]] && keys[i] < keys[j] })
+	parts := []string{}
+	for _, k := range keys[:min(8, len(keys))] {
+		parts = append(parts, fmt.Sprintf("%d× %s", n[k], k))
+	}
+	return strings.Join(parts, "; ")
 }
