@@ -75,11 +75,14 @@ type env struct {
 	t   *testing.T
 	st  *store.Store
 	rdb redis.UniversalClient
+	rdbDB testenv.RedisDB // the reserved database rdb is on
 	enq *queue.Enqueuer
 	bus *events.Bus
 	emu *waemu.Server
 	log *slog.Logger
 	dsn string
+	// patience is how long waitSession waits (default waitFor).
+	patience time.Duration
 }
 
 func newEnv(t *testing.T) *env {
@@ -94,7 +97,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { emu.Close() })
 	return &env{
-		t: t, st: st, rdb: rdb, enq: queue.New(rdb), bus: events.NewBus(rdb), emu: emu, dsn: dsn,
+		t: t, st: st, rdb: rdb, rdbDB: r, enq: queue.New(rdb), bus: events.NewBus(rdb), emu: emu, dsn: dsn,
 		log: slog.New(slog.NewJSONHandler(&testLog{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 }
@@ -139,6 +142,9 @@ type workerOpts struct {
 	serve bool
 	// setup runs on the worker before its lease loop starts (test hooks).
 	setup func(*worker.Worker)
+	// redis, when set, is the worker's Redis (enqueues, events, its asynq
+	// server) instead of the env's, e.g. a client through a FaultProxy.
+	redis redis.UniversalClient
 }
 
 // startWorker builds a worker on the env's stores and emulator, runs its
@@ -181,6 +187,10 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	default:
 		leases = e.leaseStore()
 	}
+	rdb, enq, bus := e.rdb, e.enq, e.bus
+	if o.redis != nil {
+		rdb, enq, bus = o.redis, queue.New(o.redis), events.NewBus(o.redis)
+	}
 	db := stdlib.OpenDBFromPool(waPool.Pool())
 	e.t.Cleanup(func() { db.Close() })
 	log := e.log.With("worker_id", id)
@@ -189,7 +199,7 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 		WorkerID: id, LeaseTTL: o.leaseTTL, SessionTTL: time.Hour, MaxSessions: o.maxSessions,
 		RestoreConcurrency: 4, ConnectTimeout: o.connectTimeout, ReleaseAfter: o.releaseAfter, RetryMax: o.retryMax,
 	}, worker.Deps{
-		Store: st, Leases: leases, Enqueuer: e.enq, Bus: e.bus, Host: wa.NewHostWith(db, ep, log, o.host),
+		Store: st, Leases: leases, Enqueuer: enq, Bus: bus, Host: wa.NewHostWith(db, ep, log, o.host),
 		Metrics: worker.NewMetrics(reg), Log: log,
 	})
 	if err != nil {
@@ -203,7 +213,7 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	go func() { defer close(done); w.Run(ctx) }()
 	tw := &testWorker{Worker: w, id: id, cancel: cancel, done: done, reg: reg}
 	if o.serve {
-		tw.srv = asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		tw.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 			Concurrency: 8, Queues: w.Queues(), TaskCheckInterval: 200 * time.Millisecond,
 			ShutdownTimeout: 20 * time.Second, LogLevel: asynq.FatalLevel,
 		})
@@ -289,7 +299,11 @@ func (e *env) newSession(userID string) store.Session {
 // waitSession polls the row until cond holds.
 func (e *env) waitSession(id string, what string, cond func(store.Session) bool) store.Session {
 	e.t.Helper()
-	deadline := time.Now().Add(waitFor)
+	patience := e.patience
+	if patience == 0 {
+		patience = waitFor
+	}
+	deadline := time.Now().Add(patience)
 	var last store.Session
 	for time.Now().Before(deadline) {
 		s, err := e.st.Get(context.Background(), id)

@@ -117,7 +117,7 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 			s, err := w.deps.Store.End(ctx, fence, store.Ending{Reason: store.ReasonDeviceKeysMissing,
 				LastError: store.ErrDeviceKeysMissing, KeysDeleted: true})
 			if err == nil {
-				w.publish(ctx, events.TypeStatus, s)
+				w.publish(events.TypeStatus, s)
 			}
 			return err
 		}
@@ -246,7 +246,7 @@ func (w *Worker) releaseClaim(f store.Fence, reason store.Reason, lastErr store.
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
 	if s, err := w.deps.Store.Release(ctx, f, reason, lastErr); err == nil {
-		w.publish(ctx, events.TypeStatus, s)
+		w.publish(events.TypeStatus, s)
 	}
 }
 
@@ -319,7 +319,7 @@ func (w *Worker) handleDisconnect(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	w.publish(ctx, events.TypeStatus, s)
+	w.publish(events.TypeStatus, s)
 	log.Info("session ended", "status", s.Status, "reason", reason)
 	return nil
 }

@@ -206,9 +206,13 @@ func (w *Worker) Shutdown(ctx context.Context) {
 			if !h.send(cmdHandoff{done: done}) {
 				return
 			}
+			// The slot is free once the session stopped being hosted here
+			// (h.ctx ends when its lease was released): the takeover
+			// enqueue that follows may wait on Redis, and the next session
+			// need not wait for it (TestShutdownHandsOffEverySessionWhenRedisHangs).
 			select {
 			case <-done:
-			case <-h.done:
+			case <-h.ctx.Done():
 			case <-ctx.Done():
 				h.abandon("shutdown_timeout")
 			}
@@ -220,4 +224,13 @@ func (w *Worker) Shutdown(ctx context.Context) {
 		h.stop()
 	}
 	w.wg.Wait()
+	// The last status events go out before the process exits, unless
+	// Redis is away: then they could not, and waiting would only spend
+	// the budget.
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	w.events.flush(fctx)
 }
+
+// flushTimeout bounds Shutdown's wait for queued events to reach Redis.
+const flushTimeout = 2 * time.Second

@@ -253,11 +253,7 @@ func (h *hosted) failMessage(m store.Message, reason string) {
 }
 
 func (h *hosted) publishMessage(typ string, m store.Message) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := h.w.deps.Bus.Publish(ctx, events.FromMessage(typ, m)); err != nil {
-		h.log.Warn("publish message event", "message_id", m.ID, "event", typ, "error", err)
-	}
+	h.w.events.publish(events.FromMessage(typ, m))
 }
 
 // onWAEvent handles the whatsmeow events about messages, on whatsmeow's

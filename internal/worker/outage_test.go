@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/internal/events"
+	"wasessions/internal/queue"
 	"wasessions/internal/reconcile"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
@@ -19,21 +21,50 @@ import (
 // connection.
 type cluster struct {
 	e       *env
-	pg      *testenv.FaultProxy
+	pg      *testenv.FaultProxy // with newCluster
+	redis   *testenv.FaultProxy // with clusterOpts.proxyRedis
 	workers map[string]*testWorker
 	linked  map[string]string // session id -> device jid
 	pairs   int64             // pairings the test made
 }
 
 func newCluster(t *testing.T, ids ...string) *cluster {
+	return newClusterWith(t, clusterOpts{}, ids...)
+}
+
+// clusterOpts choose which store the cluster's FaultProxy sits in front of.
+type clusterOpts struct {
+	// proxyRedis puts Redis behind the proxy (c.redis) instead of
+	// Postgres: the workers' asynq servers, their enqueues and events, and
+	// the reconciler's enqueues all go through it, as every program's
+	// would in a Redis outage. Postgres is then reached directly.
+	proxyRedis bool
+	// setup runs on each worker before it starts (test hooks), with its id.
+	setup func(id string, w *worker.Worker)
+}
+
+func newClusterWith(t *testing.T, o clusterOpts, ids ...string) *cluster {
 	e := newEnv(t)
-	proxied, pg := e.proxiedStore(10)
-	c := &cluster{e: e, pg: pg, workers: map[string]*testWorker{}, linked: map[string]string{}}
+	c := &cluster{e: e, workers: map[string]*testWorker{}, linked: map[string]string{}}
+	// A login right after pairing uploads prekeys first, which on a busy
+	// machine (two race-instrumented workers) can take a while.
+	wo := workerOpts{serve: true, connectTimeout: time.Minute}
+	enq, bus := e.enq, e.bus
+	if o.proxyRedis {
+		c.redis = testenv.NewFaultProxy(t, "redis", e.rdbDB.Addr)
+		wo.redis = c.redis.ProxyRedis(e.rdbDB)
+		enq, bus = queue.New(wo.redis), events.NewBus(wo.redis)
+	} else {
+		proxied, pg := e.proxiedStore(10)
+		c.pg = pg
+		wo.pool, wo.waPool = proxied, proxied
+	}
 	for _, id := range ids {
-		c.workers[id] = e.startWorker(id, workerOpts{pool: proxied, waPool: proxied, serve: true,
-			// A login right after pairing uploads prekeys first, which on a
-			// busy machine (two race-instrumented workers) can take a while.
-			connectTimeout: time.Minute})
+		wo := wo
+		if o.setup != nil {
+			wo.setup = func(w *worker.Worker) { o.setup(id, w) }
+		}
+		c.workers[id] = e.startWorker(id, wo)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -46,7 +77,7 @@ func newCluster(t *testing.T, ids ...string) *cluster {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				_, _ = reconcile.Run(ctx, reconcile.Deps{Store: e.st, Enqueuer: e.enq, Bus: e.bus, Log: e.log})
+				_, _ = reconcile.Run(ctx, reconcile.Deps{Store: e.st, Enqueuer: enq, Bus: bus, Log: e.log})
 			}
 		}
 	}()
@@ -160,8 +191,8 @@ func outageRun(t *testing.T, fault string, d time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("all %d linked sessions connected and consistent %s after Postgres returned", len(c.linked),
-		time.Since(recovered).Round(time.Millisecond))
+	t.Logf("FIGURE postgres-%s-%s all %d linked sessions connected and consistent %s after Postgres returned", fault, d,
+		len(c.linked), time.Since(recovered).Round(time.Millisecond))
 	c.e.waitSession(p.SessionID, "showing a QR again", func(s store.Session) bool {
 		return s.Status == store.StatusQR && s.QRRaw != nil && s.WorkerID != nil
 	})

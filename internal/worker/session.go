@@ -344,7 +344,7 @@ func (h *hosted) write(typ string, f func(context.Context) (store.Session, error
 	}
 	h.w.deps.Metrics.StatusChanges.WithLabelValues(string(s.Status), store.Str(s.StatusReason)).Inc()
 	if typ != "" {
-		h.w.publish(context.Background(), typ, s)
+		h.w.publish(typ, s)
 	}
 	return s, true
 }

@@ -97,6 +97,7 @@ type Worker struct {
 	ownQueue     string // served only by this worker (tasks.WorkerQueue)
 	restoreSlots chan struct{}
 	wg           sync.WaitGroup // hosted sessions' goroutines
+	events       *publisher
 
 	hooks hooks
 }
@@ -156,6 +157,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		busy:         map[string]bool{},
 		ownQueue:     own,
 		restoreSlots: make(chan struct{}, cfg.RestoreConcurrency),
+		events:       newPublisher(deps.Bus, deps.Log),
 	}, nil
 }
 
@@ -277,10 +279,8 @@ func (w *Worker) snapshot() []*hosted {
 	return out
 }
 
-// publish sends a session event; a Redis hiccup costs a live update, never
-// state (Postgres has it), so it is logged, not returned.
-func (w *Worker) publish(ctx context.Context, typ string, s store.Session) {
-	if err := w.deps.Bus.Publish(ctx, events.FromSession(typ, s)); err != nil {
-		w.log.WarnContext(ctx, "publish session event", "session_id", s.SessionID, "event", typ, "error", err)
-	}
+// publish queues a session event (see publisher); a Redis hiccup costs a
+// live update, never state (Postgres has it).
+func (w *Worker) publish(typ string, s store.Session) {
+	w.events.publish(events.FromSession(typ, s))
 }
