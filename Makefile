@@ -35,8 +35,8 @@ test-webhooks: ## Webhooks at the issue's scale: receiver down 60 s while 1,000 
 	@WEBHOOK_TEST_OUTAGE=$${WEBHOOK_TEST_OUTAGE:-60s} WEBHOOK_TEST_EVENTS=$${WEBHOOK_TEST_EVENTS:-1000} scripts/test.sh ./internal/webhook -run TestOutageLosesNothing -v
 	@TEST_SUITES=e2e scripts/test.sh ./e2e -run TestWebhooksSurviveKills -v
 
-test-outages: ## Issue 9's longer Postgres outages (20 s, 60 s refused; 60 s hanging) under Toxiproxy; not in make test.
-	@scripts/services.sh && $(GO) test -race -count=1 -tags outages -run TestPostgresOutagesLong -v -timeout 30m ./internal/worker/
+test-outages: ## Issue 9's longer store outages under Toxiproxy (Postgres 20 s, 60 s refused, 60 s hanging; Redis 20 s, 60 s refused and hanging); not in make test.
+	@scripts/services.sh && $(GO) test -race -count=1 -tags outages -run 'TestPostgresOutagesLong|TestRedisOutagesLong' -v -timeout 30m ./internal/worker/
 
 scale: ## The scale harness: N sessions (default 100) on WORKERS workers (1) via the API and the emulator, then FAULT (kill|restart|none); prints FIGURE lines. Heavy.
 	@scripts/services.sh

@@ -221,7 +221,7 @@ func TestFenceStopsClientBeforeLeaseEndsWhenPostgresHangs(t *testing.T) {
 	}
 	left = time.Duration(us) * time.Microsecond
 	margin := leaseTTL / 10
-	t.Logf("client stopped %s before the lease lapsed in Postgres (safety margin %s)", left, margin)
+	t.Logf("FIGURE fence: client stopped %s before the lease lapsed in Postgres (LEASE_TTL %s, safety margin %s)", left, leaseTTL, margin)
 	if left < margin/3 {
 		t.Fatalf("client stopped only %s before its lease lapsed in Postgres; the safety margin is %s", left, margin)
 	}
@@ -343,7 +343,7 @@ func TestShutdownKeepsItsBudgetWhenPostgresHangs(t *testing.T) {
 	}()
 	select {
 	case <-done:
-		t.Logf("Shutdown returned after %s (budget %s)", time.Since(start).Round(time.Millisecond), budget)
+		t.Logf("FIGURE postgres-hang Shutdown returned after %s (budget %s)", time.Since(start).Round(time.Millisecond), budget)
 	case <-time.After(budget + 10*time.Second):
 		t.Fatalf("Shutdown still running %s after its %s budget ran out", 10*time.Second, budget)
 	}
