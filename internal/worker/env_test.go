@@ -72,15 +72,15 @@ func (e *env) leaseStore() *store.Store {
 
 // env is one test's world: its own database, Redis DB and emulator.
 type env struct {
-	t   *testing.T
-	st  *store.Store
-	rdb redis.UniversalClient
+	t     *testing.T
+	st    *store.Store
+	rdb   redis.UniversalClient
 	rdbDB testenv.RedisDB // the reserved database rdb is on
-	enq *queue.Enqueuer
-	bus *events.Bus
-	emu *waemu.Server
-	log *slog.Logger
-	dsn string
+	enq   *queue.Enqueuer
+	bus   *events.Bus
+	emu   *waemu.Server
+	log   *slog.Logger
+	dsn   string
 	// patience is how long waitSession waits (default waitFor).
 	patience time.Duration
 }
