@@ -233,6 +233,8 @@ type testWorker struct {
 	done   chan struct{}
 	once   sync.Once
 	srv    *asynq.Server // with workerOpts.serve
+	// shutdownTook is how long Worker.Shutdown took in stop.
+	shutdownTook time.Duration
 }
 
 // stop hands sessions over (graceful shutdown) and ends the lease loop, in
@@ -244,7 +246,9 @@ func (w *testWorker) stop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
+		start := time.Now()
 		w.Shutdown(ctx)
+		w.shutdownTook = time.Since(start)
 		w.cancel()
 		<-w.done
 		if w.srv != nil {

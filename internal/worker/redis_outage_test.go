@@ -77,8 +77,8 @@ func redisOutageRun(t *testing.T, fault string, d time.Duration) {
 	}
 	shutdown := time.Now()
 	c.workers[victim].stop()
-	t.Logf("FIGURE redis-%s shutdown of %s with %d sessions took %s (Shutdown budget 20s)", fault, victim, len(hosted),
-		time.Since(shutdown).Round(time.Millisecond))
+	t.Logf("FIGURE redis-%s-%s SIGTERM of %s with %d sessions: Worker.Shutdown %s (budget 20s), with the asynq server's stop %s",
+		fault, d, victim, len(hosted), c.workers[victim].shutdownTook.Round(time.Millisecond), time.Since(shutdown).Round(time.Millisecond))
 	delete(c.workers, victim)
 	mu.Lock()
 	for sid := range hosted {
