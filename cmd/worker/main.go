@@ -134,7 +134,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Queues:            w.Queues(),
 		TaskCheckInterval: 200 * time.Millisecond, // quick takeover of handed-over sessions
 		ShutdownTimeout:   20 * time.Second,
-		RetryDelayFunc:    retryDelay,
+		RetryDelayFunc:    worker.RetryDelay,
 		Logger:            logging.Asynq(log),
 		LogLevel:          asynq.WarnLevel,
 		HealthCheckFunc: func(err error) {
@@ -287,14 +287,4 @@ func redactedProxy(p string) string {
 		return ""
 	}
 	return wa.RedactProxy(p)
-}
-
-// retryDelay backs off exponentially from 1s to at most 1m: session tasks
-// are retried soon (a full worker, a Postgres blip), never for hours.
-func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
-	d := time.Second << min(n, 6)
-	if d > time.Minute {
-		d = time.Minute
-	}
-	return d
 }

@@ -215,7 +215,7 @@ func (e *env) startWorker(id string, o workerOpts) *testWorker {
 	if o.serve {
 		tw.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 			Concurrency: 8, Queues: w.Queues(), TaskCheckInterval: 200 * time.Millisecond,
-			ShutdownTimeout: 20 * time.Second, LogLevel: asynq.FatalLevel,
+			ShutdownTimeout: 20 * time.Second, LogLevel: asynq.FatalLevel, RetryDelayFunc: worker.RetryDelay,
 		})
 		if err := tw.srv.Start(w.Mux()); err != nil {
 			e.t.Fatal(err)

@@ -180,6 +180,19 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	return mux
 }
 
+// RetryDelay is the asynq server's RetryDelayFunc for a worker: it backs
+// off exponentially from 1 s to at most 1 min, so session tasks are retried
+// soon (a full worker, a Postgres blip), never for hours. asynq's default
+// waits 15 – 45 s before the first retry, and the reconciler cannot
+// enqueue a takeover sooner under the same task id.
+func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	d := time.Second << min(n, 6)
+	if d > time.Minute {
+		d = time.Minute
+	}
+	return d
+}
+
 // errSkipped marks a task that had nothing to do (already done, or no
 // longer wanted); it is reported as success to asynq.
 var errSkipped = errors.New("nothing to do")
