@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"wasessions/e2e/harness"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
 )
@@ -24,34 +25,34 @@ import (
 // must be).
 func TestBackupDrillRestoresLinkedSessions(t *testing.T) {
 	const n = 3
-	s := newStack(t, stackOpts{workers: []string{"w1"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1"}})
 	ls := s.linkMany(n, n)
 	ids := sessionIDs(ls)
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 
 	// 1. The backup, taken while the stack runs (pg_dump is one snapshot:
 	//    the sessions and whatsmeow's keys of the same moment).
-	dump := filepath.Join(s.dir, "backup.dump")
-	if out, err := exec.Command("pg_dump", "--format=custom", "--file="+dump, "--dbname="+s.dsn).CombinedOutput(); err != nil {
+	dump := filepath.Join(s.Dir, "backup.dump")
+	if out, err := exec.Command("pg_dump", "--format=custom", "--file="+dump, "--dbname="+s.DSN).CombinedOutput(); err != nil {
 		t.Fatalf("pg_dump: %v\n%s", err, out)
 	}
 
 	// 2. The old stack goes away; the dump is restored into a fresh
 	//    database, which then takes the old one's name, so the programs
 	//    start on it with their configuration unchanged.
-	s.stopAll()
+	s.StopAll()
 	fresh := testenv.NewDatabase(t)
 	if out, err := exec.Command("pg_restore", "--no-owner", "--exit-on-error", "--dbname="+fresh, dump).CombinedOutput(); err != nil {
 		t.Fatalf("pg_restore: %v\n%s", err, out)
 	}
-	s.db.Pool().Close()
-	swapDatabases(t, s.dsn, fresh)
-	pool, err := pgxpool.New(context.Background(), s.dsn)
+	s.DB.Pool().Close()
+	swapDatabases(t, s.DSN, fresh)
+	pool, err := pgxpool.New(context.Background(), s.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	s.db = store.New(pool)
+	s.DB = store.New(pool)
 	var restored string
 	if err := pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&restored); err != nil {
 		t.Fatal(err)
@@ -63,8 +64,8 @@ func TestBackupDrillRestoresLinkedSessions(t *testing.T) {
 
 	// 3. The programs on the restored database: every session connected
 	//    again from its keys, none paired again, no conflict.
-	s.startAll()
-	took := s.waitAllConnected(ids, 2*waitLong)
+	s.StartAll()
+	took := s.waitAllConnected(ids, 2*harness.WaitLong)
 	t.Logf("FIGURE backup drill: %d sessions connected %s after the programs started on the restored database (%s)",
 		n, took.Round(time.Millisecond), restored)
 	s.checkHostedOnce(n)

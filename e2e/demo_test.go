@@ -16,6 +16,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
 	"wasessions/internal/testfactory"
 )
@@ -41,8 +42,8 @@ import (
 // The scripts run the programs this suite built (BIN_DIR, with -race) in a
 // RUN_DIR of the test's own, on its own ports, database and Redis DB.
 func TestDemoCtrlCStopsInOrder(t *testing.T) {
-	needPrograms(t)
-	root, err := moduleRoot()
+	programs.Need(t)
+	root, err := harness.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,8 +55,8 @@ func TestDemoCtrlCStopsInOrder(t *testing.T) {
 	}
 	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)) }
 	apiAddr, metricsAddr, emuAddr, ctlAddr := addr(), addr(), addr(), addr()
-	env := append(baseEnv(),
-		"RUN_DIR="+runDir, "BIN_DIR="+bins.dir,
+	env := append(harness.BaseEnv(),
+		"RUN_DIR="+runDir, "BIN_DIR="+programs.Dir(),
 		"DATABASE_URL="+dsn, "DB_NAME="+strings.TrimPrefix(u.Path, "/"),
 		"REDIS_URL="+testenv.NewRedisDB(t).URL(),
 		"HTTP_ADDR="+apiAddr, "METRICS_ADDR="+metricsAddr,
@@ -97,7 +98,7 @@ func TestDemoCtrlCStopsInOrder(t *testing.T) {
 
 	waitScreen := func(what string, within time.Duration) {
 		t.Helper()
-		if err := poll(within, 100*time.Millisecond, func() (bool, string) {
+		if err := harness.Poll(within, 100*time.Millisecond, func() (bool, string) {
 			select {
 			case <-exited:
 				t.Fatalf("make demo exited (%v) before %q", exitErr, what)
@@ -198,7 +199,7 @@ func TestDemoCtrlCStopsInOrder(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- again.Wait() }()
-	err = poll(3*time.Minute, 100*time.Millisecond, func() (bool, string) {
+	err = harness.Poll(3*time.Minute, 100*time.Millisecond, func() (bool, string) {
 		return strings.Contains(out.String(), "wasessions demo is ready"), ""
 	})
 	_ = again.Process.Signal(syscall.SIGTERM) // the script stops the programs in order
@@ -235,12 +236,11 @@ func checkWorkerHandedOver(t *testing.T, dir string) {
 func checkLogs(t *testing.T, dir string) {
 	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 	for _, l := range logs {
-		p := &proc{name: filepath.Base(l), log: l}
-		for _, r := range p.raceReports() {
-			t.Errorf("%s reported a data race:\n%s", p.name, r)
+		for _, r := range harness.RaceReports(l) {
+			t.Errorf("%s reported a data race:\n%s", filepath.Base(l), r)
 		}
 		if t.Failed() {
-			t.Logf("---- last lines of %s ----\n%s", l, p.tail(40))
+			t.Logf("---- last lines of %s ----\n%s", l, harness.TailFile(l, 40))
 		}
 	}
 }

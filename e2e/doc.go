@@ -11,6 +11,10 @@
 // database and Redis logical database per test), or private servers for the
 // tests that stop and restart a store.
 //
+// The stack itself (building, starting and stopping the programs, the
+// emulator's control API, the checks every test ends with) is e2e/harness,
+// which the browser test (e2e/browser) shares.
+//
 // Every process logs JSON lines to a file under the test's directory; when
 // a test fails the end of each log is printed. Set E2E_KEEP_LOGS=1 to keep
 // the files. Every test ends by checking that the emulator saw no conflict

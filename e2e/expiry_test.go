@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"wasessions/e2e/harness"
 )
 
 // Scenario 11, expiry and cleanup. A connected session's expiry slides
@@ -27,7 +29,7 @@ func TestExpiryAndCleanup(t *testing.T) {
 	// A connected session's expiry slides. Half an hour of its hour has
 	// passed, as far as its expiry knows: more than the step, so the next
 	// heartbeat slides it back to a full SESSION_TTL ahead.
-	if _, err := s.db.Pool().Exec(context.Background(),
+	if _, err := s.DB.Pool().Exec(context.Background(),
 		`UPDATE whatsapp_sessions SET expires_at = now() + interval '30 minutes' WHERE session_id = $1`, keep.sessionID); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +37,7 @@ func TestExpiryAndCleanup(t *testing.T) {
 	if err != nil || first.ExpiresAt == nil {
 		t.Fatalf("status: %+v %v", first, err)
 	}
-	s.waitFor("the connected session's expiry to slide forward", waitLong, func() (bool, string) {
+	s.WaitFor("the connected session's expiry to slide forward", harness.WaitLong, func() (bool, string) {
 		st, err := s.client.status(keep.user)
 		if err != nil || st.ExpiresAt == nil {
 			return false, fmt.Sprint(err)
@@ -64,18 +66,18 @@ func TestExpiryAndCleanup(t *testing.T) {
 	}
 
 	// The scheduler: cleanup every 2 s instead of hourly.
-	s.sched.stop(45 * time.Second)
-	s.sched.setenv("CLEANUP_CRON", "@every 2s")
+	s.Sched.Stop(45 * time.Second)
+	s.Sched.Setenv("CLEANUP_CRON", "@every 2s")
 	gone2 := s.link(newUser(), "+15550008883", "Kim")
 	s.expireOffline(gone2)
-	s.startScheduler()
-	s.waitFor("the scheduler's cleanup to delete the expired session", waitLong, func() (bool, string) {
-		_, err := s.db.Get(context.Background(), gone2.sessionID)
+	s.StartScheduler()
+	s.WaitFor("the scheduler's cleanup to delete the expired session", harness.WaitLong, func() (bool, string) {
+		_, err := s.DB.Get(context.Background(), gone2.sessionID)
 		return err != nil, "row still there"
 	})
 	s.checkCleanedUp(gone2, keep)
-	if !s.sched.logContains(`"Cleaned up 1 expired WhatsApp sessions"`) &&
-		!s.workers["w1"].logContains(`"Cleaned up 1 expired WhatsApp sessions"`) {
+	if !s.Sched.LogContains(`"Cleaned up 1 expired WhatsApp sessions"`) &&
+		!s.Workers["w1"].LogContains(`"Cleaned up 1 expired WhatsApp sessions"`) {
 		t.Error(`no program logged "Cleaned up 1 expired WhatsApp sessions"`)
 	}
 }
@@ -85,23 +87,23 @@ func TestExpiryAndCleanup(t *testing.T) {
 // worker, and moves its expiry into the past, as if SESSION_TTL had passed
 // that way. Logins are refused until checkCleanedUp.
 func (s *stack) expireOffline(l linked) {
-	s.t.Helper()
-	if err := s.phone.refuseLogins(10 * time.Minute); err != nil {
-		s.t.Fatal(err)
+	s.T.Helper()
+	if err := s.phone.RefuseLogins(10 * time.Minute); err != nil {
+		s.T.Fatal(err)
 	}
-	if dropped, err := s.phone.drop(l.jid); err != nil || !dropped {
-		s.t.Fatalf("drop: %v %v", dropped, err)
+	if dropped, err := s.phone.Drop(l.jid); err != nil || !dropped {
+		s.T.Fatalf("drop: %v %v", dropped, err)
 	}
-	s.waitFor("the session to show reconnecting", waitLong, func() (bool, string) {
+	s.WaitFor("the session to show reconnecting", harness.WaitLong, func() (bool, string) {
 		st, err := s.client.status(l.user)
 		return err == nil && st.Status == "reconnecting", fmt.Sprintf("status=%s reason=%s err=%v", st.Status, st.reason(), err)
 	})
-	if r := s.row(l.sessionID); !r.LeaseLive {
-		s.t.Fatalf("the reconnecting session is not hosted (worker %q)", str(r.WorkerID))
+	if r := s.Row(l.sessionID); !r.LeaseLive {
+		s.T.Fatalf("the reconnecting session is not hosted (worker %q)", str(r.WorkerID))
 	}
-	if _, err := s.db.Pool().Exec(context.Background(),
+	if _, err := s.DB.Pool().Exec(context.Background(),
 		`UPDATE whatsapp_sessions SET expires_at = now() - interval '1 second' WHERE session_id = $1`, l.sessionID); err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 }
 
@@ -109,33 +111,33 @@ func (s *stack) expireOffline(l linked) {
 // stopped (once the phone is back online it never logs in again), while
 // keep is untouched.
 func (s *stack) checkCleanedUp(gone, keep linked) {
-	s.t.Helper()
-	if _, err := s.db.Get(context.Background(), gone.sessionID); err == nil {
-		s.t.Fatalf("session %s is still in Postgres", gone.sessionID)
+	s.T.Helper()
+	if _, err := s.DB.Get(context.Background(), gone.sessionID); err == nil {
+		s.T.Fatalf("session %s is still in Postgres", gone.sessionID)
 	}
-	if s.keysExist(gone.jid) {
-		s.t.Fatal("the expired session's device keys are still in Postgres")
+	if s.KeysExist(gone.jid) {
+		s.T.Fatal("the expired session's device keys are still in Postgres")
 	}
 	if r, err := s.client.do("GET", pathStatus, gone.user, false); err != nil || r.Status != http.StatusNotFound {
-		s.t.Fatalf("status of the deleted session's user: %s %v, want 404", r, err)
+		s.T.Fatalf("status of the deleted session's user: %s %v, want 404", r, err)
 	}
-	if d, found, err := s.phone.device(gone.jid); err != nil || (found && d.Connected) {
-		s.t.Fatalf("the emulator shows the expired device connected: %+v %v", d, err)
+	if d, found, err := s.phone.Device(gone.jid); err != nil || (found && d.Connected) {
+		s.T.Fatalf("the emulator shows the expired device connected: %+v %v", d, err)
 	}
 	s.checkHostedOnce(1)
 	// Phone online again: a client that was not really stopped would log
 	// in within its next reconnect attempt (whatsmeow retries every few
 	// seconds).
-	before := s.emuStats()
-	if err := s.phone.refuseLogins(0); err != nil {
-		s.t.Fatal(err)
+	before := s.EmuStats()
+	if err := s.phone.RefuseLogins(0); err != nil {
+		s.T.Fatal(err)
 	}
 	time.Sleep(5 * time.Second)
-	if after := s.emuStats(); after.Logins != before.Logins {
-		s.t.Fatalf("%d logins after the phone came back online: the expired session's client still runs", after.Logins-before.Logins)
+	if after := s.EmuStats(); after.Logins != before.Logins {
+		s.T.Fatalf("%d logins after the phone came back online: the expired session's client still runs", after.Logins-before.Logins)
 	}
 	st, err := s.client.status(keep.user)
 	if err != nil || st.Status != "connected" {
-		s.t.Fatalf("the session in use: %+v %v, want connected", st, err)
+		s.T.Fatalf("the session in use: %+v %v, want connected", st, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
 	"wasessions/tasks"
 )
@@ -32,15 +33,15 @@ func TestRedisSentinelFailover(t *testing.T) {
 	// QR_WAIT 0: a create answers at once, before its task has run (the
 	// task is what the failover loses here). No rebalancing: every login
 	// after the pairings is then a session that dropped.
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, sentinel: g,
-		env: map[string]string{"QR_WAIT": "0s", "REBALANCE_MAX_MOVES": "0"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}, Sentinel: g,
+		Env: map[string]string{"QR_WAIT": "0s", "REBALANCE_MAX_MOVES": "0"}})
 	ls := s.linkMany(n, 4)
 	ids := sessionIDs(ls)
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	s.checkHostedOnce(n)
 	// Logins per pairing (whatsmeow logs in again right after pairing):
 	// any login beyond that later is a linked session that dropped.
-	before := s.emuStats()
+	before := s.EmuStats()
 	if before.Logins%n != 0 {
 		t.Fatalf("emulator %+v: logins are not a multiple of the %d pairings", before, n)
 	}
@@ -109,7 +110,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	// A user arriving after the failover gets a new session with its QR:
 	// the API enqueues on the new primary and a worker takes the task.
 	probe := newUser()
-	s.waitFor("a new session's QR after the failover", waitLong, func() (bool, string) {
+	s.WaitFor("a new session's QR after the failover", harness.WaitLong, func() (bool, string) {
 		sess, code, err := s.client.create(probe)
 		if err != nil || (code != http.StatusCreated && code != http.StatusOK) {
 			return false, fmt.Sprintf("%d %v", code, err)
@@ -141,7 +142,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.phone.scan(qr, phoneOf(2000+i), fmt.Sprintf("Late %d", i)); err != nil {
+		if _, err := s.phone.Scan(qr, phoneOf(2000+i), fmt.Sprintf("Late %d", i)); err != nil {
 			t.Fatalf("session %s: scan: %v", p.sessionID, err)
 		}
 		ids = append(ids, p.sessionID)
@@ -150,16 +151,16 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if _, err := s.client.data("POST", pathDisconnect, probe, false, http.StatusAccepted, nil); err != nil {
 		t.Fatal(err)
 	}
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	s.checkHostedOnce(n + k)
 	s.checkNoRepairing(n + k)
-	if after := s.emuStats(); after.Logins-before.Logins != int64(k)*perPairing {
+	if after := s.EmuStats(); after.Logins-before.Logins != int64(k)*perPairing {
 		t.Fatalf("emulator logins %d before the kill, %d after (%d per pairing, %d new pairings): a linked session reconnected",
 			before.Logins, after.Logins, perPairing, k)
 	}
 	creates := 0
-	for _, id := range s.workerIDs {
-		creates += loggedSum(s.workers[id].logText(), "reconciled", "creates")
+	for _, id := range s.WorkerIDs {
+		creates += loggedSum(s.Workers[id].LogText(), "reconciled", "creates")
 	}
 	if creates < k {
 		t.Fatalf("the reconcilers logged %d creates, want at least the %d lost", creates, k)
@@ -199,10 +200,10 @@ func TestPostgresFailover(t *testing.T) {
 	primary := testenv.StartPostgresServer(t)
 	standby := primary.StartStandby(t, true)
 	dsn := testenv.NewFailoverDatabase(t, primary, standby)
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, dsn: dsn, env: map[string]string{"REBALANCE_MAX_MOVES": "0"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}, DSN: dsn, Env: map[string]string{"REBALANCE_MAX_MOVES": "0"}})
 	ls := s.linkMany(n, 3)
 	ids := sessionIDs(ls)
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	s.checkHostedOnce(n)
 
 	watch := s.watchAPI(ls[0].user, ls[1].user)
@@ -212,8 +213,8 @@ func TestPostgresFailover(t *testing.T) {
 	// default): long enough for the workers to lose their leases, so they
 	// stop their clients (self-fencing), exactly as while a single
 	// Postgres restarts.
-	s.waitFor("the workers to stop their clients (self-fencing)", waitLong, func() (bool, string) {
-		c, err := s.phone.connectedDevices()
+	s.WaitFor("the workers to stop their clients (self-fencing)", harness.WaitLong, func() (bool, string) {
+		c, err := s.phone.ConnectedDevices()
 		return err == nil && c == 0, fmt.Sprintf("%d devices still connected (err %v)", c, err)
 	})
 	fenced := time.Since(crashed)
@@ -225,12 +226,12 @@ func TestPostgresFailover(t *testing.T) {
 	if in, err := standby.InRecovery(ctx); err != nil || in {
 		t.Fatalf("the promoted standby: in recovery %v, %v", in, err)
 	}
-	s.waitFor("the API to read from the new primary", waitLong, func() (bool, string) {
+	s.WaitFor("the API to read from the new primary", harness.WaitLong, func() (bool, string) {
 		st, err := s.client.status(ls[0].user)
 		return err == nil && st.SessionID == ls[0].sessionID, fmt.Sprint(err)
 	})
 	apiBack := time.Since(start)
-	took := s.waitAllConnected(ids, 2*waitLong)
+	took := s.waitAllConnected(ids, 2*harness.WaitLong)
 	back := time.Since(start)
 	seen := watch.finish()
 	t.Logf("API answers while the primary was replaced: %s", seen.summary())
@@ -251,6 +252,6 @@ func TestPostgresFailover(t *testing.T) {
 	s.checkHostedOnce(n + 1)
 	s.checkNoRepairing(n + 1)
 	t.Logf("FIGURE Postgres failover (synchronous standby, LEASE_TTL %s, RESTORE_INTERVAL %s, 2 workers, %d linked sessions): clients self-fenced %s after the crash; pg_ctl promote took %s; from the promotion the API answered from the new primary after %s and all sessions were connected again under live leases after %s (%s of it waiting for them once the API was back); 0 new pairings",
-		leaseTTL, restoreInterval, n, fenced.Round(time.Millisecond), promoted.Round(time.Millisecond), apiBack.Round(time.Millisecond),
+		harness.LeaseTTL, harness.RestoreInterval, n, fenced.Round(time.Millisecond), promoted.Round(time.Millisecond), apiBack.Round(time.Millisecond),
 		back.Round(time.Millisecond), took.Round(time.Millisecond))
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"wasessions/e2e/harness"
 )
 
 // fifty is how many sessions the scale scenarios link.
@@ -25,8 +27,8 @@ const fifty = 50
 // service. After every phase no session has paired again and the emulator
 // has counted no conflict.
 func TestFiftySessionsSurviveFullRestarts(t *testing.T) {
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}})
-	idle, err := s.workers["w1"].rssKiB()
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}})
+	idle, err := s.Workers["w1"].RSSKiB()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +38,8 @@ func TestFiftySessionsSurviveFullRestarts(t *testing.T) {
 	ls := s.linkMany(fifty, 10)
 	t.Logf("linked %d sessions in %s", fifty, time.Since(start).Round(time.Millisecond))
 	ids := sessionIDs(ls)
-	s.waitAllConnected(ids, waitLong)
-	per, err := s.hostedCount(ids)
+	s.waitAllConnected(ids, harness.WaitLong)
+	per, err := s.ConnectedPerWorker(ids, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,15 +51,15 @@ func TestFiftySessionsSurviveFullRestarts(t *testing.T) {
 	s.checkNoRepairing(fifty)
 
 	// 2. Graceful full restart.
-	s.stopAll()
-	if n, err := s.phone.connectedDevices(); err != nil || n != 0 {
+	s.StopAll()
+	if n, err := s.phone.ConnectedDevices(); err != nil || n != 0 {
 		t.Fatalf("after stopping every program the emulator still sees %d connected devices (err %v)", n, err)
 	}
 	start = time.Now()
-	s.startAll()
-	s.waitAllConnected(ids, 2*waitLong)
+	s.StartAll()
+	s.waitAllConnected(ids, 2*harness.WaitLong)
 	took := time.Since(start)
-	per, _ = s.hostedCount(ids)
+	per, _ = s.ConnectedPerWorker(ids, nil)
 	t.Logf("phase 2: all %d connected %s after the programs were started again (graceful stop before); per worker %v",
 		fifty, took.Round(time.Millisecond), per)
 	t.Logf("FIGURE full restart (graceful stop; start of all programs -> %d sessions connected): %s", fifty, took.Round(time.Millisecond))
@@ -65,12 +67,12 @@ func TestFiftySessionsSurviveFullRestarts(t *testing.T) {
 	s.checkNoRepairing(fifty)
 
 	// 3. Crash of everything.
-	s.killAll()
+	s.KillAll()
 	start = time.Now()
-	s.startAll()
-	s.waitAllConnected(ids, 2*waitLong)
+	s.StartAll()
+	s.waitAllConnected(ids, 2*harness.WaitLong)
 	took = time.Since(start)
-	per, _ = s.hostedCount(ids)
+	per, _ = s.ConnectedPerWorker(ids, nil)
 	t.Logf("phase 3: all %d connected %s after the programs were started again (SIGKILL before); per worker %v",
 		fifty, took.Round(time.Millisecond), per)
 	t.Logf("FIGURE full restart (SIGKILL of all; start of all programs -> %d sessions connected): %s", fifty, took.Round(time.Millisecond))
@@ -79,29 +81,29 @@ func TestFiftySessionsSurviveFullRestarts(t *testing.T) {
 
 	// 4. w1 hosts all 50.
 	start = time.Now()
-	s.workers["w2"].stop(45 * time.Second)
-	s.waitFor("w1 to host all sessions", 2*waitLong, func() (bool, string) {
-		per, err := s.hostedCount(ids)
+	s.Workers["w2"].Stop(45 * time.Second)
+	s.WaitFor("w1 to host all sessions", 2*harness.WaitLong, func() (bool, string) {
+		per, err := s.ConnectedPerWorker(ids, nil)
 		return err == nil && per["w1"] == fifty, fmt.Sprintf("%v %v", per, err)
 	})
 	t.Logf("phase 4: SIGTERM to w2 moved its sessions to w1 in %s", time.Since(start).Round(time.Millisecond))
 	s.checkHostedOnce(fifty)
 	s.checkNoRepairing(fifty)
 	time.Sleep(3 * time.Second) // a few heartbeats, so memory reflects steady hosting
-	rss, err := s.workers["w1"].rssKiB()
+	rss, err := s.Workers["w1"].RSSKiB()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("FIGURE worker RSS hosting %d sessions (race=%v): %.1f MiB (%.1f MiB when it had just started, hosting none)",
-		fifty, bins.race, float64(rss)/1024, float64(idle)/1024)
+		fifty, programs.Race(), float64(rss)/1024, float64(idle)/1024)
 }
 
 // checkNoRepairing fails the test if the emulator has seen more pairings
 // than the n sessions linked: some restore asked for a new QR.
 func (s *stack) checkNoRepairing(n int) {
-	s.t.Helper()
-	st := s.emuStats()
+	s.T.Helper()
+	st := s.EmuStats()
 	if st.Pairings != int64(n) || st.Conflicts != 0 {
-		s.t.Fatalf("emulator %+v: want exactly %d pairings and no conflict", st, n)
+		s.T.Fatalf("emulator %+v: want exactly %d pairings and no conflict", st, n)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"wasessions/e2e/harness"
 )
 
 // Scenario 3, graceful restart: SIGTERM to the worker hosting a session
@@ -18,7 +20,7 @@ import (
 // back under the same id (a deploy) and the next round stops the other
 // one, so the session moves back and forth.
 func TestGracefulRestartHandsOver(t *testing.T) {
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}})
 	user := newUser()
 	l := s.link(user, "+15550006666", "Flor")
 	const rounds = 3
@@ -26,15 +28,15 @@ func TestGracefulRestartHandsOver(t *testing.T) {
 
 	var figures []time.Duration
 	for round := 1; round <= rounds; round++ {
-		host := str(s.row(l.sessionID).WorkerID)
-		before := s.emuStats()
+		host := str(s.Row(l.sessionID).WorkerID)
+		before := s.EmuStats()
 		watch := s.watchStatus(user)
 
 		start := time.Now()
-		done := s.workers[host].signal(syscall.SIGTERM)
+		done := s.Workers[host].Signal(syscall.SIGTERM)
 		to, took := s.waitHostedElsewhere(l.sessionID, host, start, 30*time.Second)
 		seen := watch.finish()
-		s.workers[host].waitExit(done, 45*time.Second)
+		s.Workers[host].WaitExit(done, 45*time.Second)
 
 		figures = append(figures, took)
 		t.Logf("round %d: SIGTERM to %s; connected on %s %s later", round, host, to, took.Round(time.Millisecond))
@@ -64,7 +66,7 @@ func TestGracefulRestartHandsOver(t *testing.T) {
 		}
 		t.Logf("round %d: %d status polls: %s; longest reconnecting stretch %s", round, len(seen), summarize(seen), longest.Round(time.Millisecond))
 
-		after := s.emuStats()
+		after := s.EmuStats()
 		if after.Pairings != before.Pairings {
 			t.Fatalf("round %d: %d new pairings: the takeover asked for a QR", round, after.Pairings-before.Pairings)
 		}
@@ -73,9 +75,9 @@ func TestGracefulRestartHandsOver(t *testing.T) {
 		}
 		// The deploy brings the stopped worker back under its id; it does
 		// not take the session back (no second client).
-		s.startWorker(host)
+		s.StartWorker(host)
 		s.checkHostedOnce(1)
-		if got := str(s.row(l.sessionID).WorkerID); got != to {
+		if got := str(s.Row(l.sessionID).WorkerID); got != to {
 			t.Fatalf("round %d: after %s came back the session moved to %q", round, host, got)
 		}
 	}
@@ -88,48 +90,48 @@ func TestGracefulRestartHandsOver(t *testing.T) {
 // stored keys: within LEASE_TTL + RESTORE_INTERVAL + 2 s, with no new
 // pairing and never two connections.
 func TestCrashFailover(t *testing.T) {
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}})
 	l := s.link(newUser(), "+15550007777", "Gil")
 	const rounds = 2
-	bound := leaseTTL + restoreInterval + 2*time.Second
+	bound := harness.LeaseTTL + harness.RestoreInterval + 2*time.Second
 
 	var figures []time.Duration
 	for round := 1; round <= rounds; round++ {
-		host := str(s.row(l.sessionID).WorkerID)
-		before := s.emuStats()
+		host := str(s.Row(l.sessionID).WorkerID)
+		before := s.EmuStats()
 
 		start := time.Now()
-		s.workers[host].signal(syscall.SIGKILL)
+		s.Workers[host].Signal(syscall.SIGKILL)
 		to, took := s.waitHostedElsewhere(l.sessionID, host, start, 60*time.Second)
-		s.workers[host].kill() // reaped
+		s.Workers[host].Kill() // reaped
 
 		figures = append(figures, took)
 		t.Logf("round %d: SIGKILL to %s; connected on %s %s later", round, host, to, took.Round(time.Millisecond))
 		if took > bound {
 			t.Errorf("round %d: failover took %s, want at most LEASE_TTL + RESTORE_INTERVAL + 2s = %s", round, took.Round(time.Millisecond), bound)
 		}
-		after := s.emuStats()
+		after := s.EmuStats()
 		if after.Pairings != before.Pairings || after.Conflicts != 0 {
 			t.Fatalf("round %d: emulator before %+v, after %+v: want no new pairing and no conflict", round, before, after)
 		}
 		// The crashed worker restarts under the same id: nothing to take
 		// back, nothing doubled.
-		s.startWorker(host)
+		s.StartWorker(host)
 		s.checkHostedOnce(1)
 	}
 	t.Logf("FIGURE failover (SIGKILL -> connected on the other worker, LEASE_TTL=%s RESTORE_INTERVAL=%s), %d rounds: %s",
-		leaseTTL, restoreInterval, rounds, durations(figures))
+		harness.LeaseTTL, harness.RestoreInterval, rounds, durations(figures))
 }
 
 // waitHostedElsewhere polls Postgres every 10 ms until the session is
 // connected under a live lease of a worker other than from, and returns
 // that worker and the time since start.
 func (s *stack) waitHostedElsewhere(sessionID, from string, start time.Time, within time.Duration) (string, time.Duration) {
-	s.t.Helper()
+	s.T.Helper()
 	var to string
 	var took time.Duration
-	err := poll(within, 10*time.Millisecond, func() (bool, string) {
-		r, err := s.db.Get(context.Background(), sessionID)
+	err := harness.Poll(within, 10*time.Millisecond, func() (bool, string) {
+		r, err := s.DB.Get(context.Background(), sessionID)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -140,7 +142,7 @@ func (s *stack) waitHostedElsewhere(sessionID, from string, start time.Time, wit
 		return false, fmt.Sprintf("status=%s reason=%s worker=%q lease_live=%v", r.Status, str(r.StatusReason), str(r.WorkerID), r.LeaseLive)
 	})
 	if err != nil {
-		s.t.Fatalf("session %s was not taken over from %s: %v", sessionID, from, err)
+		s.T.Fatalf("session %s was not taken over from %s: %v", sessionID, from, err)
 	}
 	return to, took
 }
@@ -235,28 +237,28 @@ func durations(ds []time.Duration) string {
 // exactly once, and w1 loses no lease.
 func TestMassHandoffWhileLoginsRefused(t *testing.T) {
 	const n = 12
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, env: map[string]string{"RESTORE_CONCURRENCY": "2"}})
-	s.workers["w1"].stop(45 * time.Second)
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}, Env: map[string]string{"RESTORE_CONCURRENCY": "2"}})
+	s.Workers["w1"].Stop(45 * time.Second)
 	ls := s.linkMany(n, 6)
 	ids := sessionIDs(ls)
-	s.startWorker("w1")
-	if per, err := s.hostedCount(ids); err != nil || per["w2"] != n {
+	s.StartWorker("w1")
+	if per, err := s.ConnectedPerWorker(ids, nil); err != nil || per["w2"] != n {
 		t.Fatalf("sessions per worker %v (%v), want all %d on w2", per, err, n)
 	}
 
-	before := s.emuStats()
-	if err := s.phone.refuseLogins(3 * leaseTTL); err != nil {
+	before := s.EmuStats()
+	if err := s.phone.RefuseLogins(3 * harness.LeaseTTL); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	s.workers["w2"].stop(45 * time.Second)
-	s.waitAllConnected(ids, 2*waitLong)
-	t.Logf("all %d sessions connected on w1 %s after w2 was stopped (logins refused for %s)", n, time.Since(start).Round(time.Millisecond), 3*leaseTTL)
-	after := s.emuStats()
+	s.Workers["w2"].Stop(45 * time.Second)
+	s.waitAllConnected(ids, 2*harness.WaitLong)
+	t.Logf("all %d sessions connected on w1 %s after w2 was stopped (logins refused for %s)", n, time.Since(start).Round(time.Millisecond), 3*harness.LeaseTTL)
+	after := s.EmuStats()
 	if got := after.Logins - before.Logins; got != n {
 		t.Errorf("%d logins for %d sessions: some were restored more than once (emulator before %+v, after %+v)", got, n, before, after)
 	}
-	if lost := s.metric("w1", "wasessions_worker_leases_lost_total"); lost != 0 {
+	if lost := s.Metric("w1", "wasessions_worker_leases_lost_total"); lost != 0 {
 		t.Errorf("w1 lost %v leases of sessions it was restoring", lost)
 	}
 	s.checkHostedOnce(n)

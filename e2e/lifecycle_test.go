@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"wasessions/e2e/harness"
 )
 
 // Scenario 1, link: the QR image the API returns decodes to the string the
@@ -40,12 +42,12 @@ func TestLink(t *testing.T) {
 	}
 
 	const phone, name = "+15550001111", "Ana Lima"
-	jid, err := s.phone.scan(decoded, phone, name)
+	jid, err := s.phone.Scan(decoded, phone, name)
 	if err != nil {
 		t.Fatalf("the emulator refused the decoded QR: %v", err)
 	}
 	var st session
-	s.waitFor("connected", waitLong, func() (bool, string) {
+	s.WaitFor("connected", harness.WaitLong, func() (bool, string) {
 		st, err = s.client.status(user)
 		return err == nil && st.Status == "connected", fmt.Sprintf("%+v %v", st, err)
 	})
@@ -60,19 +62,19 @@ func TestLink(t *testing.T) {
 		t.Fatalf("GET /qr after linking: %s, want 409 already_linked", r)
 	}
 	// What WhatsApp sees: the device the phone linked, connected.
-	dev, found, err := s.phone.device(jid)
+	dev, found, err := s.phone.Device(jid)
 	if err != nil || !found || !dev.Connected || dev.Phone != phone || dev.Name != name {
 		t.Fatalf("emulator device %s: %+v found=%v err=%v", jid, dev, found, err)
 	}
 	// The keys are in Postgres; the session is this user's only active one.
-	if row := s.row(sess.SessionID); str(row.DeviceJID) != jid || !s.keysExist(jid) {
-		t.Fatalf("row device %q, keys in Postgres %v; want %s", str(row.DeviceJID), s.keysExist(jid), jid)
+	if row := s.Row(sess.SessionID); str(row.DeviceJID) != jid || !s.KeysExist(jid) {
+		t.Fatalf("row device %q, keys in Postgres %v; want %s", str(row.DeviceJID), s.KeysExist(jid), jid)
 	}
 	var us stats
 	if _, err := s.client.data("GET", pathStats, user, false, http.StatusOK, &us); err != nil || us.Total != 1 || us.Active != 1 {
 		t.Fatalf("stats: %+v %v", us, err)
 	}
-	if st := s.emuStats(); st.Pairings != 1 {
+	if st := s.EmuStats(); st.Pairings != 1 {
 		t.Fatalf("emulator pairings = %d, want 1", st.Pairings)
 	}
 }
@@ -83,7 +85,7 @@ func TestLink(t *testing.T) {
 // the timeout and the session ends expired, reason qr_timeout. A new create
 // then starts a fresh session that links normally.
 func TestUnscannedQRExpires(t *testing.T) {
-	s := newStack(t, stackOpts{emuArgs: []string{"-qr-refs", "1"}})
+	s := newStack(t, stackOpts{EmuArgs: []string{"-qr-refs", "1"}})
 	user := newUser()
 	first, code, err := s.client.create(user)
 	if err != nil || code != http.StatusCreated {
@@ -93,7 +95,7 @@ func TestUnscannedQRExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st session
-	s.waitFor("the session to expire", waitLong, func() (bool, string) {
+	s.WaitFor("the session to expire", harness.WaitLong, func() (bool, string) {
 		st, err = s.client.status(user)
 		return err == nil && st.Status == "expired", fmt.Sprintf("status=%s reason=%s err=%v", st.Status, st.reason(), err)
 	})
@@ -103,12 +105,12 @@ func TestUnscannedQRExpires(t *testing.T) {
 	if _, r, _ := s.client.qr(user); r.Status != http.StatusGone || r.code() != "session_ended" {
 		t.Fatalf("GET /qr of the expired session: %s, want 410 session_ended", r)
 	}
-	row := s.row(first.SessionID)
+	row := s.Row(first.SessionID)
 	if row.WorkerID != nil || row.LeaseLive {
 		t.Fatalf("expired session still leased by %q", str(row.WorkerID))
 	}
-	s.waitFor("the worker to drop the client", 10*time.Second, func() (bool, string) {
-		h, err := s.hosted("w1")
+	s.WaitFor("the worker to drop the client", 10*time.Second, func() (bool, string) {
+		h, err := s.Hosted("w1")
 		return err == nil && h == 0, fmt.Sprintf("hosted %d %v", h, err)
 	})
 
@@ -117,7 +119,7 @@ func TestUnscannedQRExpires(t *testing.T) {
 	if l.sessionID == first.SessionID {
 		t.Fatal("the new create returned the expired session")
 	}
-	if st := s.emuStats(); st.Pairings != 1 {
+	if st := s.EmuStats(); st.Pairings != 1 {
 		t.Fatalf("emulator pairings = %d, want 1", st.Pairings)
 	}
 }
@@ -129,22 +131,22 @@ func TestPhoneUnlinks(t *testing.T) {
 	user := newUser()
 	l := s.link(user, "+15550003333", "Caio")
 
-	if err := s.phone.unlink(l.jid); err != nil {
+	if err := s.phone.Unlink(l.jid); err != nil {
 		t.Fatal(err)
 	}
 	var st session
 	var err error
-	s.waitFor("logged_out", waitLong, func() (bool, string) {
+	s.WaitFor("logged_out", harness.WaitLong, func() (bool, string) {
 		st, err = s.client.status(user)
 		return err == nil && st.Status == "logged_out", fmt.Sprintf("status=%s reason=%s err=%v", st.Status, st.reason(), err)
 	})
 	if st.reason() != "phone_unlinked" || st.IsConnected || st.IsAuthenticated {
 		t.Fatalf("logged out session: reason=%q connected=%v authenticated=%v", st.reason(), st.IsConnected, st.IsAuthenticated)
 	}
-	s.waitFor("the device keys to be deleted", 10*time.Second, func() (bool, string) {
-		return !s.keysExist(l.jid), "keys still in whatsmeow_device"
+	s.WaitFor("the device keys to be deleted", 10*time.Second, func() (bool, string) {
+		return !s.KeysExist(l.jid), "keys still in whatsmeow_device"
 	})
-	if row := s.row(l.sessionID); row.DeviceJID != nil || row.WorkerID != nil {
+	if row := s.Row(l.sessionID); row.DeviceJID != nil || row.WorkerID != nil {
 		t.Fatalf("row keeps device %q, worker %q", str(row.DeviceJID), str(row.WorkerID))
 	}
 
@@ -165,7 +167,7 @@ func TestPhoneUnlinks(t *testing.T) {
 // (the emulator no longer lists it), the session is disconnected and not
 // authenticated, and its keys are gone.
 func TestUserDisconnects(t *testing.T) {
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}})
 	user := newUser()
 	l := s.link(user, "+15550004444", "Davi")
 
@@ -174,25 +176,25 @@ func TestUserDisconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	s.waitFor("disconnected", waitLong, func() (bool, string) {
+	s.WaitFor("disconnected", harness.WaitLong, func() (bool, string) {
 		st, err = s.client.status(user)
 		return err == nil && st.Status == "disconnected", fmt.Sprintf("status=%s reason=%s err=%v", st.Status, st.reason(), err)
 	})
 	if st.IsConnected || st.IsAuthenticated || st.reason() != "user_disconnected" || st.DesiredState != "gone" {
 		t.Fatalf("disconnected session: %+v reason=%q", st, st.reason())
 	}
-	if _, found, err := s.phone.device(l.jid); err != nil || found {
+	if _, found, err := s.phone.Device(l.jid); err != nil || found {
 		t.Fatalf("the emulator still lists device %s (found=%v err=%v): the logout did not reach WhatsApp", l.jid, found, err)
 	}
-	if s.keysExist(l.jid) {
+	if s.KeysExist(l.jid) {
 		t.Fatal("device keys still in Postgres")
 	}
 	// Disconnecting again is a no-op that says so.
 	if _, err := s.client.data("POST", pathDisconnect, user, false, http.StatusOK, nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range s.workerIDs {
-		if h, err := s.hosted(id); err != nil || h != 0 {
+	for _, id := range s.WorkerIDs {
+		if h, err := s.Hosted(id); err != nil || h != 0 {
 			t.Fatalf("worker %s hosts %d clients (err %v) after the disconnect", id, h, err)
 		}
 	}
@@ -205,23 +207,23 @@ func TestDroppedSocketReconnects(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	user := newUser()
 	l := s.link(user, "+15550005555", "Edu")
-	before := s.emuStats()
+	before := s.EmuStats()
 
-	dropped, err := s.phone.drop(l.jid)
+	dropped, err := s.phone.Drop(l.jid)
 	if err != nil || !dropped {
 		t.Fatalf("drop: dropped=%v err=%v", dropped, err)
 	}
 	var st session
-	s.waitFor("connected again after the drop", waitLong, func() (bool, string) {
+	s.WaitFor("connected again after the drop", harness.WaitLong, func() (bool, string) {
 		st, err = s.client.status(user)
 		return err == nil && st.Status == "connected" && st.reason() == "reconnected",
 			fmt.Sprintf("status=%s reason=%s err=%v", st.Status, st.reason(), err)
 	})
-	after := s.emuStats()
+	after := s.EmuStats()
 	if after.Pairings != before.Pairings || after.Logins != before.Logins+1 {
 		t.Fatalf("emulator before %+v, after %+v: want no new pairing and exactly one new login", before, after)
 	}
-	if row := s.row(l.sessionID); str(row.WorkerID) != "w1" || !row.LeaseLive {
+	if row := s.Row(l.sessionID); str(row.WorkerID) != "w1" || !row.LeaseLive {
 		t.Fatalf("after the reconnect: worker %q lease live %v", str(row.WorkerID), row.LeaseLive)
 	}
 	s.checkHostedOnce(1)

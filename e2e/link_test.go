@@ -1,13 +1,15 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+
+	"wasessions/e2e/harness"
 )
 
 // linked is a session the phone scanned.
@@ -30,7 +32,7 @@ func (s *stack) qrOf(user string, created session) (dataURL, raw string, err err
 	if created.QRCode != nil {
 		return *created.QRCode, str(created.QRRaw), nil
 	}
-	err = poll(waitLong, 100*time.Millisecond, func() (bool, string) {
+	err = harness.Poll(harness.WaitLong, 100*time.Millisecond, func() (bool, string) {
 		q, r, err := s.client.qr(user)
 		if err != nil {
 			return false, err.Error()
@@ -65,10 +67,10 @@ func (s *stack) linkE(user, phone, name string) (linked, error) {
 	if err != nil {
 		return l, fmt.Errorf("session %s: %w", l.sessionID, err)
 	}
-	if l.jid, err = s.phone.scan(qr, phone, name); err != nil {
+	if l.jid, err = s.phone.Scan(qr, phone, name); err != nil {
 		return l, fmt.Errorf("session %s: scan: %w", l.sessionID, err)
 	}
-	err = poll(waitLong, 200*time.Millisecond, func() (bool, string) {
+	err = harness.Poll(harness.WaitLong, 200*time.Millisecond, func() (bool, string) {
 		st, err := s.client.status(user)
 		if err != nil {
 			return false, err.Error()
@@ -84,10 +86,10 @@ func (s *stack) linkE(user, phone, name string) (linked, error) {
 
 // link is linkE for the test goroutine.
 func (s *stack) link(user, phone, name string) linked {
-	s.t.Helper()
+	s.T.Helper()
 	l, err := s.linkE(user, phone, name)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	return l
 }
@@ -95,7 +97,14 @@ func (s *stack) link(user, phone, name string) linked {
 // linkMany links n sessions for new users, parallel at most conc at a
 // time.
 func (s *stack) linkMany(n, conc int) []linked {
-	s.t.Helper()
+	s.T.Helper()
+	return s.linkManyCounting(n, conc, new(atomic.Int64))
+}
+
+// linkManyCounting is linkMany that counts finished links into done (the
+// scale run logs its progress).
+func (s *stack) linkManyCounting(n, conc int, done *atomic.Int64) []linked {
+	s.T.Helper()
 	out := make([]linked, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, conc)
@@ -107,12 +116,13 @@ func (s *stack) linkMany(n, conc int) []linked {
 			defer wg.Done()
 			defer func() { <-sem }()
 			out[i], errs[i] = s.linkE(newUser(), phoneOf(1000+i), fmt.Sprintf("User %d", i))
+			done.Add(1)
 		}()
 	}
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 	}
 	return out
@@ -126,52 +136,22 @@ func sessionIDs(ls []linked) []string {
 	return ids
 }
 
-// hostedCount is how many of ids Postgres shows connected under a live
-// lease, per worker.
-func (s *stack) hostedCount(ids []string) (map[string]int, error) {
-	rows, err := s.db.Pool().Query(context.Background(), `SELECT worker_id, count(*) FROM whatsapp_sessions
-		WHERE session_id = ANY($1) AND status = 'connected' AND is_connected AND worker_id IS NOT NULL AND lease_until > now()
-		GROUP BY worker_id`, ids)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var w string
-		var n int
-		if err := rows.Scan(&w, &n); err != nil {
-			return nil, err
-		}
-		out[w] = n
-	}
-	return out, rows.Err()
-}
-
-func total(m map[string]int) int {
-	n := 0
-	for _, v := range m {
-		n += v
-	}
-	return n
-}
-
 // waitAllConnected waits until every session in ids is connected under a
 // live lease and the emulator sees as many connected devices, and returns
 // how long that took.
 func (s *stack) waitAllConnected(ids []string, within time.Duration) time.Duration {
-	s.t.Helper()
+	s.T.Helper()
 	start := time.Now()
-	s.waitFor(fmt.Sprintf("all %d sessions connected", len(ids)), within, func() (bool, string) {
-		m, err := s.hostedCount(ids)
+	s.WaitFor(fmt.Sprintf("all %d sessions connected", len(ids)), within, func() (bool, string) {
+		m, err := s.ConnectedPerWorker(ids, nil)
 		if err != nil {
 			return false, err.Error()
 		}
-		return total(m) == len(ids), fmt.Sprintf("connected per worker: %v", m)
+		return harness.Total(m) == len(ids), fmt.Sprintf("connected per worker: %v", m)
 	})
 	took := time.Since(start)
-	s.waitFor(fmt.Sprintf("the emulator to see %d connected devices", len(ids)), within, func() (bool, string) {
-		n, err := s.phone.connectedDevices()
+	s.WaitFor(fmt.Sprintf("the emulator to see %d connected devices", len(ids)), within, func() (bool, string) {
+		n, err := s.phone.ConnectedDevices()
 		return err == nil && n == len(ids), fmt.Sprintf("%d connected (err %v)", n, err)
 	})
 	return took
@@ -184,21 +164,21 @@ func (s *stack) waitAllConnected(ids []string, within time.Duration) time.Durati
 // milliseconds between the donor's disconnect and the receiver's login)
 // is neither.
 func (s *stack) checkHostedOnce(n int) {
-	s.t.Helper()
-	s.waitFor(fmt.Sprintf("workers hosting %d clients in all, %d devices connected", n, n), 10*time.Second, func() (bool, string) {
+	s.T.Helper()
+	s.WaitFor(fmt.Sprintf("workers hosting %d clients in all, %d devices connected", n, n), 10*time.Second, func() (bool, string) {
 		sum, per := 0, map[string]int{}
-		for _, id := range s.workerIDs {
-			if !s.workers[id].running() {
+		for _, id := range s.WorkerIDs {
+			if !s.Workers[id].Running() {
 				continue
 			}
-			h, err := s.hosted(id)
+			h, err := s.Hosted(id)
 			if err != nil {
 				return false, err.Error()
 			}
 			per[id] = h
 			sum += h
 		}
-		c, err := s.phone.connectedDevices()
+		c, err := s.phone.ConnectedDevices()
 		return sum == n && err == nil && c == n, fmt.Sprintf("hosted per worker: %v; the emulator sees %d connected devices (err %v)", per, c, err)
 	})
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"wasessions/e2e/harness"
 )
 
 const pathMessages = "/api/integrations/whatsapp/messages"
@@ -118,21 +120,21 @@ type eventLog struct {
 // streamEvents opens GET /events as user and collects its message.*
 // events until the test ends.
 func (s *stack) streamEvents(user string) *eventLog {
-	s.t.Helper()
+	s.T.Helper()
 	req, err := http.NewRequest("GET", s.client.base+pathEvents, nil)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+s.client.token(user, false))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		s.t.Fatalf("GET %s: %d", pathEvents, resp.StatusCode)
+		s.T.Fatalf("GET %s: %d", pathEvents, resp.StatusCode)
 	}
-	s.t.Cleanup(func() { resp.Body.Close() })
+	s.T.Cleanup(func() { resp.Body.Close() })
 	l := &eventLog{}
 	first := make(chan struct{})
 	go func() {
@@ -163,8 +165,8 @@ func (s *stack) streamEvents(user string) *eventLog {
 	}()
 	select {
 	case <-first:
-	case <-time.After(waitLong):
-		s.t.Fatal("the events stream sent no current state")
+	case <-time.After(harness.WaitLong):
+		s.T.Fatal("the events stream sent no current state")
 	}
 	return l
 }
@@ -214,7 +216,7 @@ type msgStats struct {
 func (c *emuClient) addPeer(phone, name string) (peer, error) {
 	var p peer
 	req := map[string]string{"phone": phone, "name": name}
-	if _, err := c.call("POST", "/peers", req, &p, http.StatusCreated); err != nil {
+	if _, err := c.Call("POST", "/peers", req, &p, http.StatusCreated); err != nil {
 		return p, err
 	}
 	return p, nil
@@ -224,7 +226,7 @@ func (c *emuClient) inbox(jid string) ([]inboxMessage, error) {
 	var r struct {
 		Messages []inboxMessage `json:"messages"`
 	}
-	_, err := c.call("GET", "/peers/"+url.PathEscape(jid)+"/inbox", nil, &r, http.StatusOK)
+	_, err := c.Call("GET", "/peers/"+url.PathEscape(jid)+"/inbox", nil, &r, http.StatusOK)
 	return r.Messages, err
 }
 
@@ -233,30 +235,30 @@ func (c *emuClient) peerSend(jid, to, text string) (string, error) {
 	var r struct {
 		ID string `json:"id"`
 	}
-	_, err := c.call("POST", "/peers/"+url.PathEscape(jid)+"/send", map[string]string{"to": to, "text": text}, &r, http.StatusOK)
+	_, err := c.Call("POST", "/peers/"+url.PathEscape(jid)+"/send", map[string]string{"to": to, "text": text}, &r, http.StatusOK)
 	return r.ID, err
 }
 
 func (c *emuClient) msgStats() (msgStats, error) {
 	var s msgStats
-	_, err := c.call("GET", "/stats", nil, &s, http.StatusOK)
+	_, err := c.Call("GET", "/stats", nil, &s, http.StatusOK)
 	return s, err
 }
 
 func (s *stack) peer(phone, name string) peer {
-	s.t.Helper()
+	s.T.Helper()
 	p, err := s.phone.addPeer(phone, name)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	return p
 }
 
 // waitInbox waits until the peer's inbox holds n messages and returns it.
 func (s *stack) waitInbox(p peer, n int, within time.Duration) []inboxMessage {
-	s.t.Helper()
+	s.T.Helper()
 	var got []inboxMessage
-	s.waitFor(fmt.Sprintf("%d messages in %s's inbox", n, p.Phone), within, func() (bool, string) {
+	s.WaitFor(fmt.Sprintf("%d messages in %s's inbox", n, p.Phone), within, func() (bool, string) {
 		var err error
 		got, err = s.phone.inbox(p.JID)
 		return err == nil && len(got) >= n, fmt.Sprintf("%d messages, %v", len(got), err)
@@ -266,9 +268,9 @@ func (s *stack) waitInbox(p peer, n int, within time.Duration) []inboxMessage {
 
 // waitStatus waits until the user's message has status want.
 func (s *stack) waitStatus(user, id, want string, within time.Duration) message {
-	s.t.Helper()
+	s.T.Helper()
 	var m message
-	s.waitFor("message "+id+" "+want, within, func() (bool, string) {
+	s.WaitFor("message "+id+" "+want, within, func() (bool, string) {
 		var err error
 		m, err = s.client.message(user, id)
 		return err == nil && m.Status == want, fmt.Sprintf("status %s reason %s %v", m.Status, str(m.StatusReason), err)
@@ -282,7 +284,7 @@ func (s *stack) waitStatus(user, id, want string, within time.Duration) message 
 // one message and one send; a number not on WhatsApp fails with
 // not_on_whatsapp.
 func TestMessagesSendAndReceive(t *testing.T) {
-	s := newStack(t, stackOpts{env: map[string]string{"SEND_RATE": "0"}})
+	s := newStack(t, stackOpts{Env: map[string]string{"SEND_RATE": "0"}})
 	alice := s.peer("+15557654321", "Alice")
 	u := newUser()
 	s.link(u, "+15550001234", "Ann")
@@ -296,18 +298,18 @@ func TestMessagesSendAndReceive(t *testing.T) {
 	if err != nil || r.Status != http.StatusAccepted || m.Status != "queued" {
 		t.Fatalf("send: %+v %s %v", m, r, err)
 	}
-	got := s.waitInbox(alice, 1, waitLong)
+	got := s.waitInbox(alice, 1, harness.WaitLong)
 	if got[0].ID != m.WAMessageID || got[0].Text != "Hello Alice" || got[0].Count != 1 {
 		t.Fatalf("Alice's inbox: %+v, want the text once with id %s", got, m.WAMessageID)
 	}
-	d := s.waitStatus(u, m.MessageID, "delivered", waitLong)
+	d := s.waitStatus(u, m.MessageID, "delivered", harness.WaitLong)
 	if d.SentAt == nil {
 		t.Fatalf("delivered without sentAt: %+v", d)
 	}
-	if _, err := s.phone.call("POST", "/peers/"+url.PathEscape(alice.JID)+"/read", map[string][]string{"ids": {m.WAMessageID}}, nil, http.StatusOK); err != nil {
+	if _, err := s.phone.Call("POST", "/peers/"+url.PathEscape(alice.JID)+"/read", map[string][]string{"ids": {m.WAMessageID}}, nil, http.StatusOK); err != nil {
 		t.Fatal(err)
 	}
-	s.waitStatus(u, m.MessageID, "read", waitLong)
+	s.waitStatus(u, m.MessageID, "read", harness.WaitLong)
 
 	// Alice answers: stored once, listed as received.
 	id, err := s.phone.peerSend(alice.JID, "+15550001234", "Hi Ann")
@@ -315,7 +317,7 @@ func TestMessagesSendAndReceive(t *testing.T) {
 		t.Fatal(err)
 	}
 	var in []message
-	s.waitFor("Alice's answer listed", waitLong, func() (bool, string) {
+	s.WaitFor("Alice's answer listed", harness.WaitLong, func() (bool, string) {
 		in, err = s.client.allMessages(u, "&direction=in")
 		return err == nil && len(in) == 1, fmt.Sprint(len(in), err)
 	})
@@ -339,11 +341,11 @@ func TestMessagesSendAndReceive(t *testing.T) {
 		want != "[message.status:delivered message.status:read]" {
 		t.Fatalf("history of the sent message: %+v", full.History)
 	}
-	s.waitFor("the stream's events of the sent message", waitLong, func() (bool, string) {
+	s.WaitFor("the stream's events of the sent message", harness.WaitLong, func() (bool, string) {
 		got := fmt.Sprint(evs.of(m.MessageID))
 		return got == fmt.Sprint(hist), got
 	})
-	s.waitFor("the stream's message.received", waitLong, func() (bool, string) {
+	s.WaitFor("the stream's message.received", harness.WaitLong, func() (bool, string) {
 		got := evs.of(in[0].MessageID)
 		return fmt.Sprint(got) == "[message.received:received]", fmt.Sprint(got)
 	})
@@ -381,9 +383,9 @@ func TestMessagesSendAndReceive(t *testing.T) {
 		t.Fatalf("20 POSTs with one Idempotency-Key made %d messages", len(ids))
 	}
 	for id := range ids {
-		s.waitStatus(u, id, "delivered", waitLong)
+		s.waitStatus(u, id, "delivered", harness.WaitLong)
 	}
-	got = s.waitInbox(alice, 2, waitLong)
+	got = s.waitInbox(alice, 2, harness.WaitLong)
 	if len(got) != 2 || got[1].Text != "only once" || got[1].Count != 1 {
 		t.Fatalf("Alice's inbox after the retries: %+v", got)
 	}
@@ -393,7 +395,7 @@ func TestMessagesSendAndReceive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := s.waitStatus(u, bad.MessageID, "failed", waitLong)
+	f := s.waitStatus(u, bad.MessageID, "failed", harness.WaitLong)
 	if str(f.StatusReason) != "not_on_whatsapp" {
 		t.Fatalf("failed with %q, want not_on_whatsapp", str(f.StatusReason))
 	}
@@ -426,7 +428,7 @@ func TestMessagesExactlyOnceAcrossCrashes(t *testing.T) {
 	n := e2eMessages(t)
 	// Pacing and the per-user send limit off: the test accepts n messages
 	// as fast as the API takes them.
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, env: map[string]string{"SEND_RATE": "0", "RATE_LIMIT_SEND": "off"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}, Env: map[string]string{"SEND_RATE": "0", "RATE_LIMIT_SEND": "off"}})
 	peers := []peer{s.peer("+15557000001", "P1"), s.peer("+15557000002", "P2"), s.peer("+15557000003", "P3")}
 	u := newUser()
 	l := s.link(u, "+15550002222", "Bo")
@@ -454,30 +456,30 @@ func TestMessagesExactlyOnceAcrossCrashes(t *testing.T) {
 	// A third of the way: SIGKILL the host. Two thirds: SIGTERM the next.
 	for i := range sent {
 		if i == n/3 {
-			host := str(s.row(l.sessionID).WorkerID)
+			host := str(s.Row(l.sessionID).WorkerID)
 			t.Logf("after %d accepted: SIGKILL %s", i+1, host)
-			s.workers[host].signal(syscall.SIGKILL)
-			s.workers[host].kill()
-			s.startWorker(host)
+			s.Workers[host].Signal(syscall.SIGKILL)
+			s.Workers[host].Kill()
+			s.StartWorker(host)
 		}
 		if i == 2*n/3 {
 			host := ""
-			s.waitFor("the session hosted again", waitLong, func() (bool, string) {
-				r := s.row(l.sessionID)
+			s.WaitFor("the session hosted again", harness.WaitLong, func() (bool, string) {
+				r := s.Row(l.sessionID)
 				host = str(r.WorkerID)
 				return r.LeaseLive && r.Status == "connected", string(r.Status)
 			})
 			t.Logf("after %d accepted: SIGTERM %s", i+1, host)
-			done := s.workers[host].signal(syscall.SIGTERM)
-			s.workers[host].waitExit(done, waitLong)
-			s.startWorker(host)
+			done := s.Workers[host].Signal(syscall.SIGTERM)
+			s.Workers[host].WaitExit(done, harness.WaitLong)
+			s.StartWorker(host)
 		}
 	}
 	if t.Failed() {
 		t.FailNow()
 	}
 	for _, p := range peers {
-		got := s.waitInbox(p, len(want[p.JID]), 3*waitLong)
+		got := s.waitInbox(p, len(want[p.JID]), 3*harness.WaitLong)
 		var texts []string
 		for _, m := range got {
 			if m.Count != 1 {
@@ -489,7 +491,7 @@ func TestMessagesExactlyOnceAcrossCrashes(t *testing.T) {
 			t.Errorf("%s's inbox, in order:\n got %v\nwant %v", p.Phone, texts, want[p.JID])
 		}
 	}
-	s.waitFor("every message delivered in the API", 2*waitLong, func() (bool, string) {
+	s.WaitFor("every message delivered in the API", 2*harness.WaitLong, func() (bool, string) {
 		all, err := s.client.allMessages(u, "&direction=out")
 		if err != nil {
 			return false, err.Error()
@@ -524,14 +526,14 @@ func TestMessagesExactlyOnceAcrossCrashes(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	host := str(s.row(l.sessionID).WorkerID)
+	host := str(s.Row(l.sessionID).WorkerID)
 	t.Logf("inbound under way: SIGKILL %s", host)
-	s.workers[host].signal(syscall.SIGKILL)
-	s.workers[host].kill()
-	s.startWorker(host)
+	s.Workers[host].Signal(syscall.SIGKILL)
+	s.Workers[host].Kill()
+	s.StartWorker(host)
 	wg.Wait()
 	var listed []message
-	s.waitFor("every inbound message listed", 3*waitLong, func() (bool, string) {
+	s.WaitFor("every inbound message listed", 3*harness.WaitLong, func() (bool, string) {
 		var err error
 		listed, err = s.client.allMessages(u, "&direction=in")
 		return err == nil && len(listed) >= n, fmt.Sprint(len(listed), err)
@@ -572,8 +574,8 @@ func TestMessagesPacingHoldsAcrossHandoff(t *testing.T) {
 		burst = 2
 		n     = 7
 	)
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"},
-		env: map[string]string{"SEND_RATE": "30", "SEND_BURST": strconv.Itoa(burst), "REBALANCE_MAX_MOVES": "0"}})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"},
+		Env: map[string]string{"SEND_RATE": "30", "SEND_BURST": strconv.Itoa(burst), "REBALANCE_MAX_MOVES": "0"}})
 	p := s.peer("+15557100001", "Paced")
 	u := newUser()
 	l := s.link(u, "+15550003333", "Cy")
@@ -582,12 +584,12 @@ func TestMessagesPacingHoldsAcrossHandoff(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s.waitInbox(p, 3, waitLong)
-	host := str(s.row(l.sessionID).WorkerID)
+	s.waitInbox(p, 3, harness.WaitLong)
+	host := str(s.Row(l.sessionID).WorkerID)
 	t.Logf("3 received: SIGTERM %s (graceful handoff)", host)
-	done := s.workers[host].signal(syscall.SIGTERM)
-	s.workers[host].waitExit(done, waitLong)
-	got := s.waitInbox(p, n, 2*waitLong)
+	done := s.Workers[host].Signal(syscall.SIGTERM)
+	s.Workers[host].WaitExit(done, harness.WaitLong)
+	got := s.waitInbox(p, n, 2*harness.WaitLong)
 	for i, m := range got {
 		if m.Text != fmt.Sprintf("paced %d", i) || m.Count != 1 {
 			t.Fatalf("inbox[%d] = %+v", i, m)
@@ -596,7 +598,7 @@ func TestMessagesPacingHoldsAcrossHandoff(t *testing.T) {
 	// Between any two sends i < j (each send starts when the sender takes
 	// its token, recorded by Postgres' clock as last_attempt_at), at most
 	// burst + rate·Δt messages: the token bucket, whichever worker sent.
-	rows, err := s.db.Pool().Query(context.Background(), `SELECT last_attempt_at FROM messages
+	rows, err := s.DB.Pool().Query(context.Background(), `SELECT last_attempt_at FROM messages
 		WHERE user_id = $1 AND direction = 'out' ORDER BY seq`, u)
 	if err != nil {
 		t.Fatal(err)
@@ -631,7 +633,7 @@ func TestMessagesPacingHoldsAcrossHandoff(t *testing.T) {
 // session unlinked on the phone while messages wait fails them as
 // session_ended.
 func TestMessagesExpireAndSessionEnded(t *testing.T) {
-	s := newStack(t, stackOpts{env: map[string]string{"SEND_RATE": "1", "SEND_BURST": "1", "MESSAGE_TTL": "8s"}})
+	s := newStack(t, stackOpts{Env: map[string]string{"SEND_RATE": "1", "SEND_BURST": "1", "MESSAGE_TTL": "8s"}})
 	p := s.peer("+15557200001", "Late")
 
 	// Expiry: the first goes, the next waits a minute for its token.
@@ -641,12 +643,12 @@ func TestMessagesExpireAndSessionEnded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.waitStatus(u, first.MessageID, "delivered", waitLong)
+	s.waitStatus(u, first.MessageID, "delivered", harness.WaitLong)
 	late, _, err := s.client.sendMessage(u, p.Phone, "too late", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := s.waitStatus(u, late.MessageID, "failed", waitLong)
+	m := s.waitStatus(u, late.MessageID, "failed", harness.WaitLong)
 	if str(m.StatusReason) != "expired" {
 		t.Fatalf("waiting message failed with %q, want expired", str(m.StatusReason))
 	}
@@ -658,15 +660,15 @@ func TestMessagesExpireAndSessionEnded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.waitStatus(v, go1.MessageID, "delivered", waitLong)
+	s.waitStatus(v, go1.MessageID, "delivered", harness.WaitLong)
 	waiting, _, err := s.client.sendMessage(v, p.Phone, "never", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.phone.unlink(lv.jid); err != nil {
+	if err := s.phone.Unlink(lv.jid); err != nil {
 		t.Fatal(err)
 	}
-	m = s.waitStatus(v, waiting.MessageID, "failed", waitLong)
+	m = s.waitStatus(v, waiting.MessageID, "failed", harness.WaitLong)
 	if str(m.StatusReason) != "session_ended" {
 		t.Fatalf("message of an unlinked session failed with %q, want session_ended", str(m.StatusReason))
 	}
@@ -703,18 +705,18 @@ func pct(ds []time.Duration, p float64) time.Duration {
 // checkInboxes asserts each peer's inbox holds want[peer] exactly once
 // each, in order.
 func (s *stack) checkInboxes(peers []peer, want map[string][]string) {
-	s.t.Helper()
+	s.T.Helper()
 	for _, p := range peers {
-		got := s.waitInbox(p, len(want[p.JID]), 3*waitLong)
+		got := s.waitInbox(p, len(want[p.JID]), 3*harness.WaitLong)
 		var texts []string
 		for _, m := range got {
 			if m.Count != 1 {
-				s.t.Errorf("%s: %q arrived %d times", p.Phone, m.Text, m.Count)
+				s.T.Errorf("%s: %q arrived %d times", p.Phone, m.Text, m.Count)
 			}
 			texts = append(texts, m.Text)
 		}
 		if fmt.Sprint(texts) != fmt.Sprint(want[p.JID]) {
-			s.t.Errorf("%s's inbox, in order:\n got %v\nwant %v", p.Phone, texts, want[p.JID])
+			s.T.Errorf("%s's inbox, in order:\n got %v\nwant %v", p.Phone, texts, want[p.JID])
 		}
 	}
 }
@@ -722,9 +724,9 @@ func (s *stack) checkInboxes(peers []peer, want map[string][]string) {
 // waitDelivered waits until the user's n outbound messages of ids are all
 // delivered and returns them.
 func (s *stack) waitDelivered(user string, ids map[string]bool) []message {
-	s.t.Helper()
+	s.T.Helper()
 	var out []message
-	s.waitFor("every message delivered", 3*waitLong, func() (bool, string) {
+	s.WaitFor("every message delivered", 3*harness.WaitLong, func() (bool, string) {
 		all, err := s.client.allMessages(user, "&direction=out")
 		if err != nil {
 			return false, err.Error()
@@ -752,7 +754,7 @@ func (s *stack) waitDelivered(user string, ids map[string]bool) []message {
 // inbound commit → delivery receipt at the peer's phone p50/p99.
 func TestMessagesThroughput(t *testing.T) {
 	n := e2eFigureMessages(t)
-	s := newStack(t, stackOpts{env: map[string]string{"SEND_RATE": "0", "RATE_LIMIT_SEND": "off"}})
+	s := newStack(t, stackOpts{Env: map[string]string{"SEND_RATE": "0", "RATE_LIMIT_SEND": "off"}})
 	peers := []peer{s.peer("+15557300001", "T1"), s.peer("+15557300002", "T2"), s.peer("+15557300003", "T3")}
 	u := newUser()
 	const phone = "+15550006666"
@@ -781,10 +783,10 @@ func TestMessagesThroughput(t *testing.T) {
 		ids[m.MessageID] = true
 		posts = append(posts, took)
 		var full message
-		deadline := time.Now().Add(waitLong)
+		deadline := time.Now().Add(harness.WaitLong)
 		for full.Status == "" || full.Status == "queued" {
 			if time.Now().After(deadline) {
-				t.Fatalf("message %d not sent within %s: %+v", i, waitLong, full)
+				t.Fatalf("message %d not sent within %s: %+v", i, harness.WaitLong, full)
 			}
 			time.Sleep(5 * time.Millisecond)
 			var err error
@@ -804,15 +806,15 @@ func TestMessagesThroughput(t *testing.T) {
 
 	// 2. Backlog: the only worker stops (graceful), n texts are accepted
 	// meanwhile, and the worker drains them when it hosts the session again.
-	host := str(s.row(l.sessionID).WorkerID)
-	done := s.workers[host].signal(syscall.SIGTERM)
-	s.workers[host].waitExit(done, waitLong)
+	host := str(s.Row(l.sessionID).WorkerID)
+	done := s.Workers[host].Signal(syscall.SIGTERM)
+	s.Workers[host].WaitExit(done, harness.WaitLong)
 	backlog := map[string]bool{}
 	for i := range n {
 		m, _ := send("backlog", i)
 		backlog[m.MessageID] = true
 	}
-	s.startWorker(host)
+	s.StartWorker(host)
 	drained := s.waitDelivered(u, backlog)
 	first, last := time.Time{}, time.Time{}
 	for _, m := range drained {
@@ -851,7 +853,7 @@ func TestMessagesThroughput(t *testing.T) {
 	}
 	wg.Wait()
 	var listed []message
-	s.waitFor("every inbound message listed", 3*waitLong, func() (bool, string) {
+	s.WaitFor("every inbound message listed", 3*harness.WaitLong, func() (bool, string) {
 		var err error
 		listed, err = s.client.allMessages(u, "&direction=in")
 		return err == nil && len(listed) >= n, fmt.Sprint(len(listed), err)
@@ -867,8 +869,8 @@ func TestMessagesThroughput(t *testing.T) {
 				DeliveredAt *time.Time `json:"delivered_at"`
 			} `json:"devices"`
 		}
-		s.waitFor("the receipt of "+m.WAMessageID, waitLong, func() (bool, string) {
-			_, err := s.phone.call("GET", "/messages/"+url.PathEscape(m.WAMessageID), nil, &sm, http.StatusOK)
+		s.WaitFor("the receipt of "+m.WAMessageID, harness.WaitLong, func() (bool, string) {
+			_, err := s.phone.Call("GET", "/messages/"+url.PathEscape(m.WAMessageID), nil, &sm, http.StatusOK)
 			return err == nil && len(sm.Devices) == 1 && sm.Devices[0].DeliveredAt != nil, fmt.Sprint(sm, err)
 		})
 		full, err := s.client.message(u, m.MessageID)
@@ -884,7 +886,7 @@ func TestMessagesThroughput(t *testing.T) {
 	if err != nil || st.DuplicateMessages != 0 || st.DecryptFailures != 0 || st.RejectedMessages != 0 {
 		t.Fatalf("emulator: %+v %v; want no duplicate, decrypt failure or rejection", st, err)
 	}
-	t.Logf("FIGURE race=%v, %d messages per phase, SEND_RATE=0, 3 peers", raceEnabled(), n)
+	t.Logf("FIGURE race=%v, %d messages per phase, SEND_RATE=0, 3 peers", harness.RaceEnabled(), n)
 	t.Logf("FIGURE POST /messages (one after the other): p50 %s p99 %s", pct(posts, 50).Round(10*time.Microsecond), pct(posts, 99).Round(10*time.Microsecond))
 	t.Logf("FIGURE accepted -> sent (one at a time; Postgres clock, status history): p50 %s p99 %s", pct(toSent, 50).Round(10*time.Microsecond), pct(toSent, 99).Round(10*time.Microsecond))
 	if span := last.Sub(first); span > 0 {
@@ -905,7 +907,7 @@ func (c *emuClient) historySync(account string, chats []map[string]any) (string,
 			} `json:"messages"`
 		} `json:"chats"`
 	}
-	if _, err := c.call("POST", "/phone/history", map[string]any{"account": account, "chats": chats}, &r, http.StatusOK); err != nil {
+	if _, err := c.Call("POST", "/phone/history", map[string]any{"account": account, "chats": chats}, &r, http.StatusOK); err != nil {
 		return "", nil, err
 	}
 	var ids [][]string
@@ -922,14 +924,14 @@ func (c *emuClient) historySync(account string, chats []map[string]any) (string,
 // waitHistoryTaken waits until every linked device of the phone has sent
 // its receipt for the history notification id (the client took it).
 func (s *stack) waitHistoryTaken(id string) {
-	s.t.Helper()
-	s.waitFor("the history notification receipted", waitLong, func() (bool, string) {
+	s.T.Helper()
+	s.WaitFor("the history notification receipted", harness.WaitLong, func() (bool, string) {
 		var sm struct {
 			Devices []struct {
 				State string `json:"state"`
 			} `json:"devices"`
 		}
-		_, err := s.phone.call("GET", "/messages/"+url.PathEscape(id), nil, &sm, http.StatusOK)
+		_, err := s.phone.Call("GET", "/messages/"+url.PathEscape(id), nil, &sm, http.StatusOK)
 		if err != nil || len(sm.Devices) == 0 {
 			return false, fmt.Sprint(sm, err)
 		}
@@ -968,17 +970,17 @@ func TestMessagesHistorySync(t *testing.T) {
 	s.waitHistoryTaken(id) // nothing of it stored: checked at the end, when a download would have been
 
 	// recent: the worker restarts with it; a new account pairs.
-	done := s.workers["w1"].signal(syscall.SIGTERM)
-	s.workers["w1"].waitExit(done, waitLong)
-	s.workers["w1"].setenv("HISTORY_SYNC", "recent")
-	s.startWorker("w1")
+	done := s.Workers["w1"].Signal(syscall.SIGTERM)
+	s.Workers["w1"].WaitExit(done, harness.WaitLong)
+	s.Workers["w1"].Setenv("HISTORY_SYNC", "recent")
+	s.StartWorker("w1")
 	u2 := newUser()
 	s.link(u2, "+15550007002", "Oli")
 	live, err := s.phone.peerSend(bea.JID, "+15550007002", "live from Bea")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.waitFor("the live text stored", waitLong, func() (bool, string) {
+	s.WaitFor("the live text stored", harness.WaitLong, func() (bool, string) {
 		in, err := s.client.allMessages(u2, "&direction=in")
 		return err == nil && len(in) == 1, fmt.Sprint(len(in), err)
 	})
@@ -994,7 +996,7 @@ func TestMessagesHistorySync(t *testing.T) {
 	}
 	s.waitHistoryTaken(id)
 	var in []message
-	s.waitFor("the history's contact texts stored", waitLong, func() (bool, string) {
+	s.WaitFor("the history's contact texts stored", harness.WaitLong, func() (bool, string) {
 		in, err = s.client.allMessages(u2, "&direction=in")
 		return err == nil && len(in) >= 3, fmt.Sprint(len(in), err)
 	})
@@ -1044,14 +1046,14 @@ func TestMessagesHistorySync(t *testing.T) {
 // text goes again with the same id: the phone shows it once (one inbox
 // entry, its arrival counted twice: the known limit in DESIGN-NOTES).
 func TestMessagesCrashBetweenSendAndAck(t *testing.T) {
-	s := newStack(t, stackOpts{env: map[string]string{"SEND_RATE": "0"}})
+	s := newStack(t, stackOpts{Env: map[string]string{"SEND_RATE": "0"}})
 	p := s.peer("+15557500001", "Gus")
 	u := newUser()
 	l := s.link(u, "+15550008001", "Hal")
 	fault := func(f map[string]any) {
 		t.Helper()
 		f["device"] = l.jid
-		if _, err := s.phone.call("POST", "/faults", f, nil, http.StatusCreated); err != nil {
+		if _, err := s.phone.Call("POST", "/faults", f, nil, http.StatusCreated); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1062,15 +1064,15 @@ func TestMessagesCrashBetweenSendAndAck(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := s.waitInbox(p, n, waitLong) // recorded; its ack withheld
-		host := str(s.row(l.sessionID).WorkerID)
+		got := s.waitInbox(p, n, harness.WaitLong) // recorded; its ack withheld
+		host := str(s.Row(l.sessionID).WorkerID)
 		t.Logf("%q recorded, no ack: SIGKILL %s", text, host)
-		s.workers[host].signal(syscall.SIGKILL)
-		s.workers[host].kill()
-		s.startWorker(host)
-		d := s.waitStatus(u, m.MessageID, "delivered", 2*waitLong)
+		s.Workers[host].Signal(syscall.SIGKILL)
+		s.Workers[host].Kill()
+		s.StartWorker(host)
+		d := s.waitStatus(u, m.MessageID, "delivered", 2*harness.WaitLong)
 		time.Sleep(5 * time.Second) // past the hold-back: a resend would be in by now
-		got = s.waitInbox(p, n, waitLong)
+		got = s.waitInbox(p, n, harness.WaitLong)
 		if len(got) != n || got[n-1].ID != m.WAMessageID || got[n-1].Text != text {
 			t.Fatalf("inbox: %+v, want %q once as entry %d", got, text, n)
 		}

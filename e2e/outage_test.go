@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
 )
 
@@ -26,10 +27,10 @@ func TestRedisAndPostgresRestarts(t *testing.T) {
 	const n = 20
 	pg := testenv.StartPostgresServer(t)
 	rs := testenv.StartRedisServer(t)
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, pg: pg, redis: rs})
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}, PG: pg, Redis: rs})
 	ls := s.linkMany(n, 10)
 	ids := sessionIDs(ls)
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	s.checkHostedOnce(n)
 
 	// Redis.
@@ -52,11 +53,11 @@ func TestRedisAndPostgresRestarts(t *testing.T) {
 	t.Logf("Redis down for %s; API answers meanwhile: %s", time.Since(start).Round(time.Millisecond), seen.summary())
 	seen.check(t, "redis_unavailable")
 	// Sessions never depended on Redis: all still connected, once each.
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	s.checkHostedOnce(n)
 	// The probe's session was created while Redis was down; the
 	// reconciler queues it once Redis is back (it shows a QR).
-	s.waitFor("the probe session's QR after Redis returned", waitLong, func() (bool, string) {
+	s.WaitFor("the probe session's QR after Redis returned", harness.WaitLong, func() (bool, string) {
 		_, r, err := s.client.qr(probe)
 		return err == nil && r.Status == http.StatusOK, fmt.Sprintf("%s %v", r, err)
 	})
@@ -69,17 +70,17 @@ func TestRedisAndPostgresRestarts(t *testing.T) {
 	watch = s.watchAPI(ls[0].user, ls[1].user)
 	pg.Stop()
 	start = time.Now()
-	s.waitFor("the workers to stop their clients (self-fencing)", waitLong, func() (bool, string) {
-		c, err := s.phone.connectedDevices()
+	s.WaitFor("the workers to stop their clients (self-fencing)", harness.WaitLong, func() (bool, string) {
+		c, err := s.phone.ConnectedDevices()
 		return err == nil && c == 0, fmt.Sprintf("%d devices still connected (err %v)", c, err)
 	})
-	t.Logf("all clients stopped %s after Postgres went down (LEASE_TTL %s)", time.Since(start).Round(time.Millisecond), leaseTTL)
+	t.Logf("all clients stopped %s after Postgres went down (LEASE_TTL %s)", time.Since(start).Round(time.Millisecond), harness.LeaseTTL)
 	time.Sleep(time.Second)
 	pg.Start()
 	seen = watch.finish()
 	t.Logf("Postgres down for %s; API answers meanwhile: %s", time.Since(start).Round(time.Millisecond), seen.summary())
 	seen.check(t, "database_unavailable")
-	took := s.waitAllConnected(ids, 2*waitLong)
+	took := s.waitAllConnected(ids, 2*harness.WaitLong)
 	t.Logf("all %d sessions connected again %s after Postgres returned", n, took.Round(time.Millisecond))
 	s.checkHostedOnce(n)
 	s.checkNoRepairing(n)

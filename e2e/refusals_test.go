@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
 )
 
@@ -25,20 +26,20 @@ type refusalStats struct {
 
 func (c *emuClient) refusalStats() (refusalStats, error) {
 	var r refusalStats
-	_, err := c.call("GET", "/refusals/stats", nil, &r, http.StatusOK)
+	_, err := c.Call("GET", "/refusals/stats", nil, &r, http.StatusOK)
 	return r, err
 }
 
 // setVersion sets the minimum client version ("min-version") or the one
 // the version document announces ("served-version").
 func (c *emuClient) setVersion(which, v string) error {
-	_, err := c.call("PUT", "/refusals/"+which, map[string]string{"version": v}, nil, http.StatusOK)
+	_, err := c.Call("PUT", "/refusals/"+which, map[string]string{"version": v}, nil, http.StatusOK)
 	return err
 }
 
 // ban refuses device jid's logins with 402 for d.
 func (c *emuClient) ban(jid string, d time.Duration) error {
-	_, err := c.call("POST", "/refusals/ban", map[string]any{"jid": jid, "seconds": d.Seconds()}, nil, http.StatusOK)
+	_, err := c.Call("POST", "/refusals/ban", map[string]any{"jid": jid, "seconds": d.Seconds()}, nil, http.StatusOK)
 	return err
 }
 
@@ -48,7 +49,7 @@ func (c *emuClient) loginFrom(jid string) (string, error) {
 	var r struct {
 		Remote string `json:"remote"`
 	}
-	_, err := c.call("GET", "/logins/"+url.PathEscape(jid), nil, &r, http.StatusOK)
+	_, err := c.Call("GET", "/logins/"+url.PathEscape(jid), nil, &r, http.StatusOK)
 	return r.Remote, err
 }
 
@@ -58,7 +59,7 @@ var clientRevision = regexp.MustCompile(`"client_revision":(\d+)`)
 // and returns the web client revision it announces (the version's third
 // part).
 func (c *emuClient) servedRevision() (int, error) {
-	code, body := httpGet(c.http, c.base+"/web")
+	code, body := harness.HTTPGet(c.HTTP, c.Base+"/web")
 	m := clientRevision.FindStringSubmatch(body)
 	if code != http.StatusOK || m == nil {
 		return 0, fmt.Errorf("emulator GET /web: %d %.200s", code, body)
@@ -71,10 +72,10 @@ func (c *emuClient) servedRevision() (int, error) {
 // "wasessions_worker_version_fetches_total", `outcome="changed"`) (0 when
 // the worker serves none yet).
 func (s *stack) metricWhere(id, name string, labels ...string) float64 {
-	s.t.Helper()
-	code, body := httpGet(s.client.http, "http://"+s.metricsAddr[id]+"/metrics")
+	s.T.Helper()
+	code, body := harness.HTTPGet(s.client.http, "http://"+s.MetricsAddr[id]+"/metrics")
 	if code != http.StatusOK {
-		s.t.Fatalf("worker %s /metrics: %d %s", id, code, body)
+		s.T.Fatalf("worker %s /metrics: %d %s", id, code, body)
 	}
 	var sum float64
 	for _, line := range strings.Split(body, "\n") {
@@ -88,7 +89,7 @@ func (s *stack) metricWhere(id, name string, labels ...string) float64 {
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err != nil {
-			s.t.Fatalf("worker %s: %q: %v", id, line, err)
+			s.T.Fatalf("worker %s: %q: %v", id, line, err)
 		}
 		sum += v
 	}
@@ -109,7 +110,7 @@ func (s *stack) linkRetrying(i int) (linked, error) {
 		if l, err = s.linkE(user, phoneOf(2000+i), fmt.Sprintf("Refusal %d", i)); err == nil {
 			return l, nil
 		}
-		s.t.Logf("link %d, attempt %d failed (retrying with a new user): %v", i, attempt, err)
+		s.T.Logf("link %d, attempt %d failed (retrying with a new user): %v", i, attempt, err)
 		if cerr := s.disconnectAndWait(user); cerr != nil {
 			return l, fmt.Errorf("%w; and clearing the failed attempt: %v", err, cerr)
 		}
@@ -130,7 +131,7 @@ func (s *stack) disconnectAndWait(user string) error {
 	if r.Status != http.StatusAccepted && r.Status != http.StatusOK {
 		return fmt.Errorf("disconnect: %s", r)
 	}
-	return poll(waitLong, 200*time.Millisecond, func() (bool, string) {
+	return harness.Poll(harness.WaitLong, 200*time.Millisecond, func() (bool, string) {
 		st, err := s.client.status(user)
 		if err != nil {
 			return strings.Contains(err.Error(), "404"), err.Error()
@@ -175,15 +176,15 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 	)
 	proxy := testenv.NewSOCKS5(t, proxyUser, proxyPass)
 	s := newStack(t, stackOpts{
-		workers: []string{"w1", "w2"},
-		later:   []string{"w2"},
-		env: map[string]string{
+		Workers: []string{"w1", "w2"},
+		Later:   []string{"w2"},
+		Env: map[string]string{
 			"RELEASE_AFTER":       releaseAfter.String(),
 			"REBALANCE_MAX_MOVES": "0", // sessions move only because a path broke
 			"DEVICE_NAME":         deviceName,
 			"DEVICE_PLATFORM":     "firefox",
 		},
-		workerEnv: map[string]map[string]string{
+		WorkerEnv: map[string]map[string]string{
 			"w1": {"WA_PROXY": "socks5://" + proxyUser + ":" + proxyPass + "@" + proxy.Addr()},
 		},
 	})
@@ -211,9 +212,9 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 		}
 	}
 	ids := sessionIDs(ls)
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	t.Logf("phase 1: %d sessions linked on w1 in %s", n, time.Since(start).Round(time.Millisecond))
-	base := s.emuStats()
+	base := s.EmuStats()
 
 	onward := proxy.Onward()
 	for _, l := range ls {
@@ -224,7 +225,7 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 		if !slices.Contains(onward, from) {
 			t.Errorf("device %s logged in from %s, not through w1's proxy (its connections onward: %v)", l.jid, from, onward)
 		}
-		d, found, err := s.phone.device(l.jid)
+		d, found, err := s.phone.Device(l.jid)
 		if err != nil || !found {
 			t.Fatalf("emulator device %s: found %v, %v", l.jid, found, err)
 		}
@@ -232,7 +233,7 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 			t.Errorf("the phone lists device %s as %q on %q, want %q on FIREFOX (DEVICE_NAME, DEVICE_PLATFORM)", l.jid, d.OS, d.Platform, deviceName)
 		}
 	}
-	if s.workers["w1"].logContains(proxyPass) {
+	if s.Workers["w1"].LogContains(proxyPass) {
 		t.Error("w1's log contains the proxy's password")
 	}
 
@@ -251,11 +252,11 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 	raised := time.Now()
 	// Every device must log in again (the emulator refuses anything older
 	// than next, so a login now is one with the new version).
-	s.waitFor(fmt.Sprintf("%d logins with version %s", n, next), waitLong, func() (bool, string) {
-		st, err := s.phone.stats()
+	s.WaitFor(fmt.Sprintf("%d logins with version %s", n, next), harness.WaitLong, func() (bool, string) {
+		st, err := s.phone.Stats()
 		return err == nil && st.Logins-base.Logins >= n, fmt.Sprintf("%d logins since (err %v)", st.Logins-base.Logins, err)
 	})
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	ref, err := s.phone.refusalStats()
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +267,7 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 	if got := s.metricWhere("w1", "wasessions_worker_version_fetches_total", `outcome="changed"`); got < 1 {
 		t.Errorf("w1 counted %v version fetches that changed the version, want at least 1", got)
 	}
-	if !s.workers["w1"].logContains(`"client version updated"`) || !s.workers["w1"].logContains(next) {
+	if !s.Workers["w1"].LogContains(`"client version updated"`) || !s.Workers["w1"].LogContains(next) {
 		t.Errorf("w1 did not log that it updated the client version to %s", next)
 	}
 	s.checkAllConnectedInAPI(ls)
@@ -282,7 +283,7 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 	}
 	untils := make([]time.Time, banned)
 	for i, l := range ls[:banned] {
-		s.waitFor("the API to show "+l.sessionID+" banned", banFor, func() (bool, string) {
+		s.WaitFor("the API to show "+l.sessionID+" banned", banFor, func() (bool, string) {
 			st, err := s.client.status(l.user)
 			if err != nil {
 				return false, err.Error()
@@ -301,7 +302,7 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 		}
 	}
 	for i, l := range ls[:banned] {
-		s.waitFor("banned session "+l.sessionID+" connected by itself", banFor+waitLong, func() (bool, string) {
+		s.WaitFor("banned session "+l.sessionID+" connected by itself", banFor+harness.WaitLong, func() (bool, string) {
 			st, err := s.client.status(l.user)
 			if err != nil {
 				return false, err.Error()
@@ -312,7 +313,7 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 			t.Errorf("session %s connected at %s, before its ban ended (%s)", l.sessionID, now.Format(time.RFC3339Nano), untils[i].Format(time.RFC3339Nano))
 		}
 	}
-	s.waitAllConnected(ids, waitLong)
+	s.waitAllConnected(ids, harness.WaitLong)
 	after, err := s.phone.refusalStats()
 	if err != nil {
 		t.Fatal(err)
@@ -324,18 +325,18 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 		banned, banFor, time.Since(bannedAt).Round(time.Millisecond))
 
 	// 4. w1's path to WhatsApp breaks; w2 is there to take over.
-	s.startWorker("w2")
+	s.StartWorker("w2")
 	broken := time.Now()
 	proxy.Refuse(true)
-	s.waitFor(fmt.Sprintf("all %d sessions on w2", n), releaseAfter+waitLong, func() (bool, string) {
-		per, err := s.hostedCount(ids)
+	s.WaitFor(fmt.Sprintf("all %d sessions on w2", n), releaseAfter+harness.WaitLong, func() (bool, string) {
+		per, err := s.ConnectedPerWorker(ids, nil)
 		return err == nil && per["w2"] == n, fmt.Sprintf("connected per worker %v (err %v)", per, err)
 	})
 	moved := time.Since(broken)
 	if moved < releaseAfter {
 		t.Errorf("the sessions left w1 %s after its path broke, before RELEASE_AFTER (%s)", moved, releaseAfter)
 	}
-	if got := s.metric("w1", "wasessions_worker_unreachable_releases_total"); got < n {
+	if got := s.Metric("w1", "wasessions_worker_unreachable_releases_total"); got < n {
 		t.Errorf("w1 counted %v releases of unreachable sessions, want at least %d", got, n)
 	}
 	onward = proxy.Onward()
@@ -349,18 +350,18 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 	t.Logf("phase 4: w1's proxy refused; all %d sessions connected on w2 %s later (RELEASE_AFTER %s)",
 		n, moved.Round(time.Millisecond), releaseAfter)
 
-	for _, id := range s.workerIDs {
+	for _, id := range s.WorkerIDs {
 		if f := s.metricWhere(id, "wasessions_worker_status_changes_total", `status="failed"`); f != 0 {
 			t.Errorf("%s ended %v sessions failed", id, f)
 		}
 	}
-	end := s.emuStats()
+	end := s.EmuStats()
 	if end.Pairings != base.Pairings || end.Conflicts != 0 {
 		t.Errorf("emulator after linking %+v, at the end %+v: want no new pairing and no conflict", base, end)
 	}
-	for _, p := range []*proc{s.workers["w1"], s.workers["w2"], s.api} {
-		if p.logContains(proxyPass) {
-			t.Errorf("%s's log contains the proxy's password", p.name)
+	for _, p := range []*harness.Proc{s.Workers["w1"], s.Workers["w2"], s.API} {
+		if p.LogContains(proxyPass) {
+			t.Errorf("%s's log contains the proxy's password", p.Name)
 		}
 	}
 	t.Logf("whole test after the stack started: %s", time.Since(start).Round(time.Millisecond))
@@ -369,14 +370,14 @@ func TestRealWhatsAppRefusalsHeal(t *testing.T) {
 // checkAllConnectedInAPI checks that every session is connected in the
 // API, under the same session id (none ended and was created again).
 func (s *stack) checkAllConnectedInAPI(ls []linked) {
-	s.t.Helper()
+	s.T.Helper()
 	for _, l := range ls {
 		st, err := s.client.status(l.user)
 		if err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 		if st.SessionID != l.sessionID || st.Status != "connected" {
-			s.t.Errorf("user %s: session %s %s (%s), want %s connected", l.user, st.SessionID, st.Status, st.reason(), l.sessionID)
+			s.T.Errorf("user %s: session %s %s (%s), want %s connected", l.user, st.SessionID, st.Status, st.reason(), l.sessionID)
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"wasessions/e2e/harness"
 )
 
 // The scale harness (`make scale`): the e2e stack (the real programs as
@@ -57,8 +59,8 @@ func TestScale(t *testing.T) {
 	}
 	// No state file: the emulator would re-marshal every device's keys
 	// (about 28 KiB each) every few seconds while thousands pair.
-	s := newStack(t, stackOpts{workers: ids, env: env, emuArgs: []string{"-state", ""}})
-	t.Logf("scale: %d sessions on %d worker(s) %v, fault %q, race=%v, env %v", n, nw, ids, *scaleFault, bins.race, env)
+	s := newStack(t, stackOpts{Workers: ids, Env: env, EmuArgs: []string{"-state", ""}})
+	t.Logf("scale: %d sessions on %d worker(s) %v, fault %q, race=%v, env %v", n, nw, ids, *scaleFault, programs.Race(), env)
 
 	idle := map[string]procSample{}
 	for _, id := range ids {
@@ -97,9 +99,9 @@ func TestScale(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				if *scaleFault == "kill" {
-					s.workers[id].kill()
+					s.Workers[id].Kill()
 				} else {
-					s.workers[id].stop(2 * time.Minute)
+					s.Workers[id].Stop(2 * time.Minute)
 				}
 			}()
 		}
@@ -107,16 +109,17 @@ func TestScale(t *testing.T) {
 		start = time.Now()
 		for _, id := range ids {
 			wg.Add(1)
-			go func() { defer wg.Done(); s.startWorker(id) }()
+			go func() { defer wg.Done(); s.StartWorker(id) }()
 		}
 		wg.Wait()
 		var back atomic.Int64
 		stopProgress := s.progress("back", n, func() int { return int(back.Load()) })
-		s.waitFor(fmt.Sprintf("all %d sessions connected again", n), 10*time.Minute, func() (bool, string) {
-			c, err := s.reconnected(sids, epochs)
+		s.WaitFor(fmt.Sprintf("all %d sessions connected again", n), 10*time.Minute, func() (bool, string) {
+			per, err := s.ConnectedPerWorker(sids, epochs)
 			if err != nil {
 				return false, err.Error()
 			}
+			c := harness.Total(per)
 			back.Store(int64(c))
 			return c == n, fmt.Sprintf("%d connected under a new lease", c)
 		})
@@ -134,58 +137,21 @@ func TestScale(t *testing.T) {
 		t.Fatalf("unknown -scale.fault %q", *scaleFault)
 	}
 
-	st := s.emuStats()
+	st := s.EmuStats()
 	t.Logf("FIGURE new pairings %d, conflicts %d (emulator: %d pairings for %d sessions, %d logins)",
 		st.Pairings-int64(n), st.Conflicts, st.Pairings, n, st.Logins)
 	t.Logf("FIGURE Postgres connections of the stack: at most %d at once (sampled every second)", pg())
 	s.checkNoRepairing(n)
 }
 
-// linkManyCounting is linkMany that counts finished links into done.
-func (s *stack) linkManyCounting(n, conc int, done *atomic.Int64) []linked {
-	s.t.Helper()
-	out := make([]linked, n)
-	errs := make([]error, n)
-	sem := make(chan struct{}, conc)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			out[i], errs[i] = s.linkE(newUser(), phoneOf(1000+i), fmt.Sprintf("User %d", i))
-			done.Add(1)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			s.t.Fatal(err)
-		}
-	}
-	return out
-}
-
 // epochs are the sessions' lease epochs now.
 func (s *stack) epochs(ids []string) []int64 {
-	s.t.Helper()
+	s.T.Helper()
 	out := make([]int64, len(ids))
 	for i, id := range ids {
-		out[i] = s.row(id).LeaseEpoch
+		out[i] = s.Row(id).LeaseEpoch
 	}
 	return out
-}
-
-// reconnected counts the sessions connected under a live lease taken
-// after epochs were read.
-func (s *stack) reconnected(ids []string, epochs []int64) (int, error) {
-	var c int
-	err := s.db.Pool().QueryRow(context.Background(), `SELECT count(*) FROM whatsapp_sessions s
-		JOIN unnest($1::text[], $2::bigint[]) AS o(session_id, epoch) ON s.session_id = o.session_id
-		WHERE s.status = 'connected' AND s.is_connected AND s.lease_until > now() AND s.lease_epoch > o.epoch`,
-		ids, epochs).Scan(&c)
-	return c, err
 }
 
 // progress logs count() every 10 s until the returned stop is called.
@@ -201,7 +167,7 @@ func (s *stack) progress(what string, n int, count func() int) (stop func()) {
 			case <-done:
 				return
 			case <-time.After(10 * time.Second):
-				s.t.Logf("  %s %d/%d after %s", what, count(), n, time.Since(start).Round(time.Second))
+				s.T.Logf("  %s %d/%d after %s", what, count(), n, time.Since(start).Round(time.Second))
 			}
 		}
 	}()
@@ -217,19 +183,19 @@ type procSample struct {
 }
 
 func (s *stack) sample(id string) procSample {
-	s.t.Helper()
-	rss, err := s.workers[id].rssKiB()
+	s.T.Helper()
+	rss, err := s.Workers[id].RSSKiB()
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
-	return procSample{at: time.Now(), rssKiB: rss, goroutines: s.metric(id, "go_goroutines"),
-		cpuSeconds: s.metric(id, "process_cpu_seconds_total")}
+	return procSample{at: time.Now(), rssKiB: rss, goroutines: s.Metric(id, "go_goroutines"),
+		cpuSeconds: s.Metric(id, "process_cpu_seconds_total")}
 }
 
 // report measures each worker over -scale.heartbeats heartbeat periods
 // (LEASE_TTL/3 each) of idle hosting and logs the figures.
 func (s *stack) report(phase string, ids []string, idle map[string]procSample) {
-	s.t.Helper()
+	s.T.Helper()
 	period := *scaleLeaseTTL / 3
 	// Let the last connects and their first heartbeat settle.
 	time.Sleep(period)
@@ -240,9 +206,9 @@ func (s *stack) report(phase string, ids []string, idle map[string]procSample) {
 	time.Sleep(time.Duration(*scaleIdle) * period)
 	for _, id := range ids {
 		last := s.sample(id)
-		hosted, err := s.hosted(id)
+		hosted, err := s.Hosted(id)
 		if err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 		rounds := last.at.Sub(first[id].at).Seconds() / period.Seconds()
 		cpu := (last.cpuSeconds - first[id].cpuSeconds) / rounds
@@ -257,7 +223,7 @@ func (s *stack) report(phase string, ids []string, idle map[string]procSample) {
 		}
 		line += fmt.Sprintf("; CPU %.0f ms per heartbeat period (%s, over %.1f periods of idle hosting: heartbeat, keepalives, everything)",
 			cpu*1000, period, rounds)
-		s.t.Log(line)
+		s.T.Log(line)
 	}
 }
 
@@ -273,10 +239,10 @@ func (s *stack) watchPostgresConns() func() int {
 		defer wg.Done()
 		for ctx.Err() == nil {
 			var c int64
-			err := s.db.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			err := s.DB.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 				WHERE datname = current_database() AND backend_type = 'client backend'`).Scan(&c)
 			if err == nil {
-				c -= int64(s.db.Pool().Stat().TotalConns())
+				c -= int64(s.DB.Pool().Stat().TotalConns())
 				if c > peak.Load() {
 					peak.Store(c)
 				}
@@ -287,7 +253,7 @@ func (s *stack) watchPostgresConns() func() int {
 			}
 		}
 	}()
-	s.t.Cleanup(func() { cancel(); wg.Wait() })
+	s.T.Cleanup(func() { cancel(); wg.Wait() })
 	return func() int { return int(peak.Load()) }
 }
 

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
 )
 
@@ -52,7 +53,7 @@ import (
 func TestSoak(t *testing.T) {
 	cfg := soakConfigFromEnv(t)
 	t.Logf("SOAK seed %d (replay: SOAK_SEED=%d); duration %s, %d sessions, %d workers, checks every %s, race=%v",
-		cfg.seed, cfg.seed, cfg.duration, cfg.sessions, cfg.workers, cfg.checkEvery, bins.race)
+		cfg.seed, cfg.seed, cfg.duration, cfg.sessions, cfg.workers, cfg.checkEvery, programs.Race())
 	fmt.Fprintf(os.Stderr, "SOAK seed %d\n", cfg.seed)
 
 	ids := make([]string, cfg.workers)
@@ -78,7 +79,7 @@ func TestSoak(t *testing.T) {
 	}
 	// No state file: the emulator would re-marshal every device's keys
 	// every few seconds (see TestScale).
-	s := newStack(t, stackOpts{workers: ids, dsn: dsn, redis: rs, env: env, emuArgs: []string{"-state", ""}})
+	s := newStack(t, stackOpts{Workers: ids, DSN: dsn, Redis: rs, Env: env, EmuArgs: []string{"-state", ""}})
 	t.Logf("SOAK stack: LEASE_TTL %s, env %v", cfg.leaseTTL, env)
 
 	k := &soak{s: s, cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x5eed)), pg: pg, rs: rs,
@@ -239,8 +240,8 @@ type soak struct {
 }
 
 func (k *soak) logf(format string, args ...any) {
-	k.s.t.Helper()
-	k.s.t.Logf("%s %s", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+	k.s.T.Helper()
+	k.s.T.Logf("%s %s", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 // violate records a broken invariant once per session and kind.
@@ -284,7 +285,7 @@ func (k *soak) linkInitial(n, conc int, done *atomic.Int64) {
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			k.s.t.Fatal(err)
+			k.s.T.Fatal(err)
 		}
 	}
 }
@@ -425,16 +426,16 @@ func (k *soak) injectOne() {
 }
 
 func (k *soak) randomWorker() string {
-	return k.s.workerIDs[k.rng.IntN(len(k.s.workerIDs))]
+	return k.s.WorkerIDs[k.rng.IntN(len(k.s.WorkerIDs))]
 }
 
 func (k *soak) killWorker() {
 	id := k.randomWorker()
 	pause := time.Duration(k.rng.Int64N(int64(3 * time.Second)))
 	k.logf("SOAK fault: SIGKILL %s, start it again %s later", id, pause.Round(time.Millisecond))
-	k.s.workers[id].kill()
+	k.s.Workers[id].Kill()
 	time.Sleep(pause)
-	k.s.startWorker(id)
+	k.s.StartWorker(id)
 }
 
 // termWorker is a deploy of one worker: SIGTERM, a graceful handoff, a
@@ -443,21 +444,18 @@ func (k *soak) termWorker() {
 	id := k.randomWorker()
 	k.logf("SOAK fault: SIGTERM %s", id)
 	k.sigterm(id)
-	k.s.startWorker(id)
+	k.s.StartWorker(id)
 }
 
 // sigterm stops worker id with SIGTERM and records a violation if it does
 // not exit cleanly within 90 s (its shutdown budget is 20 s).
 func (k *soak) sigterm(id string) {
-	p := k.s.workers[id]
+	p := k.s.Workers[id]
 	start := time.Now()
-	done := p.signal(syscall.SIGTERM)
+	done := p.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
-		p.mu.Lock()
-		err := p.exitErr
-		p.mu.Unlock()
-		if err != nil {
+		if err := p.ExitErr(); err != nil {
 			k.mu.Lock()
 			k.violate(nil, "unclean-shutdown", "%s exited with %v after SIGTERM", id, err)
 			k.mu.Unlock()
@@ -466,7 +464,7 @@ func (k *soak) sigterm(id string) {
 		k.mu.Lock()
 		k.violate(nil, "shutdown-overran", "%s still ran 90 s after SIGTERM; killed", id)
 		k.mu.Unlock()
-		p.kill()
+		p.Kill()
 	}
 	k.logf("SOAK   %s stopped %s after SIGTERM", id, time.Since(start).Round(time.Millisecond))
 }
@@ -494,7 +492,7 @@ func (k *soak) outage(kind string, blind bool, breakIt, mend func()) {
 		k.mu.Lock()
 		k.faults["sigkill-during-outage"]++
 		k.mu.Unlock()
-		k.s.workers[victim].kill()
+		k.s.Workers[victim].Kill()
 	case "SIGTERM":
 		k.mu.Lock()
 		k.faults["sigterm-during-outage"]++
@@ -508,7 +506,7 @@ func (k *soak) outage(kind string, blind bool, breakIt, mend func()) {
 	k.outageEnd = time.Now()
 	k.mu.Unlock()
 	if victim != "" {
-		k.s.startWorker(victim)
+		k.s.StartWorker(victim)
 	}
 }
 
@@ -516,7 +514,7 @@ func (k *soak) dropSockets() {
 	ss := k.pick(1 + k.rng.IntN(10))
 	n := 0
 	for _, x := range ss {
-		if ok, err := k.s.phone.drop(x.jid); err == nil && ok {
+		if ok, err := k.s.phone.Drop(x.jid); err == nil && ok {
 			n++
 		}
 	}
@@ -542,7 +540,7 @@ func (k *soak) unlink() {
 		k.mu.Lock()
 		x.fate, x.endedAt = soakUnlinked, time.Now()
 		k.mu.Unlock()
-		err := k.s.phone.unlink(x.jid)
+		err := k.s.phone.Unlink(x.jid)
 		k.logf("SOAK fault: the phone unlinked session %s (err %v)", x.id, err)
 	}
 }
@@ -622,21 +620,21 @@ func (k *soak) check(now time.Time, final bool) {
 		k.mu.Unlock()
 		return
 	}
-	devs, err := k.s.phone.devices()
+	devs, err := k.s.phone.Devices()
 	if err != nil {
 		k.mu.Lock()
 		k.skipped++
 		k.mu.Unlock()
 		return
 	}
-	st, err := k.s.phone.stats()
+	st, err := k.s.phone.Stats()
 	if err != nil {
 		k.mu.Lock()
 		k.skipped++
 		k.mu.Unlock()
 		return
 	}
-	byJID := map[string]emuDevice{}
+	byJID := map[string]harness.EmuDevice{}
 	for _, d := range devs {
 		byJID[d.JID] = d
 	}
@@ -729,7 +727,7 @@ func (k *soak) readRows(ctx context.Context) (map[string]soakRow, error) {
 		ids = append(ids, id)
 	}
 	k.mu.Unlock()
-	rows, err := k.s.db.Pool().Query(ctx, `SELECT session_id, status, COALESCE(status_reason, ''), COALESCE(worker_id, ''),
+	rows, err := k.s.DB.Pool().Query(ctx, `SELECT session_id, status, COALESCE(status_reason, ''), COALESCE(worker_id, ''),
 		COALESCE(device_jid, ''), status = 'connected' AND is_connected AND COALESCE(lease_until > now(), false)
 		FROM whatsapp_sessions WHERE session_id = ANY($1)`, ids)
 	if err != nil {
@@ -770,26 +768,26 @@ func (k *soak) quiet(d time.Duration) {
 // the workers' hosted gauges add up to it; after d it records a violation.
 func (k *soak) allBackOnce(d time.Duration) bool {
 	ids := k.liveIDs()
-	err := poll(d, time.Second, func() (bool, string) {
-		m, err := k.s.hostedCount(ids)
+	err := harness.Poll(d, time.Second, func() (bool, string) {
+		m, err := k.s.ConnectedPerWorker(ids, nil)
 		if err != nil {
 			return false, err.Error()
 		}
-		c, err := k.s.phone.connectedDevices()
+		c, err := k.s.phone.ConnectedDevices()
 		if err != nil {
 			return false, err.Error()
 		}
 		sum, per := 0, map[string]int{}
-		for _, id := range k.s.workerIDs {
-			h, err := k.s.hosted(id)
+		for _, id := range k.s.WorkerIDs {
+			h, err := k.s.Hosted(id)
 			if err != nil {
 				return false, err.Error()
 			}
 			per[id] = h
 			sum += h
 		}
-		return total(m) == len(ids) && c == len(ids) && sum == len(ids),
-			fmt.Sprintf("%d of %d rows connected (%v); the emulator sees %d connected devices; the workers host %v", total(m), len(ids), m, c, per)
+		return harness.Total(m) == len(ids) && c == len(ids) && sum == len(ids),
+			fmt.Sprintf("%d of %d rows connected (%v); the emulator sees %d connected devices; the workers host %v", harness.Total(m), len(ids), m, c, per)
 	})
 	if err != nil {
 		k.mu.Lock()
@@ -807,7 +805,7 @@ func (k *soak) summary() {
 	for _, ss := range k.sessions {
 		fates[ss.fate]++
 	}
-	st, _ := k.s.phone.stats()
+	st, _ := k.s.phone.Stats()
 	kinds := make([]string, 0, len(k.faults))
 	total := 0
 	for kind, n := range k.faults {
@@ -821,7 +819,7 @@ func (k *soak) summary() {
 	}
 	sort.Strings(backs)
 	k.logf("SOAK SUMMARY seed %d: %s of faults, %d sessions at the start, %d workers, LEASE_TTL %s, race=%v",
-		k.cfg.seed, k.cfg.duration, k.cfg.sessions, k.cfg.workers, k.cfg.leaseTTL, bins.race)
+		k.cfg.seed, k.cfg.duration, k.cfg.sessions, k.cfg.workers, k.cfg.leaseTTL, programs.Race())
 	k.logf("SOAK SUMMARY faults injected: %d (%s)", total, strings.Join(kinds, ", "))
 	k.logf("SOAK SUMMARY sessions by fate: %v; scans %d; emulator %+v", fates, k.scans.Load(), st)
 	k.logf("SOAK SUMMARY invariant checks run: %d (every %s; %d skipped while a store was down or unreadable)", k.checks, k.cfg.checkEvery, k.skipped)
@@ -829,9 +827,9 @@ func (k *soak) summary() {
 	if len(k.linkFailures) > 0 {
 		k.logf("SOAK SUMMARY %d new links failed (not a violation unless the phone had scanned: then the session is tracked): %v", len(k.linkFailures), k.linkFailures)
 	}
-	for _, p := range k.s.all() {
-		if top := logLevels(p.logText()); top != "" {
-			k.logf("SOAK SUMMARY %s logged (ERROR/WARN by message, top 8): %s", p.name, top)
+	for _, p := range k.s.All() {
+		if top := logLevels(p.LogText()); top != "" {
+			k.logf("SOAK SUMMARY %s logged (ERROR/WARN by message, top 8): %s", p.Name, top)
 		}
 	}
 	k.logf("SOAK SUMMARY violations: %d", len(k.violations))

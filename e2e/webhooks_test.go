@@ -14,6 +14,8 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"wasessions/e2e/harness"
 )
 
 // hookReceiver is a real receiver on loopback: every request is verified
@@ -73,7 +75,7 @@ func (h *hookReceiver) accepted() int {
 // the scheduler are each SIGKILLed once: every event the outbox holds
 // reaches the receiver, verified, in sequence order per session.
 func TestWebhooksSurviveKills(t *testing.T) {
-	s := newStack(t, stackOpts{workers: []string{"w1", "w2"}, env: map[string]string{
+	s := newStack(t, stackOpts{Workers: []string{"w1", "w2"}, Env: map[string]string{
 		"WEBHOOK_ALLOW_HTTP":     "true",
 		"WEBHOOK_ALLOW_PRIVATE":  "true",
 		"WEBHOOK_RETRY_SCHEDULE": "200ms,500ms,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
@@ -136,9 +138,9 @@ func TestWebhooksSurviveKills(t *testing.T) {
 	ctx := context.Background()
 	progress := func(what string) {
 		base := h.accepted()
-		s.waitFor(what, waitLong, func() (bool, string) {
+		s.WaitFor(what, harness.WaitLong, func() (bool, string) {
 			var total int
-			if err := s.db.Pool().QueryRow(ctx, `SELECT count(*) FROM webhook_events`).Scan(&total); err != nil {
+			if err := s.DB.Pool().QueryRow(ctx, `SELECT count(*) FROM webhook_events`).Scan(&total); err != nil {
 				return false, err.Error()
 			}
 			n := h.accepted()
@@ -147,21 +149,21 @@ func TestWebhooksSurviveKills(t *testing.T) {
 		})
 	}
 	progress("message events under way") // the 6 status events of linking came first
-	host := str(s.row(ls[0].sessionID).WorkerID)
+	host := str(s.Row(ls[0].sessionID).WorkerID)
 	t.Logf("%d accepted: SIGKILL worker %s", h.accepted(), host)
-	s.workers[host].signal(syscall.SIGKILL)
-	s.workers[host].kill()
-	s.startWorker(host)
+	s.Workers[host].Signal(syscall.SIGKILL)
+	s.Workers[host].Kill()
+	s.StartWorker(host)
 	progress("deliveries after the worker's restart")
 	t.Logf("%d accepted: SIGKILL api", h.accepted())
-	s.api.signal(syscall.SIGKILL)
-	s.api.kill()
-	s.startAPI()
+	s.API.Signal(syscall.SIGKILL)
+	s.API.Kill()
+	s.StartAPI()
 	progress("deliveries after the api's restart")
 	t.Logf("%d accepted: SIGKILL scheduler", h.accepted())
-	s.sched.signal(syscall.SIGKILL)
-	s.sched.kill()
-	s.startScheduler()
+	s.Sched.Signal(syscall.SIGKILL)
+	s.Sched.Kill()
+	s.StartScheduler()
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
@@ -169,15 +171,15 @@ func TestWebhooksSurviveKills(t *testing.T) {
 
 	// Every inbound message is in the outbox, and every event there
 	// reaches the receiver.
-	s.waitFor("every inbound message stored", 2*waitLong, func() (bool, string) {
+	s.WaitFor("every inbound message stored", 2*harness.WaitLong, func() (bool, string) {
 		var n int
-		err := s.db.Pool().QueryRow(ctx, `SELECT count(*) FROM webhook_events WHERE type = 'message.received'`).Scan(&n)
+		err := s.DB.Pool().QueryRow(ctx, `SELECT count(*) FROM webhook_events WHERE type = 'message.received'`).Scan(&n)
 		return err == nil && n == 2*perSession, fmt.Sprint(n, err)
 	})
 	// Quiet: the sessions stay connected, so the event set stops growing.
 	want := map[string][]int64{}
-	s.waitFor("every event accepted by the receiver", 3*waitLong, func() (bool, string) {
-		rows, err := s.db.Pool().Query(ctx, `SELECT session_id, sequence FROM webhook_events ORDER BY session_id, sequence`)
+	s.WaitFor("every event accepted by the receiver", 3*harness.WaitLong, func() (bool, string) {
+		rows, err := s.DB.Pool().Query(ctx, `SELECT session_id, sequence FROM webhook_events ORDER BY session_id, sequence`)
 		if err != nil {
 			return false, err.Error()
 		}

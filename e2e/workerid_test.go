@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
 )
 
@@ -18,30 +19,30 @@ import (
 func TestDuplicateWorkerIDRefused(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	l := s.link(newUser(), phoneOf(1), "Dup")
-	before := s.row(l.sessionID)
-	logins := s.emuStats().Logins
+	before := s.Row(l.sessionID)
+	logins := s.EmuStats().Logins
 
-	first := s.workers["w1"]
-	env := slices.Clone(first.env)
-	dup := newProc(t, s.dir, "worker-w1-second", binPath("worker"), nil, env)
-	dup.setenv("METRICS_ADDR", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)))
-	err := dup.runToExit(waitLong)
+	first := s.Workers["w1"]
+	env := slices.Clone(first.Env())
+	dup := harness.NewProc(t, s.Dir, "worker-w1-second", programs.Path("worker"), nil, env)
+	dup.Setenv("METRICS_ADDR", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)))
+	err := dup.RunToExit(harness.WaitLong)
 	if err == nil {
-		t.Fatalf("the second worker w1 exited cleanly; want a refusal:\n%s", dup.tail(20))
+		t.Fatalf("the second worker w1 exited cleanly; want a refusal:\n%s", dup.Tail(20))
 	}
-	if !dup.logContains("another running worker uses this WORKER_ID") {
-		t.Fatalf("the second worker w1 exited (%v) without saying why:\n%s", err, dup.tail(20))
+	if !dup.LogContains("another running worker uses this WORKER_ID") {
+		t.Fatalf("the second worker w1 exited (%v) without saying why:\n%s", err, dup.Tail(20))
 	}
-	if !first.running() {
+	if !first.Running() {
 		t.Fatal("the first worker w1 is gone")
 	}
-	time.Sleep(leaseTTL) // a heartbeat of w1's runs: its lease is still its own
-	after := s.row(l.sessionID)
+	time.Sleep(harness.LeaseTTL) // a heartbeat of w1's runs: its lease is still its own
+	after := s.Row(l.sessionID)
 	if after.Status != "connected" || str(after.WorkerID) != "w1" || after.LeaseEpoch != before.LeaseEpoch {
 		t.Fatalf("session after the second start: status=%s worker=%s epoch=%d, want connected on w1 at epoch %d",
 			after.Status, str(after.WorkerID), after.LeaseEpoch, before.LeaseEpoch)
 	}
-	if st := s.emuStats(); st.Conflicts != 0 || st.Logins != logins {
+	if st := s.EmuStats(); st.Conflicts != 0 || st.Logins != logins {
 		t.Fatalf("emulator %+v: want no login since the first worker's (%d) and no conflict", st, logins)
 	}
 }

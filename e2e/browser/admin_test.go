@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -34,7 +35,7 @@ func seedEnded(t *testing.T, s *stack, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, s.dsn)
+	conn, err := pgx.Connect(ctx, s.DSN)
 	if err != nil {
 		t.Fatalf("seed: %v", err)
 	}
@@ -69,7 +70,7 @@ type adminPage struct{ *page }
 
 func (p adminPage) open(token, query string) {
 	p.t.Helper()
-	p.do("open /admin", chromedp.Navigate(p.s.base+"/admin"+query+"#token="+token))
+	p.do("open /admin", chromedp.Navigate(p.s.APIBase+"/admin"+query+"#token="+token))
 }
 
 // state is the dashboard's data-state: loading, token or ready.
@@ -139,9 +140,9 @@ func (p adminPage) fitsWidth(when string) {
 // apiGet gets an API path with token and decodes the envelope's data.
 func (s *stack) apiGet(t *testing.T, token, path string, out any) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", s.base+path, nil)
+	req, _ := http.NewRequest("GET", s.APIBase+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.http.Do(req)
+	resp, err := s.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -181,8 +182,8 @@ func TestAdminPage(t *testing.T) {
 	s := newStack(t)
 	seedEnded(t, s, seed)
 	browser := newBrowser(t, s)
-	operator := newUserID()
-	adminTok := s.tokenAs(t, operator, true)
+	operator := uuid.NewString()
+	adminTok := s.Token(operator, true)
 	t.Logf("stack, seed and browser ready in %s", time.Since(start).Round(time.Millisecond))
 
 	p := adminPage{newPage(t, browser, s, "admin", shots)}
@@ -246,8 +247,8 @@ func TestAdminPage(t *testing.T) {
 
 	// A user links WhatsApp while the operator watches that user: the row
 	// appears and turns connected through the live stream alone.
-	user := newUserID()
-	userTok := s.token(t, user)
+	user := uuid.NewString()
+	userTok := s.Token(user, false)
 	p.click("filter-clear")
 	p.setValue("filter-user", user)
 	p.click("filter-apply")
@@ -273,7 +274,7 @@ func TestAdminPage(t *testing.T) {
 	var linked struct {
 		JID string `json:"jid"`
 	}
-	if err := s.emuCall("POST", "/phone/scan", map[string]string{"qr": qr.QRRaw, "phone": phone, "name": name}, &linked); err != nil {
+	if _, err := s.Phone.Call("POST", "/phone/scan", map[string]string{"qr": qr.QRRaw, "phone": phone, "name": name}, &linked, http.StatusOK); err != nil {
 		t.Fatalf("scan: %v", err)
 	}
 	r := p.rowOf(created.SessionID, "connected", 30*time.Second)
@@ -360,12 +361,12 @@ func TestAdminPage(t *testing.T) {
 	// meanwhile (here a failed session turned expired by hand in the
 	// database, which announced nothing).
 	failedBefore := eval[string](p.page, `document.querySelector('[data-testid=count-failed] .n').textContent`)
-	s.stopAPI(t)
+	s.API.Stop(20 * time.Second)
 	p.waitFor("the interruption shown", `document.getElementById('live').dataset.live === 'retry'`, 20*time.Second)
 	p.shot("10-interrupted")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, s.dsn)
+	conn, err := pgx.Connect(ctx, s.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +375,7 @@ func TestAdminPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close(ctx)
-	s.startAPI(t)
+	s.StartAPI()
 	n, _ := strconv.Atoi(strings.ReplaceAll(failedBefore, ",", ""))
 	want := strconv.FormatInt(int64(n-1), 10)
 	p.waitFor("live again", `document.getElementById('live').dataset.live === 'on'`, 40*time.Second)
@@ -403,7 +404,7 @@ func adminFirstPaint(t *testing.T, s *stack, browser context.Context, seed int, 
 		// An operator of its own each time: a stream left behind is noticed
 		// by the api only at its next heartbeat, and one operator may hold
 		// STREAMS_PER_USER streams.
-		p.open(s.tokenAs(t, newUserID(), true), "")
+		p.open(s.Token(uuid.NewString(), true), "")
 		p.waitFor("the admin-ready mark", `performance.getEntriesByName('admin-ready').length > 0`, 30*time.Second)
 		// Where the time goes: the page's own files, the stream's ready
 		// event, and the two API reads (their durations).
@@ -429,9 +430,9 @@ func adminFirstPaint(t *testing.T, s *stack, browser context.Context, seed int, 
 // envelope's data; it returns the status.
 func (s *stack) apiPost(t *testing.T, token, path string, out any) int {
 	t.Helper()
-	req, _ := http.NewRequest("POST", s.base+path, nil)
+	req, _ := http.NewRequest("POST", s.APIBase+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.http.Do(req)
+	resp, err := s.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}

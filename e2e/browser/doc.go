@@ -19,6 +19,11 @@
 // token refused; it logs FIGURE admin_first_paint and saves its screenshots
 // under artifacts/browser/admin/.
 //
+// The stack is e2e/harness's, as in the e2e suite: the programs are built
+// with -race (E2E_RACE=0 for the figures), and every test ends with the
+// same checks (no conflict at the emulator, no data race, no program that
+// exited on its own or uncleanly).
+//
 // Chromium must be at /usr/bin/chromium: `make test` installs it
 // (scripts/chromium.sh). Without it the test fails, never skips.
 package browser

@@ -14,6 +14,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/makiuchi-d/gozxing"
 	gzqr "github.com/makiuchi-d/gozxing/qrcode"
+
+	"wasessions/e2e/harness"
 )
 
 // chromiumPath is Debian's Chromium, which scripts/chromium.sh installs.
@@ -31,6 +33,10 @@ const (
 // the start of each run (not its subfolders: another test's).
 func artifactsDir(t *testing.T, sub ...string) string {
 	t.Helper()
+	root, err := harness.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(append([]string{root, "artifacts", "browser"}, sub...)...)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -57,13 +63,13 @@ func newBrowser(t *testing.T, s *stack) context.Context {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("%s is missing (%v): run `make test`, which installs Debian's chromium (scripts/chromium.sh)", chromiumPath, err)
 	}
-	logPath := filepath.Join(s.dir, "chromium.log")
+	logPath := filepath.Join(s.Dir, "chromium.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logFile.Close() })
-	s.extraLog = append(s.extraLog, logPath)
+	s.ShowOnFailure(logPath)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
 		chromedp.NoSandbox,
@@ -224,7 +230,7 @@ func (p *page) viewNow() view {
 // observer.
 func (p *page) open(token string) {
 	p.t.Helper()
-	p.do("open the page", chromedp.Navigate(p.s.base+"/#token="+token))
+	p.do("open the page", chromedp.Navigate(p.s.APIBase+"/#token="+token))
 	eval[chromedp.Void](p, observe)
 }
 

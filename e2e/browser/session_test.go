@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"wasessions/internal/events"
@@ -106,7 +107,11 @@ func TestSessionPage(t *testing.T) {
 	start := time.Now()
 	shots := artifactsDir(t)
 	s := newStack(t, "-qr-refs", qrRefs)
-	rdb := redis.NewClient(s.redis.Options())
+	opts, err := redis.ParseURL(s.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { rdb.Close() })
 	bus := events.NewBus(rdb)
 	browser := newBrowser(t, s)
@@ -183,10 +188,10 @@ func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String(
 // it → connected → socket dropped: reconnecting → connected → disconnect →
 // disconnected, and the phone no longer lists the device.
 func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, shots string, f *figures) {
-	user := newUserID()
+	user := uuid.NewString()
 	rec := record(t, bus, user)
 	p := newPage(t, browser, s, "qr", shots)
-	token := s.token(t, user)
+	token := s.Token(user, false)
 	p.open(token)
 
 	v := p.waitState("none", 20*time.Second)
@@ -281,7 +286,7 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	var linked struct {
 		JID string `json:"jid"`
 	}
-	if err := s.emuCall("POST", "/phone/scan", map[string]string{"qr": raw, "phone": phone, "name": name}, &linked); err != nil {
+	if _, err := s.Phone.Call("POST", "/phone/scan", map[string]string{"qr": raw, "phone": phone, "name": name}, &linked, http.StatusOK); err != nil {
 		t.Fatalf("scan: %v", err)
 	}
 	scanned := time.Now()
@@ -316,7 +321,7 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	var drop struct {
 		Dropped bool `json:"dropped"`
 	}
-	if err := s.emuCall("POST", "/devices/"+url.PathEscape(linked.JID)+"/drop", nil, &drop); err != nil || !drop.Dropped {
+	if _, err := s.Phone.Call("POST", "/devices/"+url.PathEscape(linked.JID)+"/drop", nil, &drop, http.StatusOK); err != nil || !drop.Dropped {
 		t.Fatalf("drop the device's socket: %v (dropped %v)", err, drop.Dropped)
 	}
 	deadline = time.Now().Add(30 * time.Second)
@@ -366,7 +371,7 @@ var pairingCode = regexp.MustCompile(`^[A-Z0-9]{4}-[A-Z0-9]{4}$`)
 // entered on the phone → connected → unlinked on the phone.
 func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *figures) {
 	p := newPage(t, browser, s, "code", shots)
-	p.open(s.token(t, newUserID()))
+	p.open(s.Token(uuid.NewString(), false))
 	p.waitState("none", 20*time.Second)
 
 	// A malformed number is refused with the API's message.
@@ -395,7 +400,7 @@ func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *
 	p.shot("2-pairing-code")
 
 	entered := time.Now()
-	if err := s.emuCall("POST", "/phone/code", map[string]string{"code": code, "phone": phone, "name": name}, nil); err != nil {
+	if _, err := s.Phone.Call("POST", "/phone/code", map[string]string{"code": code, "phone": phone, "name": name}, nil, http.StatusOK); err != nil {
 		t.Fatalf("enter the code: %v", err)
 	}
 	answered := time.Now()
@@ -419,7 +424,7 @@ func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *
 			jid = j
 		}
 	}
-	if err := s.emuCall("POST", "/devices/"+url.PathEscape(jid)+"/unlink", nil, nil); err != nil {
+	if _, err := s.Phone.Call("POST", "/devices/"+url.PathEscape(jid)+"/unlink", nil, nil, http.StatusOK); err != nil {
 		t.Fatalf("unlink %q on the phone: %v", jid, err)
 	}
 	v = p.waitState("logged_out", 30*time.Second)
@@ -434,7 +439,7 @@ func codeFlow(t *testing.T, s *stack, browser context.Context, shots string, f *
 // to connect again.
 func expiredFlow(t *testing.T, s *stack, browser context.Context, shots string) {
 	p := newPage(t, browser, s, "expired", shots)
-	p.open(s.token(t, newUserID()))
+	p.open(s.Token(uuid.NewString(), false))
 	p.waitState("none", 20*time.Second)
 	p.click("connect")
 	p.waitState("qr", 20*time.Second)
@@ -460,7 +465,7 @@ func badTokenFlow(t *testing.T, s *stack, browser context.Context, shots string)
 	}
 	p.shot("1-invalid")
 
-	p.typeInto("token-input", s.token(t, newUserID()))
+	p.typeInto("token-input", s.Token(uuid.NewString(), false))
 	p.click("token-submit")
 	v = p.waitState("none", 20*time.Second)
 	if v.Error != "" {
@@ -474,13 +479,13 @@ func badTokenFlow(t *testing.T, s *stack, browser context.Context, shots string)
 // were interrupted, reconnects by itself, and shows what happened
 // meanwhile (a session created elsewhere) from the state sent first.
 func reconnectFlow(t *testing.T, s *stack, browser context.Context, shots string) {
-	user := newUserID()
-	token := s.token(t, user)
+	user := uuid.NewString()
+	token := s.Token(user, false)
 	p := newPage(t, browser, s, "reconnect", shots)
 	p.open(token)
 	p.waitState("none", 20*time.Second)
 
-	s.stopAPI(t)
+	s.API.Stop(20 * time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for p.viewNow().Note == "" {
 		if time.Now().After(deadline) {
@@ -489,15 +494,15 @@ func reconnectFlow(t *testing.T, s *stack, browser context.Context, shots string
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.shot("1-interrupted")
-	s.startAPI(t)
+	s.StartAPI()
 
 	// Created by another tab, say: only the resumed stream tells the page.
-	req, err := http.NewRequest("POST", s.base+"/api/integrations/whatsapp/session", nil)
+	req, err := http.NewRequest("POST", s.APIBase+"/api/integrations/whatsapp/session", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.http.Do(req)
+	resp, err := s.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("create a session: %v", err)
 	}
@@ -521,8 +526,8 @@ func reconnectFlow(t *testing.T, s *stack, browser context.Context, shots string
 // and while it shows a QR code; the QR's session is the victim's. The
 // page's security headers are checked too.
 func foreignLinkFlow(t *testing.T, s *stack, browser context.Context, shots string) {
-	victim, attacker := newUserID(), newUserID()
-	victimTok, attackerTok := s.token(t, victim), s.token(t, attacker)
+	victim, attacker := uuid.NewString(), uuid.NewString()
+	victimTok, attackerTok := s.Token(victim, false), s.Token(attacker, false)
 	p := newPage(t, browser, s, "link", shots)
 	p.open(victimTok)
 	p.waitState("none", 20*time.Second)
@@ -550,7 +555,7 @@ func foreignLinkFlow(t *testing.T, s *stack, browser context.Context, shots stri
 	eval[chromedp.Void](p, `location.hash = '#token=`+attackerTok+`'`)
 	check("fragment change")
 	// A link that loads the page again in the same tab.
-	p.do("load the attacker's link", chromedp.Navigate(s.base+"/?from=mail#token="+attackerTok))
+	p.do("load the attacker's link", chromedp.Navigate(s.APIBase+"/?from=mail#token="+attackerTok))
 	p.waitState("none", 20*time.Second)
 	check("page load")
 	p.shot("1-link-refused")
@@ -565,9 +570,9 @@ func foreignLinkFlow(t *testing.T, s *stack, browser context.Context, shots stri
 		who, token string
 		want       int
 	}{{"victim", victimTok, http.StatusOK}, {"attacker", attackerTok, http.StatusNotFound}} {
-		req, _ := http.NewRequest("GET", s.base+"/api/integrations/whatsapp/status", nil)
+		req, _ := http.NewRequest("GET", s.APIBase+"/api/integrations/whatsapp/status", nil)
 		req.Header.Set("Authorization", "Bearer "+c.token)
-		resp, err := s.http.Do(req)
+		resp, err := s.HTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -578,7 +583,7 @@ func foreignLinkFlow(t *testing.T, s *stack, browser context.Context, shots stri
 	}
 
 	for _, path := range []string{"/", "/app.js", "/style.css"} {
-		resp, err := s.http.Get(s.base + path)
+		resp, err := s.HTTP.Get(s.APIBase + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -601,8 +606,8 @@ func foreignLinkFlow(t *testing.T, s *stack, browser context.Context, shots stri
 // needed, then shows connected again by itself once the ban is over.
 func bannedFlow(t *testing.T, s *stack, browser context.Context, shots string) {
 	const banFor = 10 * time.Second
-	user := newUserID()
-	token := s.token(t, user)
+	user := uuid.NewString()
+	token := s.Token(user, false)
 	p := newPage(t, browser, s, "banned", shots)
 	p.open(token)
 	p.waitState("none", 20*time.Second)
@@ -613,13 +618,13 @@ func bannedFlow(t *testing.T, s *stack, browser context.Context, shots string) {
 	var linked struct {
 		JID string `json:"jid"`
 	}
-	if err := s.emuCall("POST", "/phone/scan", map[string]string{"qr": raw, "phone": phone, "name": name}, &linked); err != nil {
+	if _, err := s.Phone.Call("POST", "/phone/scan", map[string]string{"qr": raw, "phone": phone, "name": name}, &linked, http.StatusOK); err != nil {
 		t.Fatalf("scan: %v", err)
 	}
 	p.waitState("connected", 30*time.Second)
 
 	banned := time.Now()
-	if err := s.emuCall("POST", "/refusals/ban", map[string]any{"jid": linked.JID, "seconds": banFor.Seconds()}, nil); err != nil {
+	if _, err := s.Phone.Call("POST", "/refusals/ban", map[string]any{"jid": linked.JID, "seconds": banFor.Seconds()}, nil, http.StatusOK); err != nil {
 		t.Fatalf("ban %s: %v", linked.JID, err)
 	}
 	v := p.waitState("banned", banFor)
