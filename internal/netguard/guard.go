@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -87,6 +88,12 @@ func (g Guard) CheckURL(ctx context.Context, raw string) (*url.URL, error) {
 	host := u.Hostname()
 	if host == "" {
 		return nil, refused("the URL has no host")
+	}
+	if p := u.Port(); p != "" {
+		// url.Parse checks only that a port is digits.
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, refused("the port must be between 1 and 65535")
+		}
 	}
 	if g.AllowPrivate {
 		return u, nil

@@ -58,6 +58,11 @@ func TestCheckURL(t *testing.T) {
 		{"credentials", Guard{}, "https://u:p@hooks.example.com/", "user name"},
 		{"unresolvable", Guard{}, "https://nowhere.example.com/", "does not resolve"},
 		{"too long", Guard{}, "https://hooks.example.com/" + strings.Repeat("a", MaxURLLength), "longer"},
+		// Found by FuzzCheckURL: a port above 65535 was accepted, and every
+		// delivery to it would fail.
+		{"port too large", Guard{}, "https://hooks.example.com:100000/wh", "port"},
+		{"port zero", Guard{}, "https://hooks.example.com:0/wh", "port"},
+		{"highest port", Guard{}, "https://hooks.example.com:65535/wh", ""},
 		{"private allowed", Guard{AllowPrivate: true}, "https://10.0.0.8/wh", ""},
 		{"loopback allowed in dev", Guard{AllowPrivate: true, AllowHTTP: true}, "http://127.0.0.1:9000/wh", ""},
 	}
