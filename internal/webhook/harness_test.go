@@ -44,6 +44,11 @@ type envOpts struct {
 	guard       *netguard.Guard
 	// stopped: the delivery service is built but not started (e.Start).
 	stopped bool
+	// redis and pg, when set, are private servers the test may restart
+	// (never the shared ones): Redis database 0 of redis, a new database
+	// on pg.
+	redis *testenv.RedisServer
+	pg    *testenv.PostgresServer
 }
 
 func testLog(testing.TB) *slog.Logger {
@@ -55,8 +60,25 @@ func testLog(testing.TB) *slog.Logger {
 
 func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
-	st, _ := testenv.NewStore(t)
-	rdb := redis.NewClient(testenv.NewRedisDB(t).Options())
+	var st *store.Store
+	if o.pg != nil {
+		pool, err := store.Connect(context.Background(), o.pg.NewDatabase(t), 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		testenv.Migrate(t, pool)
+		st = store.New(pool)
+	} else {
+		st, _ = testenv.NewStore(t)
+	}
+	var ropts *redis.Options
+	if o.redis != nil {
+		ropts = &redis.Options{Addr: o.redis.Addr}
+	} else {
+		ropts = testenv.NewRedisDB(t).Options()
+	}
+	rdb := redis.NewClient(ropts)
 	t.Cleanup(func() { rdb.Close() })
 	sealer, err := NewSealer("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
 	if err != nil {
@@ -190,6 +212,7 @@ type receiver struct {
 	status  atomic.Int32 // answer when not 2xx wanted; 0: 204
 	hold    chan struct{}
 	holding atomic.Int32
+	slow    atomic.Int64 // nanoseconds each request takes before its answer
 }
 
 func newReceiver(t testing.TB, secrets ...string) *receiver {
@@ -209,6 +232,7 @@ func (r *receiver) setSecrets(s ...string) {
 }
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	time.Sleep(time.Duration(r.slow.Load()))
 	if r.hold != nil {
 		r.holding.Add(1)
 		<-r.hold
