@@ -2,16 +2,20 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"wasessions/internal/store"
+	"wasessions/internal/testfactory"
 )
 
 func TestWebhookVocabularyMatchesSchema(t *testing.T) {
@@ -242,5 +246,128 @@ func TestWebhookFailingEndpointTurnedOff(t *testing.T) {
 	if got, err = f.st.UpdateWebhookEndpoint(f.ctx, user, ep.ID, store.WebhookPatch{Enabled: &yes}); err != nil ||
 		!got.Enabled || got.DisabledReason != nil || got.FailingSince != nil {
 		t.Fatalf("turned on: %+v %v", got, err)
+	}
+}
+
+// Two statements that each make events for the same sessions, in
+// opposite row orders, while a third transaction holds one session's
+// sequence counter: each statement used to take the per-session counter
+// locks in its own row order, so they deadlocked (Postgres aborted one,
+// 40P01). The counters are taken in session order now: one statement
+// waits for the other, both commit, and each session's events are
+// numbered without a gap.
+func TestWebhookSequencesDoNotDeadlock(t *testing.T) {
+	f := newFx(t)
+	f.endpoint(uuid.NewString(), store.WebhookScopeAll, store.WebhookEventTypes()...)
+	lo, hi := f.create(), f.create() // one session.status event each
+	if hi.SessionID < lo.SessionID {
+		lo, hi = hi, lo
+	}
+	pool := f.st.Pool()
+	holder, err := pool.Begin(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(f.ctx) //nolint:errcheck // committed below
+	if _, err := holder.Exec(f.ctx, `SELECT 1 FROM webhook_sequences WHERE session_id = $1 FOR UPDATE`, hi.SessionID); err != nil {
+		t.Fatal(err)
+	}
+
+	// insert stores one inbound message per session, in the order given,
+	// in one statement, and reports its backend once it is waiting for a
+	// lock.
+	var n atomic.Int64
+	insert := func(order ...store.Session) (waiting func() bool, done <-chan error) {
+		conn, err := pool.Acquire(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		if err := conn.QueryRow(f.ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		var users, sessions, ids []string
+		for _, s := range order {
+			users, sessions = append(users, s.UserID), append(sessions, s.SessionID)
+			ids = append(ids, fmt.Sprintf("3EB0DEAD%08d", n.Add(1)))
+		}
+		ch := make(chan error, 1)
+		go func() {
+			defer conn.Release()
+			_, err := conn.Exec(f.ctx, `INSERT INTO messages (user_id, session_id, direction, chat, text, wa_message_id, status, wa_timestamp)
+				SELECT u, s, 'in', '+15550001', 'hi', w, 'received', now()
+				FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS t(u, s, w, ord) ORDER BY ord`,
+				users, sessions, ids)
+			ch <- err
+		}()
+		return func() bool {
+			var w bool
+			_ = pool.QueryRow(f.ctx, `SELECT COALESCE(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&w)
+			return w
+		}, ch
+	}
+	bWaits, bDone := insert(hi, lo)
+	testfactory.Eventually(t, "the first statement to wait for the held counter", bWaits)
+	aWaits, aDone := insert(lo, hi)
+	testfactory.Eventually(t, "the second statement to wait", aWaits)
+	if err := holder.Commit(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, ch := range map[string]<-chan error{"hi-then-lo": bDone, "lo-then-hi": aDone} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Errorf("statement %s: %v", name, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("statement %s did not finish", name)
+		}
+	}
+	for _, s := range []store.Session{lo, hi} {
+		var seqs []int64
+		rows, err := pool.Query(f.ctx, `SELECT sequence FROM webhook_events WHERE session_id = $1 ORDER BY sequence`, s.SessionID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(seqs, []int64{1, 2, 3}) {
+			t.Errorf("session %s: sequences %v, want [1 2 3]", s.SessionID, seqs)
+		}
+	}
+}
+
+// A statement that makes several events of one session numbers them in
+// the order it made them (its rows' order), whatever their ids.
+func TestWebhookStatementNumbersInRowOrder(t *testing.T) {
+	f := newFx(t)
+	s := f.create() // sequence 1
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, fmt.Sprintf("3EB0%08d-%s", 20-i, uuid.NewString()[:4]))
+	}
+	f.exec(`INSERT INTO messages (user_id, session_id, direction, chat, text, wa_message_id, status, wa_timestamp)
+		SELECT $1, $2, 'in', '+15550001', 'hi', w, 'received', now()
+		FROM unnest($3::text[]) WITH ORDINALITY AS t(w, ord) ORDER BY ord`, s.UserID, s.SessionID, ids)
+	rows, err := f.st.Pool().Query(f.ctx, `SELECT snapshot->>'wa_message_id' FROM webhook_events
+		WHERE session_id = $1 AND type = 'message.received' ORDER BY sequence`, s.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, ids) {
+		t.Fatalf("events in sequence order %v, want the statement's order %v", got, ids)
+	}
+	var maxSeq int64
+	if err := f.st.Pool().QueryRow(f.ctx, `SELECT max(sequence) FROM webhook_events WHERE session_id = $1`, s.SessionID).Scan(&maxSeq); err != nil {
+		t.Fatal(err)
+	}
+	if maxSeq != 21 {
+		t.Fatalf("last sequence %d, want 21", maxSeq)
 	}
 }
