@@ -249,8 +249,10 @@ func (s *Store) ListWebhookAttempts(ctx context.Context, endpointID string, befo
 // ReplayWebhookEvent makes the event due again at once for the user's
 // endpoint, with a fresh attempt budget: the same event id, hence the
 // same webhook-id and body. The event must be one the endpoint may see
-// (its user's, or any for an admin's "all" endpoint). A replayed event
-// goes ahead of its session's later undelivered events to that endpoint.
+// (its user's, or any for an admin's "all" endpoint). It is pending again,
+// so it takes its place by sequence: the session's later undelivered
+// events to that endpoint wait behind it (docs/DESIGN-NOTES.md, "A replay
+// takes its place by sequence").
 func (s *Store) ReplayWebhookEvent(ctx context.Context, userID, endpointID, eventID string) error {
 	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook_deliveries (endpoint_id, event_id, session_id, sequence)
 		SELECT e.id, ev.id, ev.session_id, ev.sequence

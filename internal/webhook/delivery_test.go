@@ -3,6 +3,7 @@ package webhook
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -298,4 +299,45 @@ func TestGoneAndGiveUpAndReplay(t *testing.T) {
 		got, err := e.st.GetWebhookEndpoint(e.ctx, u, ep.ID)
 		return err == nil && !got.Enabled && got.DisabledReason != nil && *got.DisabledReason == store.WebhookDisabledGone
 	})
+}
+
+// A replay puts the event back in its place by sequence: the session's
+// later events to the endpoint that are not delivered yet wait behind it,
+// also while it is retried, and then arrive in order after it. The
+// replayed request is the original (same webhook-id and body), so a
+// receiver that has it drops it by id.
+func TestReplayTakesItsPlaceInSequence(t *testing.T) {
+	e := newEnv(t, envOpts{Options: Options{Schedule: restartSchedule}})
+	r := newReceiver(t)
+	ep, sec := e.endpoint("00000000-0000-0000-0000-0000000000ad", r.URL(), true)
+	r.setSecrets(sec)
+	u, s := e.session()
+	e.inbound(u, s)
+	e.inbound(u, s)
+	r.waitFor(3, time.Minute)
+	first := e.eventsOf(s)
+
+	replayed := first[1]
+	r.refuseID(replayed, true)
+	if err := e.st.ReplayWebhookEvent(e.ctx, "00000000-0000-0000-0000-0000000000ad", ep.ID, replayed); err != nil {
+		t.Fatal(err)
+	}
+	e.inbound(u, s)
+	e.inbound(u, s)
+	testfactory.Eventually(t, "the replayed event to be retried", func() bool {
+		var n int
+		_ = e.st.Pool().QueryRow(e.ctx, `SELECT attempts FROM webhook_deliveries WHERE endpoint_id = $1 AND event_id = $2`,
+			ep.ID, replayed).Scan(&n)
+		return n >= 3
+	})
+	if n := r.count(); n != 3 {
+		t.Fatalf("%d events accepted while the replayed one was failing, want 3: later events went ahead of it", n)
+	}
+	r.refuseID(replayed, false)
+	r.waitFor(5, time.Minute)
+	all := e.eventsOf(s)
+	if want := []string{first[0], first[1], first[2], replayed, all[3], all[4]}; !slices.Equal(r.arrivals(), want) {
+		t.Fatalf("arrivals %v, want %v", r.arrivals(), want)
+	}
+	checkOrder(t, r.deliveries(), map[string][]string{s: all})
 }

@@ -206,6 +206,8 @@ type receiver struct {
 	secrets []string
 	got     []delivery
 	seen    map[string]bool
+	arrived []string        // the id of every verified request, repeats included
+	refuse  map[string]bool // ids answered 500
 	repeats int
 	bad     []string
 	down    atomic.Bool
@@ -265,6 +267,11 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	id := req.Header.Get("webhook-id")
+	if r.refuse[id] {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	r.arrived = append(r.arrived, id)
 	if r.seen[id] {
 		r.repeats++
 		w.WriteHeader(http.StatusOK)
@@ -279,6 +286,24 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	r.seen[id] = true
 	r.got = append(r.got, delivery{ID: id, Payload: p, Raw: body, At: time.Now()})
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// refuseID makes the receiver answer 500 to id (or accept it again).
+func (r *receiver) refuseID(id string, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.refuse == nil {
+		r.refuse = map[string]bool{}
+	}
+	r.refuse[id] = on
+}
+
+// arrivals lists the id of every verified request it accepted, in order,
+// repeats included.
+func (r *receiver) arrivals() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.arrived...)
 }
 
 func (r *receiver) deliveries() []delivery {
