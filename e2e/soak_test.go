@@ -613,7 +613,7 @@ func (k *soak) check(now time.Time, final bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rows, err := k.readRows(ctx)
+	rows, asked, err := k.readRows(ctx)
 	if err != nil {
 		k.mu.Lock()
 		k.skipped++
@@ -656,6 +656,9 @@ func (k *soak) check(now time.Time, final bool) {
 		k.violate(nil, "new-pairing", "the emulator counted %d pairings, the phone scanned %d QR codes", st.Pairings, scans)
 	}
 	for _, ss := range k.sessions {
+		if !asked[ss.id] {
+			continue // linked after the rows were read
+		}
 		r, ok := rows[ss.id]
 		d, present := byJID[ss.jid]
 		switch ss.fate {
@@ -720,30 +723,34 @@ func (k *soak) check(now time.Time, final bool) {
 	}
 }
 
-func (k *soak) readRows(ctx context.Context) (map[string]soakRow, error) {
+// readRows reads the rows of the sessions known now; asked is that set
+// (a session linked meanwhile is not judged by this check).
+func (k *soak) readRows(ctx context.Context) (rows map[string]soakRow, asked map[string]bool, err error) {
 	k.mu.Lock()
 	ids := make([]string, 0, len(k.sessions))
+	asked = map[string]bool{}
 	for id := range k.sessions {
 		ids = append(ids, id)
+		asked[id] = true
 	}
 	k.mu.Unlock()
-	rows, err := k.s.DB.Pool().Query(ctx, `SELECT session_id, status, COALESCE(status_reason, ''), COALESCE(worker_id, ''),
+	rs, err := k.s.DB.Pool().Query(ctx, `SELECT session_id, status, COALESCE(status_reason, ''), COALESCE(worker_id, ''),
 		COALESCE(device_jid, ''), status = 'connected' AND is_connected AND COALESCE(lease_until > now(), false)
 		FROM whatsapp_sessions WHERE session_id = ANY($1)`, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer rows.Close()
-	out := map[string]soakRow{}
-	for rows.Next() {
+	defer rs.Close()
+	rows = map[string]soakRow{}
+	for rs.Next() {
 		var id string
 		var r soakRow
-		if err := rows.Scan(&id, &r.status, &r.reason, &r.worker, &r.device, &r.connected); err != nil {
-			return nil, err
+		if err := rs.Scan(&id, &r.status, &r.reason, &r.worker, &r.device, &r.connected); err != nil {
+			return nil, nil, err
 		}
-		out[id] = r
+		rows[id] = r
 	}
-	return out, rows.Err()
+	return rows, asked, rs.Err()
 }
 
 // quiet waits, with no fault, until every linked session is connected and
