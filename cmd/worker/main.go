@@ -85,7 +85,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return cli.Usage(err)
 	}
-	defer rdb.Close()
+	// Closed on the way out unless asynq is still shutting down in the
+	// background (waitBounded): its subscriber reads a closed client's
+	// channel as a nil message and panics.
+	redisInUse := false
+	defer func() {
+		if !redisInUse {
+			rdb.Close()
+		}
+	}()
 
 	enq := queue.New(rdb)
 	// One live process per WORKER_ID (see queue.AwaitWorkerIDFree).
@@ -183,20 +191,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	<-ctx.Done()
 	log.Info("shutting down: handing sessions over", "hosted", w.Hosted())
-	srv.Stop() // no new tasks from here on
+	// asynq's Stop and Shutdown wait for its goroutines, each of which may
+	// be inside a Redis call; with a Redis that hangs those calls only time
+	// out, one after another (28 s with nothing to hand over, 67 s in the
+	// soak). The handoff needs Postgres, not Redis, and the process exits
+	// right after, so neither gets more than a few seconds.
+	stopped := waitBounded(log, "asynq stop", asynqStopWait, srv.Stop) // no new tasks from here on
 	sctx, cancel := context.WithTimeout(bg, 20*time.Second)
 	w.Shutdown(sctx)
 	cancel()
 	stopLeases()
 	<-leasesDone
-	srv.Shutdown()
+	shut := waitBounded(log, "asynq shutdown", asynqStopWait, srv.Shutdown)
 	stopHooks()
-	hooks.Stop()
+	hooksStopped := waitBounded(log, "webhook delivery stop", asynqStopWait, hooks.Stop)
+	redisInUse = !stopped || !shut || !hooksStopped
 	if metricsSrv != nil {
 		_ = metricsSrv.Close()
 	}
 	log.Info("worker stopped")
 	return nil
+}
+
+// asynqStopWait bounds each wait of the shutdown on something that talks
+// to Redis. Together they stay within the stop grace period
+// (docker-compose.yml's stop_grace_period, 30 s) beside the handoff's 20 s.
+const asynqStopWait = 3 * time.Second
+
+// waitBounded runs stop and waits for it at most d; after that it logs and
+// returns false while stop goes on in the background (the process is
+// exiting).
+// A task whose handler asynq had not acknowledged is run again later by
+// asynq's recoverer; every handler is safe to run twice.
+func waitBounded(log *slog.Logger, what string, d time.Duration, stop func()) bool {
+	done := make(chan struct{})
+	go func() { defer close(done); stop() }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		log.Warn("shutdown: not waiting any longer (Redis slow or hanging?)", "step", what, "waited", d)
+		return false
+	}
 }
 
 // leasePoolConns is the size of the heartbeat's own Postgres pool

@@ -164,3 +164,59 @@ func TestMetricsBehindToken(t *testing.T) {
 		t.Error("the worker warned about a missing token although METRICS_TOKEN is set")
 	}
 }
+
+// A worker told to stop while Redis hangs (a host off the network: no
+// answer, no refusal) still exits within the 30 s grace period
+// docker-compose.yml gives it (stop_grace_period) before SIGKILL. Of those
+// 30 s the handoff may take 20 (its budget); everything else, here with no
+// session to hand over, must fit in the 10 s left. asynq's Stop and
+// Shutdown wait on Redis calls that only time out, one after another: 28 s
+// here before the fix, and 67 s in the soak (make soak) with sessions to
+// hand over. Nothing in the handoff needs Redis (the release is in
+// Postgres; the reconciler enqueues a takeover once Redis is back).
+func TestStopWithinGraceWhenRedisHangs(t *testing.T) {
+	const grace, handoffBudget = 30 * time.Second, 20 * time.Second
+	dsn := testenv.NewDatabase(t)
+	r := testenv.NewRedisDB(t)
+	rp := testenv.NewFaultProxy(t, "redis", r.Addr)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := envOf(map[string]string{
+		"DATABASE_URL": dsn, "REDIS_URL": rp.ProxyRedisURL(r), "WORKER_ID": "w-hang", "METRICS_ADDR": addr,
+		"WA_SERVER_ADDR": "127.0.0.1:1", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32),
+	})
+	var logs testfactory.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"worker"}, env, &logs, &logs) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never became healthy: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // asynq's components are running their loops
+
+	rp.Hang()
+	defer rp.Unhang()
+	start := time.Now()
+	cancel() // SIGTERM
+	select {
+	case err := <-done:
+		t.Logf("worker stopped %s after being told to, Redis hanging (err %v)", time.Since(start).Round(time.Millisecond), err)
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(grace - handoffBudget):
+		t.Fatalf("worker with nothing to hand over still running %s after being told to stop while Redis hangs (the grace left beside the handoff's budget)",
+			grace-handoffBudget)
+	}
+}
