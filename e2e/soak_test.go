@@ -236,6 +236,9 @@ type soak struct {
 	linkFailures  []string
 	faultsStopped time.Time
 	outageEnd     time.Time
+	// stops are the SIGTERM -> exit times of the workers (a figure, not an
+	// invariant: docker-compose.yml allows 30 s before SIGKILL).
+	stops         []time.Duration
 	prevConflicts int64
 }
 
@@ -466,7 +469,11 @@ func (k *soak) sigterm(id string) {
 		k.mu.Unlock()
 		p.Kill()
 	}
-	k.logf("SOAK   %s stopped %s after SIGTERM", id, time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	k.mu.Lock()
+	k.stops = append(k.stops, took)
+	k.mu.Unlock()
+	k.logf("SOAK   %s stopped %s after SIGTERM", id, took.Round(time.Millisecond))
 }
 
 // outage breaks a store for a random 1 s .. SOAK_MAX_OUTAGE and mends it.
@@ -831,6 +838,13 @@ func (k *soak) summary() {
 	k.logf("SOAK SUMMARY sessions by fate: %v; scans %d; emulator %+v", fates, k.scans.Load(), st)
 	k.logf("SOAK SUMMARY invariant checks run: %d (every %s; %d skipped while a store was down or unreadable)", k.checks, k.cfg.checkEvery, k.skipped)
 	k.logf("SOAK SUMMARY reconnections seen: %d; max time to reconnect after a fault, by the fault before: %s", k.backs, strings.Join(backs, ", "))
+	over := 0
+	for _, d := range k.stops {
+		if d > 30*time.Second {
+			over++
+		}
+	}
+	k.logf("SOAK SUMMARY SIGTERM -> exit of a worker: %s; %d over docker-compose's 30 s grace", durations(k.stops), over)
 	if len(k.linkFailures) > 0 {
 		k.logf("SOAK SUMMARY %d new links failed (not a violation unless the phone had scanned: then the session is tracked): %v", len(k.linkFailures), k.linkFailures)
 	}
