@@ -178,8 +178,8 @@ type Process struct {
 var ErrWorkerIDInUse = errors.New("another running worker uses this WORKER_ID")
 
 // AwaitWorkerIDFree returns nil once no other process serves workerID's
-// queue, waiting up to wait for one to go, or ErrWorkerIDInUse (naming
-// it). Two live processes with one id would take each other's sessions
+// queue, waiting up to wait for one to go (or for Redis to answer), or
+// ErrWorkerIDInUse (naming it), or Redis's error if it never answered. Two live processes with one id would take each other's sessions
 // (a claim by the same worker id is always granted, and a worker takes its
 // id's sessions back when it starts) and split the tasks meant for one
 // process. Call it before this process starts its own asynq server.
@@ -200,7 +200,19 @@ func (e *Enqueuer) AwaitWorkerIDFree(ctx context.Context, workerID string, self 
 	for {
 		servers, err := e.inspector.Servers()
 		if err != nil {
-			return fmt.Errorf("queue: list servers: %w", err)
+			// Redis away (a restart, a failover): whether another process
+			// uses the id is unknown until it answers, so wait for it
+			// within the same wait rather than exit and be restarted with
+			// a growing back-off (TestAwaitWorkerIDFreeWaitsForRedis).
+			if time.Now().After(deadline) {
+				return fmt.Errorf("queue: list servers: %w", err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
 		}
 		var other *asynq.ServerInfo
 		for _, srv := range servers {

@@ -9,6 +9,7 @@ import (
 
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
+	"wasessions/internal/testenv"
 	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
@@ -79,5 +80,29 @@ func TestAwaitWorkerIDFree(t *testing.T) {
 				t.Fatalf("AwaitWorkerIDFree = %v, want in use: %v", err, tc.inUse)
 			}
 		})
+	}
+}
+
+// A worker started while Redis is away (a restart of both, a deploy during
+// a Redis failover) waits for Redis within its wait instead of exiting at
+// once: the check cannot tell whether another process uses the id until
+// Redis answers, and a process that exits is restarted with a growing
+// back-off. When Redis answers in time the check runs as usual.
+func TestAwaitWorkerIDFreeWaitsForRedis(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p := testenv.NewFaultProxy(t, "redis", e.redi.Addr)
+	enq := queue.New(p.ProxyRedis(e.redi))
+	p.Down()
+	up := time.AfterFunc(2*time.Second, p.Up)
+	defer up.Stop()
+	if err := enq.AwaitWorkerIDFree(context.Background(), "w1", queue.Process{Host: "here", PID: 1}, 20*time.Second); err != nil {
+		t.Fatalf("AwaitWorkerIDFree with Redis back after 2 s of a 20 s wait = %v, want nil", err)
+	}
+
+	p.Down()
+	err := enq.AwaitWorkerIDFree(context.Background(), "w1", queue.Process{Host: "here", PID: 1}, time.Second)
+	if err == nil || errors.Is(err, queue.ErrWorkerIDInUse) {
+		t.Fatalf("AwaitWorkerIDFree with Redis away for the whole wait = %v, want Redis's error", err)
 	}
 }
