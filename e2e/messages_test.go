@@ -1040,11 +1040,16 @@ func TestMessagesHistorySync(t *testing.T) {
 // TestMessagesCrashBetweenSendAndAck: the hosting worker is SIGKILLed
 // after WhatsApp recorded a text but before its ack reached the worker
 // (the emulator withholds it). The new host holds the text back for a few
-// seconds after logging in; the phone's delivery receipt, which WhatsApp
-// hands the device on login, arrives meanwhile and the text is delivered,
-// sent once (count 1). When that receipt is late (the phone offline), the
-// text goes again with the same id: the phone shows it once (one inbox
-// entry, its arrival counted twice: the known limit in DESIGN-NOTES).
+// seconds after logging in, and WhatsApp hands it the receipts it missed:
+//   - the recipient's delivery receipt: the text is delivered, sent once;
+//   - the recipient's phone offline (its receipt 20 s late): the account's
+//     own phone's receipt for its copy says WhatsApp holds the text, so it
+//     is sent, not sent again, and delivered when the phone is back: once
+//     at the emulator (count 1, no duplicate);
+//   - both phones offline: nothing tells the new host WhatsApp has it, and
+//     it sends it again with the same id: the recipient shows it once (one
+//     inbox entry), its arrival counted twice (the known limit in
+//     DESIGN-NOTES).
 func TestMessagesCrashBetweenSendAndAck(t *testing.T) {
 	s := newStack(t, stackOpts{Env: map[string]string{"SEND_RATE": "0"}})
 	p := s.peer("+15557500001", "Gus")
@@ -1057,6 +1062,17 @@ func TestMessagesCrashBetweenSendAndAck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	dups := func() int64 {
+		t.Helper()
+		st, err := s.phone.msgStats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.DuplicateMessages
+	}
+	// crash sends text (the n-th in the peer's inbox) with its ack withheld,
+	// SIGKILLs its host, restarts it, and returns the message once it is
+	// delivered and the hold-back is over, with the peer's inbox entry.
 	crash := func(text string, n int) (message, inboxMessage) {
 		t.Helper()
 		fault(map[string]any{"fault": "withhold_ack", "count": 1})
@@ -1081,17 +1097,22 @@ func TestMessagesCrashBetweenSendAndAck(t *testing.T) {
 
 	// The receipt comes back at login: sent once.
 	_, in := crash("ack lost, receipt on time", 1)
-	if in.Count != 1 {
-		t.Fatalf("sent %d times, want once (the receipt at login marks it delivered)", in.Count)
-	}
-	if st, err := s.phone.msgStats(); err != nil || st.DuplicateMessages != 0 {
-		t.Fatalf("emulator: %+v %v; want no duplicate", st, err)
+	if in.Count != 1 || dups() != 0 {
+		t.Fatalf("sent %d times (%d duplicates), want once (the receipt at login marks it delivered)", in.Count, dups())
 	}
 
-	// The receipt is late: resent with the same id, shown once.
-	fault(map[string]any{"fault": "delay_receipts", "count": 1, "seconds": 20})
-	d, in := crash("ack lost, receipt late", 2)
-	if in.Count != 2 || d.WAMessageID != in.ID {
-		t.Fatalf("inbox entry %+v for %s: want one entry, arrived twice", in, d.WAMessageID)
+	// The peer's phone is offline (its receipts 20 s late); the account's
+	// own phone answers at login: sent once, delivered later.
+	fault(map[string]any{"fault": "delay_receipts", "count": 1, "seconds": 20, "phone": p.Phone})
+	_, in = crash("ack lost, recipient offline", 2)
+	if in.Count != 1 || dups() != 0 {
+		t.Fatalf("sent %d times (%d duplicates), want once (the own phone's receipt says WhatsApp has it)", in.Count, dups())
+	}
+
+	// Both phones offline: resent with the same id, shown once.
+	fault(map[string]any{"fault": "delay_receipts", "count": 2, "seconds": 20})
+	d, in := crash("ack lost, both phones offline", 3)
+	if in.Count != 2 || d.WAMessageID != in.ID || dups() != 1 {
+		t.Fatalf("inbox entry %+v for %s, %d duplicates: want one entry, arrived twice", in, d.WAMessageID, dups())
 	}
 }

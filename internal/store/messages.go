@@ -418,6 +418,26 @@ func (s *Store) ApplyReceipt(ctx context.Context, sessionID string, waIDs []stri
 	return ms, nil
 }
 
+// MarkAccepted records that WhatsApp holds the queued outbound messages of
+// sessionID with these WhatsApp ids, learned from the account's own phone
+// (its receipt for its copy, which only WhatsApp can have relayed) rather
+// than from the ack to the send. It moves queued messages to sent and
+// returns those it moved; any other status is left as it is.
+func (s *Store) MarkAccepted(ctx context.Context, sessionID string, waIDs []string) ([]Message, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE messages SET status = 'sent', status_reason = NULL,
+			sent_at = COALESCE(sent_at, now()), updated_at = now()
+		WHERE session_id = $1 AND wa_message_id = ANY($2) AND direction = 'out' AND status = 'queued'
+		RETURNING `+messageColumns, sessionID, waIDs)
+	if err != nil {
+		return nil, fmt.Errorf("store: mark accepted: %w", err)
+	}
+	ms, err := collectMessages(rows)
+	if err != nil {
+		return nil, fmt.Errorf("store: mark accepted: %w", err)
+	}
+	return ms, nil
+}
+
 // Inbound is a text WhatsApp delivered to a linked session.
 type Inbound struct {
 	SessionID   string

@@ -165,6 +165,35 @@ func TestNextOutboundOrderFencingAndStatuses(t *testing.T) {
 	}
 }
 
+// TestMarkAccepted: the account's own phone's receipt makes a queued
+// message sent (it leaves the outbox: no resend) and changes nothing else.
+func TestMarkAccepted(t *testing.T) {
+	f := newFx(t)
+	s, fence := f.hosted("w1", store.StatusConnected)
+	held := f.queue(s.UserID, "+15557654321", "ack lost", "")
+	next := f.queue(s.UserID, "+15557654321", "next", "")
+	if m, _, _, err := f.st.NextOutbound(f.ctx, fence, store.Pacing{}, time.Hour); err != nil || m.ID != held.ID {
+		t.Fatalf("head: %+v %v", m, err)
+	}
+	got, err := f.st.MarkAccepted(f.ctx, s.SessionID, []string{held.WAMessageID, "3EB0UNKNOWN"})
+	if err != nil || len(got) != 1 || got[0].ID != held.ID || got[0].Status != store.MessageSent || got[0].SentAt == nil {
+		t.Fatalf("mark accepted: %+v %v", got, err)
+	}
+	if m, _, _, err := f.st.NextOutbound(f.ctx, fence, store.Pacing{}, time.Hour); err != nil || m.ID != next.ID {
+		t.Fatalf("head after: %+v %v, want the next message", m, err)
+	}
+	// Delivered already, or another session's id: nothing moves.
+	if _, err := f.st.ApplyReceipt(f.ctx, s.SessionID, []string{held.WAMessageID}, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.st.MarkAccepted(f.ctx, s.SessionID, []string{held.WAMessageID}); err != nil || len(got) != 0 {
+		t.Fatalf("after delivered: %+v %v", got, err)
+	}
+	if got, err := f.st.MarkAccepted(f.ctx, uuid.NewString(), []string{next.WAMessageID}); err != nil || len(got) != 0 {
+		t.Fatalf("another session: %+v %v", got, err)
+	}
+}
+
 func TestNextOutboundPacingHoldsAcrossHandoff(t *testing.T) {
 	f := newFx(t)
 	s, fence := f.hosted("w1", store.StatusConnected)

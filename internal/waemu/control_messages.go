@@ -101,11 +101,13 @@ func (s *Server) handleSetFault(w http.ResponseWriter, r *http.Request) {
 		Count   int     `json:"count"`
 		Code    int     `json:"code"`
 		Seconds float64 `json:"seconds"`
+		Phone   string  `json:"phone"`
 	}
 	if !readJSON(w, r, &req) {
 		return
 	}
-	f, err := s.SetFault(Fault{Kind: req.Fault, Device: req.Device, Remaining: req.Count, Code: req.Code, Seconds: req.Seconds})
+	f, err := s.SetFault(Fault{Kind: req.Fault, Device: req.Device, Remaining: req.Count, Code: req.Code,
+		Seconds: req.Seconds, Phone: req.Phone})
 	answer(w, http.StatusCreated, f, err)
 }
 

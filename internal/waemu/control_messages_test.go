@@ -56,6 +56,8 @@ func TestControlAPIPeersAndMessages(t *testing.T) {
 		{"POST", "/faults", `{"fault":"delay_receipts"}`, 400},
 		{"POST", "/faults", `{"fault":"error_ack","code":200}`, 400},
 		{"POST", "/faults", `{"fault":"withhold_ack","count":-1}`, 400},
+		{"POST", "/faults", `{"fault":"delay_receipts","seconds":1,"phone":"+1555x"}`, 400},
+		{"POST", "/faults", `{"fault":"withhold_ack","phone":"+15557654321"}`, 400},
 	} {
 		if st := call(t, srv.URL, tc.method, tc.path, tc.body, nil); st != tc.want {
 			t.Errorf("%s %s %s = %d, want %d", tc.method, tc.path, tc.body, st, tc.want)

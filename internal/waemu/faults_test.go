@@ -116,6 +116,29 @@ func TestFaultSwitches(t *testing.T) {
 		_ = r
 	})
 
+	t.Run("delay_receipts_of_one_phone", func(t *testing.T) {
+		// The peer's phone is offline; the sender's own phone is not: its
+		// "sender" receipt (WhatsApp holds the message) comes at once.
+		const delay = 2 * time.Second
+		if _, err := emu.SetFault(waemu.Fault{Kind: waemu.FaultDelayReceipts, Seconds: delay.Seconds(), Phone: "+15557656001"}); err != nil {
+			t.Fatal(err)
+		}
+		defer emu.ClearFaults()
+		start := time.Now()
+		resp, err := c.SendMessage(ctx, to, textMsg("peer offline"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.wait("the own phone's receipt", isReceipt(types.ReceiptTypeSender, resp.ID))
+		if got := time.Since(start); got >= delay {
+			t.Fatalf("own phone's receipt %v after the send, held with the peer's", got)
+		}
+		c.wait("the peer's delayed receipt", isReceipt(types.ReceiptTypeDelivered, resp.ID))
+		if got := time.Since(start); got < delay {
+			t.Fatalf("peer's receipt %v after the send, before the %v delay", got, delay)
+		}
+	})
+
 	st := emu.Stats()
 	if st.DecryptFailures != 0 || st.RejectedMessages != 1 {
 		t.Fatalf("stats = %+v, want 0 decrypt failures and 1 rejected", st)

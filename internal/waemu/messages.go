@@ -29,8 +29,12 @@ import (
 // it decrypts the DeviceSentMessage copy for the sender's own phone too and
 // checks it names the recipient (a real phone would show the message in its
 // chat; here it is counted as own_device_copies); copies for other linked
-// devices are relayed to them. Then it acks the message and the recipient's
-// phone sends a delivery receipt.
+// devices are relayed to them. Then it acks the message, the recipient's
+// phone sends a delivery receipt, and the sender's own phone, which got its
+// copy, sends a receipt of type "sender" (what whatsmeow itself sends as a
+// companion for a copy of its account's own message, receipt.go
+// sendMessageReceipt): the sending device learns from it that WhatsApp
+// holds the message even when the recipient's phone is offline.
 //
 // To a linked device: a phone's message is encrypted for each linked device
 // of the recipient account, in order, and stays in that device's outbox
@@ -68,6 +72,10 @@ type InboxMessage struct {
 	// Count is how many times this id arrived (1 unless it was sent again).
 	Count int  `json:"count"`
 	Read  bool `json:"read"`
+
+	// ownCopy: the sender's own phone decrypted its copy (it receipts
+	// every arrival of the id with type "sender").
+	ownCopy bool
 }
 
 // DeviceDelivery is the state of a phone's message at one linked device.
@@ -206,7 +214,7 @@ func (c *conn) handleMessage(node *waBinary.Node) {
 	dup := m.inboxHas(recipient.Phone, key)
 
 	var text string
-	gotRecipient, failed := false, false
+	gotRecipient, failed, ownCopy := false, false, false
 	for _, t := range tos {
 		if dup {
 			break
@@ -245,13 +253,15 @@ func (c *conn) handleMessage(node *waBinary.Node) {
 				continue
 			}
 			m.ownCopies.Add(1)
+			ownCopy = true
 		default:
 			m.relay(c, dj, node, t)
 		}
 	}
 	if dup {
 		m.dups.Add(1)
-		n := m.recordDuplicate(recipient.Phone, key)
+		var n int
+		n, ownCopy = m.recordDuplicate(recipient.Phone, key)
 		log.Info("message arrived again", "count", n)
 	} else if !gotRecipient {
 		m.rejected.Add(1)
@@ -266,7 +276,7 @@ func (c *conn) handleMessage(node *waBinary.Node) {
 		m.in.Add(1)
 		m.record(recipient.Phone, key, &InboxMessage{
 			ID: id, From: types.NewJID(senderAcct.Phone, types.DefaultUserServer).String(),
-			Device: c.jid, Text: text, At: time.Now().UTC(), Count: 1,
+			Device: c.jid, Text: text, At: time.Now().UTC(), Count: 1, ownCopy: ownCopy,
 		})
 		log.Debug("message received", "to", to.String())
 	}
@@ -283,6 +293,10 @@ func (c *conn) handleMessage(node *waBinary.Node) {
 	}
 	// The recipient's phone got it: delivery receipt to the sending device.
 	m.queueReceipt(c.jid, recipient, id, "")
+	if ownCopy {
+		// So did the sender's own phone: its "sender" receipt names the chat.
+		m.queueReceiptFor(c.jid, senderAcct, to, id, "sender")
+	}
 	m.flushLater(c)
 }
 
@@ -427,12 +441,14 @@ func (m *messaging) record(phone, key string, msg *InboxMessage) {
 	ib.msgs = append(ib.msgs, msg)
 }
 
-func (m *messaging) recordDuplicate(phone, key string) int {
+// recordDuplicate counts another arrival of a message the phone has, and
+// says whether the sender's own phone had its copy.
+func (m *messaging) recordDuplicate(phone, key string) (int, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	msg := m.inboxes[phone].byKey[key]
 	msg.Count++
-	return msg.Count
+	return msg.Count, msg.ownCopy
 }
 
 // relay forwards the copy for another linked device (the sender's own, or
@@ -550,12 +566,22 @@ func (s *Server) MarkRead(ref string, ids []string) (int, error) {
 // message id to device dev; it is resent on the device's next login until
 // the client acks it.
 func (m *messaging) queueReceipt(dev string, a *account, id, typ string) {
+	m.queueReceiptFor(dev, a, types.EmptyJID, id, typ)
+}
+
+// queueReceiptFor is queueReceipt with the recipient attribute a phone's
+// receipt for its own account's message carries (type "sender": the chat
+// the message went to).
+func (m *messaging) queueReceiptFor(dev string, a *account, recipient types.JID, id, typ string) {
 	attrs := waBinary.Attrs{"from": types.NewJID(a.Phone, types.DefaultUserServer), "id": id, "t": time.Now().Unix()}
 	if typ != "" {
 		attrs["type"] = typ
 	}
+	if !recipient.IsEmpty() {
+		attrs["recipient"] = recipient
+	}
 	item := &outItem{key: "r:" + typ + ":" + id, node: &waBinary.Node{Tag: "receipt", Attrs: attrs}}
-	if f := m.takeFault(FaultDelayReceipts, dev); f != nil {
+	if f := m.takeFaultFrom(FaultDelayReceipts, dev, a.Phone); f != nil {
 		d := time.Duration(f.Seconds * float64(time.Second))
 		item.notBefore = time.Now().Add(d)
 		m.s.spawn(func() {
@@ -970,7 +996,7 @@ const (
 	// the ack: whatsmeow reconnects and sends the same frame again.
 	FaultDropBeforeAck = "drop_before_ack"
 	// FaultDelayReceipts holds the phones' receipts to the device for
-	// Seconds.
+	// Seconds (only those of Phone when it is set: that phone is offline).
 	FaultDelayReceipts = "delay_receipts"
 )
 
@@ -985,6 +1011,9 @@ type Fault struct {
 	Remaining int     `json:"remaining,omitempty"`
 	Code      int     `json:"code,omitempty"`    // error_ack
 	Seconds   float64 `json:"seconds,omitempty"` // delay_receipts
+	// Phone scopes delay_receipts to the receipts of one phone (digits of
+	// its number); empty means every phone's.
+	Phone string `json:"phone,omitempty"`
 }
 
 // SetFault turns a fault switch on and returns it with its id.
@@ -1004,6 +1033,16 @@ func (s *Server) SetFault(f Fault) (Fault, error) {
 	}
 	if f.Kind == FaultErrorAck && f.Code != 0 && (f.Code < 400 || f.Code > 599) {
 		return Fault{}, fmt.Errorf("%w: code must be 400-599", ErrBadMessage)
+	}
+	if f.Phone != "" {
+		if f.Kind != FaultDelayReceipts {
+			return Fault{}, fmt.Errorf("%w: phone applies to delay_receipts only", ErrBadMessage)
+		}
+		p := strings.TrimPrefix(f.Phone, "+")
+		if p == "" || strings.Trim(p, "0123456789") != "" {
+			return Fault{}, fmt.Errorf("%w: phone %q is not a number", ErrBadMessage, f.Phone)
+		}
+		f.Phone = p
 	}
 	if f.Device != "" {
 		j, err := types.ParseJID(f.Device)
@@ -1047,11 +1086,18 @@ func (s *Server) ClearFaults() {
 // takeFault returns the oldest active fault of this kind for dev, counting
 // one use of it.
 func (m *messaging) takeFault(kind, dev string) *Fault {
+	return m.takeFaultFrom(kind, dev, "")
+}
+
+// takeFaultFrom is takeFault for something phone sends (a receipt): a
+// fault scoped to another phone does not apply.
+func (m *messaging) takeFaultFrom(kind, dev, phone string) *Fault {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var hit *Fault
 	for _, f := range m.faults {
-		if f.Kind == kind && (f.Device == "" || f.Device == dev) && (hit == nil || f.ID < hit.ID) {
+		if f.Kind == kind && (f.Device == "" || f.Device == dev) && (f.Phone == "" || f.Phone == phone) &&
+			(hit == nil || f.ID < hit.ID) {
 			hit = f
 		}
 	}

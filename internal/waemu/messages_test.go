@@ -430,6 +430,12 @@ func TestOwnDeviceCopies(t *testing.T) {
 	if inbox, _ := emu.Inbox(alice.JID); len(inbox) != 1 || inbox[0].Count != 1 {
 		t.Fatalf("peer inbox = %+v", inbox)
 	}
+	// The account's phone got its copy and says so to the sending device:
+	// a receipt of type "sender" that names the chat.
+	r := c.wait("the own phone's receipt", isReceipt(types.ReceiptTypeSender, resp.ID)).(*events.Receipt)
+	if !r.IsFromMe || r.Chat.User != "15557657001" || r.Sender.User != "15550007001" {
+		t.Fatalf("own phone's receipt: %+v", r.MessageSource)
+	}
 	st := emu.Stats()
 	if st.OwnDeviceCopies != 1 || st.MessagesIn != 1 || st.DecryptFailures != 0 {
 		t.Fatalf("stats = %+v", st)

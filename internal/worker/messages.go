@@ -322,16 +322,24 @@ func (h *hosted) saveInbound(info types.MessageInfo, text string) bool {
 }
 
 func (h *hosted) onReceipt(e *waevents.Receipt) bool {
-	var read bool
-	switch e.Type {
-	case types.ReceiptTypeDelivered:
-	case types.ReceiptTypeRead:
+	if len(e.MessageIDs) == 0 {
+		return true
+	}
+	var read, accepted bool
+	switch {
+	case e.Type == types.ReceiptTypeSender && e.IsFromMe:
+		// The account's own phone got its copy of a message this device
+		// sent: WhatsApp holds it. After a crash between a send and its
+		// ack this is how the new host learns the message went out while
+		// the recipient's phone is offline (docs/DESIGN-NOTES.md).
+		accepted = true
+	case e.IsFromMe:
+		return true // our own devices' reads, peer messages...
+	case e.Type == types.ReceiptTypeDelivered:
+	case e.Type == types.ReceiptTypeRead:
 		read = true
 	default:
-		return true // played, retry, sender, our own devices' reads...
-	}
-	if e.IsFromMe || len(e.MessageIDs) == 0 {
-		return true
+		return true // played, retry...
 	}
 	ids := make([]string, len(e.MessageIDs))
 	for i, id := range e.MessageIDs {
@@ -339,7 +347,13 @@ func (h *hosted) onReceipt(e *waevents.Receipt) bool {
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
-	moved, err := h.w.deps.Store.ApplyReceipt(ctx, h.id, ids, read)
+	var moved []store.Message
+	var err error
+	if accepted {
+		moved, err = h.w.deps.Store.MarkAccepted(ctx, h.id, ids)
+	} else {
+		moved, err = h.w.deps.Store.ApplyReceipt(ctx, h.id, ids, read)
+	}
 	if err != nil {
 		h.log.Warn("record receipt", "error", err)
 		return false
