@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -70,17 +71,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 
+	// On the way out the Postgres pools are closed together, waited for at
+	// most asynqStopWait: database/sql's Close waits for every query in
+	// flight and pgxpool's for every connection to be given back, which
+	// with a Postgres that hangs is until the network gives up (the soak
+	// saw a worker run on 70 s after "worker stopped"). The process is
+	// exiting; nothing is lost by not waiting.
+	var closePostgres []func()
+	defer func() {
+		waitBounded(log, "closing the Postgres pools", asynqStopWait, func() {
+			var wg sync.WaitGroup
+			for _, c := range closePostgres {
+				wg.Add(1)
+				go func() { defer wg.Done(); c() }()
+			}
+			wg.Wait()
+		})
+	}()
 	pool, sqlDB, err := migrate.Open(ctx, cfg.PostgresURL(), cfg.DBMaxConns, log, migrateRetryWindow)
 	if err != nil {
 		return cli.UnlessStopped(ctx, err)
 	}
-	defer pool.Close()
-	defer sqlDB.Close()
+	closePostgres = append(closePostgres, pool.Close, func() { _ = sqlDB.Close() })
 	leasePool, err := store.Connect(bg, cfg.PostgresURL(), leasePoolConns)
 	if err != nil {
 		return cli.Usagef("DATABASE_URL / DB_*: %w", err)
 	}
-	defer leasePool.Close()
+	closePostgres = append(closePostgres, leasePool.Close)
 	rdb, err := redisconn.OpenSettings(cfg.Redis())
 	if err != nil {
 		return cli.Usage(err)
@@ -214,8 +231,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // asynqStopWait bounds each wait of the shutdown on something that talks
-// to Redis. Together they stay within the stop grace period
-// (docker-compose.yml's stop_grace_period, 30 s) beside the handoff's 20 s.
+// to Redis or Postgres. With the handoff's 20 s they stay within the stop
+// grace period (docker-compose.yml's stop_grace_period, 30 s) whichever
+// store hangs.
 const asynqStopWait = 3 * time.Second
 
 // waitBounded runs stop and waits for it at most d; after that it logs and

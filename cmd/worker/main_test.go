@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -217,6 +218,63 @@ func TestStopWithinGraceWhenRedisHangs(t *testing.T) {
 		}
 	case <-time.After(grace - handoffBudget):
 		t.Fatalf("worker with nothing to hand over still running %s after being told to stop while Redis hangs (the grace left beside the handoff's budget)",
+			grace-handoffBudget)
+	}
+}
+
+// The same while Postgres hangs. The handoff needs Postgres, so with
+// sessions it may spend its 20 s budget; everything else, here with no
+// session to hand over, must fit in the 10 s left and must not wait on
+// Postgres: database/sql's Close waits for every query in flight, and
+// pgxpool's Close for every connection to be given back, which with a
+// Postgres that neither answers nor refuses is until the network gives
+// up. Before the fix this took 15 s; the soak (make soak) saw workers log
+// "worker stopped" and then run on 15 s and more than 70 s (SIGKILLed).
+func TestStopWithinGraceWhenPostgresHangs(t *testing.T) {
+	const grace, handoffBudget = 30 * time.Second, 20 * time.Second
+	dsn := testenv.NewDatabase(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp := testenv.NewFaultProxy(t, "postgres", u.Host)
+	r := testenv.NewRedisDB(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := envOf(map[string]string{
+		"DATABASE_URL": pp.ProxyPostgresURL(dsn), "REDIS_URL": r.URL(), "WORKER_ID": "w-pghang", "METRICS_ADDR": addr,
+		"WA_SERVER_ADDR": "127.0.0.1:1", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32),
+	})
+	var logs testfactory.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"worker"}, env, &logs, &logs) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never became healthy: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+
+	pp.Hang()
+	defer pp.Unhang()
+	time.Sleep(2 * time.Second) // the periodic queries (heartbeat, webhook poll) are stuck in flight
+	start := time.Now()
+	cancel() // SIGTERM
+	select {
+	case err := <-done:
+		t.Logf("worker stopped %s after being told to, Postgres hanging (err %v)", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(grace - handoffBudget):
+		t.Fatalf("worker with nothing to hand over still running %s after being told to stop while Postgres hangs (the grace left beside the handoff's budget)",
 			grace-handoffBudget)
 	}
 }
