@@ -98,7 +98,7 @@ func TestDemoCtrlCStopsInOrder(t *testing.T) {
 
 	waitScreen := func(what string, within time.Duration) {
 		t.Helper()
-		if err := harness.Poll(within, 100*time.Millisecond, func() (bool, string) {
+		if err := testfactory.Poll(within, 100*time.Millisecond, func() (bool, string) {
 			select {
 			case <-exited:
 				t.Fatalf("make demo exited (%v) before %q", exitErr, what)
@@ -199,7 +199,7 @@ func TestDemoCtrlCStopsInOrder(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- again.Wait() }()
-	err = harness.Poll(3*time.Minute, 100*time.Millisecond, func() (bool, string) {
+	err = testfactory.Poll(3*time.Minute, 100*time.Millisecond, func() (bool, string) {
 		return strings.Contains(out.String(), "wasessions demo is ready"), ""
 	})
 	_ = again.Process.Signal(syscall.SIGTERM) // the script stops the programs in order

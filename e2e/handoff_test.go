@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"wasessions/e2e/harness"
+	"wasessions/internal/testfactory"
 )
 
 // Scenario 3, graceful restart: SIGTERM to the worker hosting a session
@@ -130,7 +131,7 @@ func (s *stack) waitHostedElsewhere(sessionID, from string, start time.Time, wit
 	s.T.Helper()
 	var to string
 	var took time.Duration
-	err := harness.Poll(within, 10*time.Millisecond, func() (bool, string) {
+	err := testfactory.Poll(within, 10*time.Millisecond, func() (bool, string) {
 		r, err := s.DB.Get(context.Background(), sessionID)
 		if err != nil {
 			return false, err.Error()

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"wasessions/e2e/harness"
+	"wasessions/internal/testfactory"
 )
 
 // linked is a session the phone scanned.
@@ -32,7 +33,7 @@ func (s *stack) qrOf(user string, created session) (dataURL, raw string, err err
 	if created.QRCode != nil {
 		return *created.QRCode, str(created.QRRaw), nil
 	}
-	err = harness.Poll(harness.WaitLong, 100*time.Millisecond, func() (bool, string) {
+	err = testfactory.Poll(harness.WaitLong, 100*time.Millisecond, func() (bool, string) {
 		q, r, err := s.client.qr(user)
 		if err != nil {
 			return false, err.Error()
@@ -70,7 +71,7 @@ func (s *stack) linkE(user, phone, name string) (linked, error) {
 	if l.jid, err = s.phone.Scan(qr, phone, name); err != nil {
 		return l, fmt.Errorf("session %s: scan: %w", l.sessionID, err)
 	}
-	err = harness.Poll(harness.WaitLong, 200*time.Millisecond, func() (bool, string) {
+	err = testfactory.Poll(harness.WaitLong, 200*time.Millisecond, func() (bool, string) {
 		st, err := s.client.status(user)
 		if err != nil {
 			return false, err.Error()

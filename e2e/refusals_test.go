@@ -13,6 +13,7 @@ import (
 
 	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 // The emulator's refusal switches (internal/waemu/refusals.go): what the
@@ -131,7 +132,7 @@ func (s *stack) disconnectAndWait(user string) error {
 	if r.Status != http.StatusAccepted && r.Status != http.StatusOK {
 		return fmt.Errorf("disconnect: %s", r)
 	}
-	return harness.Poll(harness.WaitLong, 200*time.Millisecond, func() (bool, string) {
+	return testfactory.Poll(harness.WaitLong, 200*time.Millisecond, func() (bool, string) {
 		st, err := s.client.status(user)
 		if err != nil {
 			return strings.Contains(err.Error(), "404"), err.Error()

@@ -20,6 +20,7 @@ import (
 
 	"wasessions/e2e/harness"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 // The soak (`make soak`, issue 9): the e2e stack (real api, workers,
@@ -782,7 +783,7 @@ func (k *soak) quiet(d time.Duration) {
 // the workers' hosted gauges add up to it; after d it records a violation.
 func (k *soak) allBackOnce(d time.Duration) bool {
 	ids := k.liveIDs()
-	err := harness.Poll(d, time.Second, func() (bool, string) {
+	err := testfactory.Poll(d, time.Second, func() (bool, string) {
 		m, err := k.s.ConnectedPerWorker(ids, nil)
 		if err != nil {
 			return false, err.Error()

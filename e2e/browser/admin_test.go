@@ -15,6 +15,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"wasessions/internal/testfactory"
 )
 
 // adminSeedDefault is how many ended sessions TestAdminPage seeds beside
@@ -81,14 +83,11 @@ func (p adminPage) state() string {
 // waitFor polls the JavaScript expression expr until it is true.
 func (p adminPage) waitFor(what, expr string, within time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(within)
-	for !eval[bool](p.page, expr) {
-		if time.Now().After(deadline) {
-			p.shot("timeout-" + strings.ReplaceAll(what, " ", "-"))
-			p.t.Fatalf("%s: %s not within %s (state %q, error %q)", p.prefix, what, within, p.state(),
-				eval[string](p.page, `document.getElementById('error').textContent`))
-		}
-		time.Sleep(50 * time.Millisecond)
+	err := testfactory.Poll(within, 50*time.Millisecond, func() (bool, string) { return eval[bool](p.page, expr), "" })
+	if err != nil {
+		p.shot("timeout-" + strings.ReplaceAll(what, " ", "-"))
+		p.t.Fatalf("%s: %s: %v (state %q, error %q)", p.prefix, what, err, p.state(),
+			eval[string](p.page, `document.getElementById('error').textContent`))
 	}
 }
 
@@ -107,19 +106,22 @@ func (p adminPage) rows() []row {
 // rowOf waits until the table shows session id with status want.
 func (p adminPage) rowOf(id, want string, within time.Duration) row {
 	p.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		for _, r := range p.rows() {
+	var found row
+	err := testfactory.Poll(within, 50*time.Millisecond, func() (bool, string) {
+		rows := p.rows()
+		for _, r := range rows {
 			if r.Session == id && r.Status == want {
-				return r
+				found = r
+				return true, ""
 			}
 		}
-		if time.Now().After(deadline) {
-			p.shot("timeout-row-" + want)
-			p.t.Fatalf("%s: the table did not show %s as %s within %s; it shows %+v", p.prefix, id, want, within, p.rows())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false, fmt.Sprintf("it shows %+v", rows)
+	})
+	if err != nil {
+		p.shot("timeout-row-" + want)
+		p.t.Fatalf("%s: the table did not show %s as %s: %v", p.prefix, id, want, err)
 	}
+	return found
 }
 
 func (p adminPage) setValue(id, v string) {
@@ -263,13 +265,10 @@ func TestAdminPage(t *testing.T) {
 	var qr struct {
 		QRRaw string `json:"qrRaw"`
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for s.apiGet(t, userTok, "/api/integrations/whatsapp/qr", &qr) != http.StatusOK || qr.QRRaw == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("no QR code within 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testfactory.WaitFor(t, "a QR code", 30*time.Second, func() (bool, string) {
+		code := s.apiGet(t, userTok, "/api/integrations/whatsapp/qr", &qr)
+		return code == http.StatusOK && qr.QRRaw != "", fmt.Sprintf("GET /qr: %d", code)
+	})
 	const phone, name = "15550003333", "Cy"
 	var linked struct {
 		JID string `json:"jid"`
@@ -322,17 +321,7 @@ func TestAdminPage(t *testing.T) {
 	p.shot("6-disconnected-detail")
 	p.click("detail-close")
 	p.rowOf(created.SessionID, "disconnected", 10*time.Second)
-	deadline = time.Now().Add(15 * time.Second)
-	for {
-		jids, err := s.devices()
-		if err == nil && !slices.Contains(jids, linked.JID) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the emulator still lists device %s after the operator's disconnect (err %v)", linked.JID, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	s.waitDeviceGone(t, linked.JID, "after the operator's disconnect")
 	p.shot("7-disconnected")
 
 	// Any session by its id (from a log line or a user's report): it opens.

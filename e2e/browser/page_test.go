@@ -16,6 +16,7 @@ import (
 	gzqr "github.com/makiuchi-d/gozxing/qrcode"
 
 	"wasessions/e2e/harness"
+	"wasessions/internal/testfactory"
 )
 
 // chromiumPath is Debian's Chromium, which scripts/chromium.sh installs.
@@ -237,55 +238,55 @@ func (p *page) open(token string) {
 // waitState waits until the page's state is want and returns the view.
 func (p *page) waitState(want string, within time.Duration) view {
 	p.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		v := p.viewNow()
-		if v.State == want {
-			return v
-		}
-		if time.Now().After(deadline) {
-			p.shot("timeout-waiting-for-" + want)
-			p.t.Fatalf("%s: the page did not reach state %q within %s; it shows %s", p.prefix, want, within, v)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var v view
+	err := testfactory.Poll(within, 50*time.Millisecond, func() (bool, string) {
+		v = p.viewNow()
+		return v.State == want, "it shows " + v.String()
+	})
+	if err != nil {
+		p.shot("timeout-waiting-for-" + want)
+		p.t.Fatalf("%s: the page did not reach state %q: %v", p.prefix, want, err)
 	}
+	return v
 }
 
 // visibleText is the text of the element with data-testid id, failing if
 // it is not visible.
 func (p *page) visibleText(id string) string {
 	p.t.Helper()
+	visible, text := p.element(id)
+	if !visible {
+		p.t.Fatalf("%s: [data-testid=%s] is not visible; the page shows %s", p.prefix, id, p.viewNow())
+	}
+	return text
+}
+
+// element reports whether the element with data-testid id is visible, and
+// its text.
+func (p *page) element(id string) (visible bool, text string) {
 	r := eval[struct {
 		Visible bool   `json:"visible"`
 		Text    string `json:"text"`
 	}](p, fmt.Sprintf(`(() => { const e = document.querySelector('[data-testid=%q]');
 	  return e ? {visible: e.checkVisibility(), text: e.textContent.trim()} : {visible: false, text: ''}; })()`, id))
-	if !r.Visible {
-		p.t.Fatalf("%s: [data-testid=%s] is not visible; the page shows %s", p.prefix, id, p.viewNow())
-	}
-	return r.Text
+	return r.Visible, r.Text
 }
 
 // waitVisible waits until the element with data-testid id is visible and
 // returns its text.
 func (p *page) waitVisible(id string, within time.Duration) string {
 	p.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		r := eval[struct {
-			Visible bool   `json:"visible"`
-			Text    string `json:"text"`
-		}](p, fmt.Sprintf(`(() => { const e = document.querySelector('[data-testid=%q]');
-		  return e ? {visible: e.checkVisibility(), text: e.textContent.trim()} : {visible: false, text: ''}; })()`, id))
-		if r.Visible {
-			return r.Text
-		}
-		if time.Now().After(deadline) {
-			p.shot("timeout-waiting-for-" + id)
-			p.t.Fatalf("%s: [data-testid=%s] not visible within %s; the page shows %s", p.prefix, id, within, p.viewNow())
-		}
-		time.Sleep(50 * time.Millisecond)
+	var text string
+	err := testfactory.Poll(within, 50*time.Millisecond, func() (bool, string) {
+		visible, t := p.element(id)
+		text = t
+		return visible, ""
+	})
+	if err != nil {
+		p.shot("timeout-waiting-for-" + id)
+		p.t.Fatalf("%s: [data-testid=%s] not visible: %v; the page shows %s", p.prefix, id, err, p.viewNow())
 	}
+	return text
 }
 
 func (p *page) click(id string) {

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"wasessions/internal/events"
+	"wasessions/internal/testfactory"
 )
 
 // qrRefs is the emulator's number of QR codes per pairing. With fewer than
@@ -221,13 +222,9 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	p.shot("2-qr")
 
 	// The next QR code replaces the image by itself (20 s on).
-	deadline := time.Now().Add(35 * time.Second)
-	for p.imgSrc() == first {
-		if time.Now().After(deadline) {
-			t.Fatalf("the QR image was not replaced within 35s; the page shows %s", p.viewNow())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testfactory.WaitFor(t, "the QR image to be replaced", 35*time.Second, func() (bool, string) {
+		return p.imgSrc() != first, "the page shows " + p.viewNow().String()
+	})
 	p.waitState("qr", time.Second)
 	p.shot("3-qr-refreshed")
 
@@ -250,21 +247,15 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	// The page shows the second QR published. The test's own subscription
 	// may hear of it a moment after the page under load.
 	var qrs []received
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testfactory.WaitFor(t, "the QR the page shows ("+raw+") to be the latest published", 10*time.Second, func() (bool, string) {
 		qrs = rec.qrEvents()
-		if n := len(qrs); n >= 2 && qrs[n-1].ev.QRRaw == raw {
-			break
+		var got []string
+		for _, q := range qrs {
+			got = append(got, q.ev.QRRaw)
 		}
-		if time.Now().After(deadline) {
-			var got []string
-			for _, q := range qrs {
-				got = append(got, q.ev.QRRaw)
-			}
-			t.Fatalf("the page shows QR %q, want the latest of those published: %q", raw, got)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		n := len(qrs)
+		return n >= 2 && qrs[n-1].ev.QRRaw == raw, fmt.Sprintf("published: %q", got)
+	})
 	// Each published QR was shown, in order, once its event arrived.
 	shown := p.shownQRs()
 	for i, q := range qrs {
@@ -324,22 +315,19 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 	if _, err := s.Phone.Call("POST", "/devices/"+url.PathEscape(linked.JID)+"/drop", nil, &drop, http.StatusOK); err != nil || !drop.Dropped {
 		t.Fatalf("drop the device's socket: %v (dropped %v)", err, drop.Dropped)
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for {
+	var reconnecting, connected stateAt
+	testfactory.WaitFor(t, "the page to go reconnecting → connected after a dropped socket", 30*time.Second, func() (bool, string) {
 		states := p.states()
 		r, ok := firstState(states, "reconnecting", unixMilli(dropped))
-		if ok {
-			if c, ok := firstState(states, "connected", r.T); ok {
-				if !strings.Contains(r.Text, "Reconnecting") || !strings.Contains(c.Text, "Connected as +"+phone) {
-					t.Errorf("after a drop the page said %q, then %q", r.Text, c.Text)
-				}
-				break
-			}
+		if !ok {
+			return false, fmt.Sprintf("states: %+v", states)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the page did not go reconnecting → connected within 30s of a dropped socket; states since: %+v", states)
-		}
-		time.Sleep(100 * time.Millisecond)
+		c, ok := firstState(states, "connected", r.T)
+		reconnecting, connected = r, c
+		return ok, fmt.Sprintf("states: %+v", states)
+	})
+	if !strings.Contains(reconnecting.Text, "Reconnecting") || !strings.Contains(connected.Text, "Connected as +"+phone) {
+		t.Errorf("after a drop the page said %q, then %q", reconnecting.Text, connected.Text)
 	}
 
 	p.click("disconnect")
@@ -352,17 +340,7 @@ func qrFlow(t *testing.T, s *stack, bus *events.Bus, browser context.Context, sh
 		t.Errorf("the button after disconnect says %q", got)
 	}
 	p.shot("5-disconnected")
-	deadline = time.Now().Add(15 * time.Second)
-	for {
-		jids, err := s.devices()
-		if err == nil && !slices.Contains(jids, linked.JID) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the emulator still lists device %s 15s after the page showed disconnected (err %v)", linked.JID, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	s.waitDeviceGone(t, linked.JID, "after the page showed disconnected")
 }
 
 var pairingCode = regexp.MustCompile(`^[A-Z0-9]{4}-[A-Z0-9]{4}$`)
@@ -486,13 +464,10 @@ func reconnectFlow(t *testing.T, s *stack, browser context.Context, shots string
 	p.waitState("none", 20*time.Second)
 
 	s.API.Stop(20 * time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for p.viewNow().Note == "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("no note about the lost stream 10s after the api stopped; the page shows %s", p.viewNow())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testfactory.WaitFor(t, "a note about the lost stream after the api stopped", 10*time.Second, func() (bool, string) {
+		v := p.viewNow()
+		return v.Note != "", "the page shows " + v.String()
+	})
 	p.shot("1-interrupted")
 	s.StartAPI()
 

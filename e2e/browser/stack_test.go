@@ -1,9 +1,13 @@
 package browser
 
 import (
+	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"wasessions/e2e/harness"
+	"wasessions/internal/testfactory"
 )
 
 // stack is the harness's running deployment: the emulator, api, one worker
@@ -33,4 +37,14 @@ func (s *stack) devices() ([]string, error) {
 		jids[i] = d.JID
 	}
 	return jids, err
+}
+
+// waitDeviceGone waits until the emulator no longer lists device jid (the
+// phone lost the linked device); when says after what.
+func (s *stack) waitDeviceGone(t *testing.T, jid, when string) {
+	t.Helper()
+	testfactory.WaitFor(t, "the emulator to forget device "+jid+" "+when, 15*time.Second, func() (bool, string) {
+		jids, err := s.devices()
+		return err == nil && !slices.Contains(jids, jid), fmt.Sprintf("devices %v (err %v)", jids, err)
+	})
 }

@@ -23,6 +23,7 @@ import (
 	"wasessions/internal/auth"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 // Timings the stacks run with: short leases and reconcile periods so that
@@ -451,32 +452,13 @@ func (s *Stack) teardown() {
 	os.RemoveAll(s.Dir)
 }
 
-// WaitFor polls cond every 25 ms until it holds; after within the test
-// fails, naming what it waited for and cond's last description.
+// WaitFor is testfactory.WaitFor for the stack's test.
 func (s *Stack) WaitFor(what string, within time.Duration, cond func() (bool, string)) {
 	s.T.Helper()
-	if err := Poll(within, 25*time.Millisecond, cond); err != nil {
-		s.T.Fatalf("waiting for %s: %v", what, err)
-	}
+	testfactory.WaitFor(s.T, what, within, cond)
 }
 
-// Poll is waitFor without the test: an error after within.
-func Poll(within, every time.Duration, cond func() (bool, string)) error {
-	deadline := time.Now().Add(within)
-	var last string
-	for {
-		ok, desc := cond()
-		if ok {
-			return nil
-		}
-		last = desc
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s; last: %s", within, last)
-		}
-		time.Sleep(every)
-	}
-}
-
+// HTTPGet is the status and body (or the error) of a GET of url.
 func HTTPGet(c *http.Client, url string) (int, string) {
 	resp, err := c.Get(url)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"wasessions/internal/events"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 )
 
 func signalled(l *events.Listener, within time.Duration) bool {
@@ -289,14 +290,20 @@ func TestHubListenerTakesMessageChanges(t *testing.T) {
 	if !signalled(l, 10*time.Second) {
 		t.Fatal("not signalled")
 	}
-	var got events.Changes
-	waitUntil(t, func() bool {
-		c := l.Take()
-		got.Session = got.Session || c.Session
-		got.Messages = append(got.Messages, c.Messages...)
-		got.Overflow = got.Overflow || c.Overflow
-		return got.Session
-	})
+	// takeThroughBarrier takes changes until the session change (the
+	// barrier, published last) is among them.
+	takeThroughBarrier := func() events.Changes {
+		var got events.Changes
+		testfactory.EventuallyIn(t, "the session change (published last) to be taken", 10*time.Second, func() bool {
+			c := l.Take()
+			got.Session = got.Session || c.Session
+			got.Messages = append(got.Messages, c.Messages...)
+			got.Overflow = got.Overflow || c.Overflow
+			return got.Session
+		})
+		return got
+	}
+	got := takeThroughBarrier()
 	want := []events.MessageChange{{MessageID: "m1", Status: "sent"}, {MessageID: "m2", Status: "received"}}
 	if fmt.Sprint(got.Messages) != fmt.Sprint(want) || got.Overflow {
 		t.Fatalf("took %+v, want session, %v, no overflow", got, want)
@@ -306,26 +313,8 @@ func TestHubListenerTakesMessageChanges(t *testing.T) {
 		pub(events.Event{Type: events.TypeMessageStatus, MessageID: fmt.Sprint("n", i), Status: "sent"})
 	}
 	pub(events.Event{Type: events.TypeStatus, SessionID: "s-a", Status: "connected"}) // barrier
-	got = events.Changes{}
-	waitUntil(t, func() bool {
-		c := l.Take()
-		got.Session = got.Session || c.Session
-		got.Messages = append(got.Messages, c.Messages...)
-		got.Overflow = got.Overflow || c.Overflow
-		return got.Session
-	})
+	got = takeThroughBarrier()
 	if !got.Overflow || len(got.Messages) != 3 {
 		t.Fatalf("after 4 changes with room for 3: %+v, want 3 and overflow", got)
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -369,7 +369,7 @@ func TestAdminWorkersShowsLoadCapacityAndQueues(t *testing.T) {
 	defer srv.Shutdown()
 
 	var got adminWorkersJSON
-	waitFor(t, "the worker to be listed", 30*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "the worker to be listed", 30*time.Second, func() bool {
 		e.do(req{method: "GET", path: adminWorkersPath, token: admin}).data(t, &got)
 		return len(got.Workers) == 1
 	})

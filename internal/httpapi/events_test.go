@@ -12,6 +12,7 @@ import (
 
 	"wasessions/internal/events"
 	"wasessions/internal/store"
+	"wasessions/internal/testfactory"
 )
 
 // sseEvent is one parsed server-sent event, or a comment.
@@ -245,7 +246,7 @@ func TestEventsStreamEndsWhenClientLeaves(t *testing.T) {
 	s.next(10 * time.Second)
 	s.res.Body.Close()
 	// The server notices at its next write and closes its subscription.
-	waitFor(t, "the stream to end server-side", 10*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "the stream to end server-side", 10*time.Second, func() bool {
 		return strings.Contains(e.logs.String(), "event stream ended")
 	})
 }

@@ -327,19 +327,6 @@ func checkJSON(t testing.TB, doc *openapi3.T, name string, body []byte) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes (a generous
-// one: these waits are for recovery, not for speed).
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // createTasks lists the session:create tasks waiting in the shared queue.
 func (e *env) pendingTasks(queueName string) []*asynq.TaskInfo {
 	e.t.Helper()

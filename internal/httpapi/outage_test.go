@@ -9,6 +9,7 @@ import (
 
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -25,7 +26,7 @@ func TestRedisDownGives503AndRecovers(t *testing.T) {
 	rs.Stop()
 	// An open event stream ends (at its next heartbeat) rather than stay
 	// silently deaf: pub/sub loses what is published meanwhile.
-	waitFor(t, "the event stream to end", 30*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "the event stream to end", 30*time.Second, func() bool {
 		select {
 		case _, open := <-stream.events:
 			return !open
@@ -64,7 +65,7 @@ func TestRedisDownGives503AndRecovers(t *testing.T) {
 
 	// Redis returns (empty: it kept no data). The same app recovers.
 	rs.Start()
-	waitFor(t, "readyz to recover", 30*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "readyz to recover", 30*time.Second, func() bool {
 		return e.do(req{method: "GET", path: "/readyz"}).Status == http.StatusOK
 	})
 	r = e.do(req{method: "POST", path: sessionPath, token: tok})
@@ -110,7 +111,7 @@ func TestPostgresDownGives503AndRecovers(t *testing.T) {
 	}
 
 	ps.Start()
-	waitFor(t, "status to recover", 60*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "status to recover", 60*time.Second, func() bool {
 		return e.do(req{method: "GET", path: statusPath, token: tok}).Status == http.StatusOK
 	})
 	if r := e.do(req{method: "GET", path: "/readyz"}); r.Status != http.StatusOK {

@@ -13,6 +13,7 @@ import (
 
 	"wasessions/internal/events"
 	"wasessions/internal/store"
+	"wasessions/internal/testfactory"
 )
 
 // tryStream opens an event stream and returns the answer whatever its
@@ -61,7 +62,7 @@ func TestEventStreamCaps(t *testing.T) {
 
 	// Closing one stream frees a place (once the server has noticed).
 	open[0].res.Body.Close()
-	waitFor(t, "a place to free up", 30*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "a place to free up", 30*time.Second, func() bool {
 		return e.tryStream(t, base, tok).Status == http.StatusOK
 	})
 

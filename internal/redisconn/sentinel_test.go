@@ -16,6 +16,7 @@ import (
 	"wasessions/internal/ratelimit"
 	"wasessions/internal/redisconn"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -122,7 +123,7 @@ func TestSentinelFailover(t *testing.T) {
 			t.Fatalf("rate limit before the kill: allowed %v, %v", ok, err)
 		}
 	}
-	waitUntil(t, "the 10 tasks to run", 10*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "the 10 tasks to run", 10*time.Second, func() bool {
 		for i := range 10 {
 			if _, ok := ranAt(fmt.Sprintf("before-%d", i)); !ok {
 				return false
@@ -193,7 +194,7 @@ func TestSentinelFailover(t *testing.T) {
 	// events again, the counted creates are still counted, and the load's
 	// tasks run again.
 	var l2 *events.Listener
-	waitUntil(t, "an event stream through the promoted replica", 20*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "an event stream through the promoted replica", 20*time.Second, func() bool {
 		if l2 == nil {
 			if l2, err = hub.Stream(ctx, user); err != nil {
 				l2 = nil
@@ -218,7 +219,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("rate limit after the failover: a 6th create of 5/1h allowed %v (%v): the count was lost", ok, err)
 	}
 
-	waitUntil(t, "a task enqueued after the kill to run", 20*time.Second, func() bool {
+	testfactory.EventuallyIn(t, "a task enqueued after the kill to run", 20*time.Second, func() bool {
 		lmu.Lock()
 		defer lmu.Unlock()
 		for _, a := range acks {
@@ -246,7 +247,7 @@ func TestSentinelFailover(t *testing.T) {
 				queuesBack = a.done.Sub(killed)
 			}
 			if !ok {
-				waitUntil(t, "task "+a.id+" (acknowledged after the kill) to run", 10*time.Second, func() bool {
+				testfactory.EventuallyIn(t, "task "+a.id+" (acknowledged after the kill) to run", 10*time.Second, func() bool {
 					_, ok := ranAt(a.id)
 					return ok
 				})
@@ -261,15 +262,4 @@ func TestSentinelFailover(t *testing.T) {
 	t.Logf("FIGURE sentinel failover (down-after %s): promoted %s after the SIGKILL (now %s); enqueues succeed again after %s, events after %s; %d enqueues failed meanwhile, %d acknowledged after the kill all ran, %d acknowledged before it were lost",
 		testenv.SentinelDownAfter, promoted.Round(time.Millisecond), now, queuesBack.Round(time.Millisecond),
 		eventsBack.Round(time.Millisecond), failed, after, lostBefore)
-}
-
-func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %s", what, within)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }

@@ -277,20 +277,17 @@ func (g *SentinelGroup) sentinelClient(addr string) *redis.SentinelClient {
 	return c
 }
 
+// waitFor polls cond with a context for each try, so that a server that
+// does not answer costs one try, not the whole wait.
 func (g *SentinelGroup) waitFor(what string, within time.Duration, cond func(context.Context) (bool, string)) {
 	g.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	err := Poll(within, 50*time.Millisecond, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		ok, last := cond(ctx)
-		cancel()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			g.t.Fatalf("testenv: %s: not within %s; last: %s", what, within, last)
-		}
-		time.Sleep(50 * time.Millisecond)
+		defer cancel()
+		return cond(ctx)
+	})
+	if err != nil {
+		g.t.Fatalf("testenv: %s: %v", what, err)
 	}
 }
 

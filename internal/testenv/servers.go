@@ -201,16 +201,15 @@ func versionOf(initdb string) int {
 
 func waitTCP(t testing.TB, addr string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	err := Poll(within, 50*time.Millisecond, func() (bool, string) {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
+		if err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: %s did not accept connections within %s: %v", addr, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		c.Close()
+		return true, ""
+	})
+	if err != nil {
+		t.Fatalf("testenv: %s did not accept connections: %v", addr, err)
 	}
 }

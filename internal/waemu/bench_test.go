@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 	"wasessions/internal/waemu/waemutest"
 )
@@ -54,7 +55,7 @@ func BenchmarkLogin(b *testing.B) {
 	container := newContainer(b)
 	first, _ := pairQR(b, emu, container, "", "")
 	first.Disconnect()
-	eventually(b, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(b, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 	b.ResetTimer()
 	for b.Loop() {
 		dev, err := container.GetDevice(context.Background(), *first.Store.ID)
@@ -68,7 +69,7 @@ func BenchmarkLogin(b *testing.B) {
 		c.wait("Connected", isConnected)
 		b.StopTimer()
 		c.Disconnect()
-		eventually(b, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
+		testfactory.EventuallyIn(b, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 		b.StartTimer()
 	}
 }

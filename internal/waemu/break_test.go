@@ -10,6 +10,7 @@ import (
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 )
 
@@ -44,7 +45,7 @@ func TestUnlink(t *testing.T) {
 			c, jid := pairQR(t, emu, container, "", "")
 			if !tt.connected {
 				c.Disconnect()
-				eventually(t, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
+				testfactory.EventuallyIn(t, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 			}
 			if err := emu.Unlink(jid); err != nil {
 				t.Fatalf("Unlink: %v", err)
@@ -68,8 +69,8 @@ func TestUnlink(t *testing.T) {
 				t.Fatalf("LoggedOut = %+v, want OnConnect %v, reason 401", lo, tt.wantOnConnect)
 			}
 			// whatsmeow dispatches the event before it deletes its keys.
-			eventually(t, "the client deleted its keys", storedDeviceGone(t, container, jid))
-			eventually(t, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
+			testfactory.EventuallyIn(t, "the client deleted its keys", waitTimeout, storedDeviceGone(t, container, jid))
+			testfactory.EventuallyIn(t, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 			if _, err := emu.Device(jid); !errors.Is(err, waemu.ErrUnknownDevice) {
 				t.Fatalf("Device after unlink: %v, want ErrUnknownDevice", err)
 			}
@@ -105,7 +106,7 @@ func TestDropReconnects(t *testing.T) {
 		t.Fatalf("Drop of an unknown device: %v", err)
 	}
 	c.Disconnect()
-	eventually(t, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 	if dropped, err := emu.Drop(jid); err != nil || dropped {
 		t.Fatalf("Drop of an offline device = %v, %v; want false, nil", dropped, err)
 	}
@@ -128,7 +129,7 @@ func TestSecondLoginReplacesFirst(t *testing.T) {
 	}
 	second.wait("Connected (second)", isConnected)
 	first.wait("StreamReplaced (first)", isStreamReplaced)
-	eventually(t, "the first socket is closed", func() bool { return emu.Stats().Connections == 1 })
+	testfactory.EventuallyIn(t, "the first socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 1 })
 
 	st := emu.Stats()
 	if st.Conflicts != 1 || st.Logins != 2 {
@@ -150,7 +151,7 @@ func TestRefuseLoginsBacksOff(t *testing.T) {
 	container := newContainer(t)
 	c, jid := pairQR(t, emu, container, "", "")
 	c.Disconnect()
-	eventually(t, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 
 	emu.RefuseLogins(time.Hour)
 	dev, err := container.GetDevice(context.Background(), *c.Store.ID)
@@ -190,8 +191,8 @@ func TestClientLogoutRemovesDevice(t *testing.T) {
 	if _, err := emu.Device(jid); !errors.Is(err, waemu.ErrUnknownDevice) {
 		t.Fatalf("Device after logout: %v, want ErrUnknownDevice", err)
 	}
-	eventually(t, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
-	eventually(t, "the client deleted its keys", storedDeviceGone(t, container, jid))
+	testfactory.EventuallyIn(t, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the client deleted its keys", waitTimeout, storedDeviceGone(t, container, jid))
 	c.assertHealthy()
 }
 
@@ -201,7 +202,7 @@ func TestKeepalivesAnswered(t *testing.T) {
 	container := newContainer(t)
 	c, _ := pairQR(t, emu, container, "", "")
 	before := emu.Stats().Keepalives
-	eventually(t, "two keepalives answered", func() bool { return emu.Stats().Keepalives >= before+2 })
+	testfactory.EventuallyIn(t, "two keepalives answered", waitTimeout, func() bool { return emu.Stats().Keepalives >= before+2 })
 	if n := c.count(func(e any) bool { _, ok := e.(*events.KeepAliveTimeout); return ok }); n != 0 {
 		t.Fatalf("%d keepalive timeouts", n)
 	}

@@ -517,34 +517,9 @@ func pairQRErr(t testing.TB, emu *waemu.Server, dev *store.Device, phone, name s
 	return c, jid, nil
 }
 
-// eventually polls cond until it holds or the wait times out.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // snapshot copies the recorded events.
 func (c *client) snapshot() []any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]any(nil), c.events...)
-}
-
-// waitFor polls cond until it holds, with the client's events in the
-// failure message.
-func (c *client) waitFor(what string, cond func() bool) {
-	c.t.Helper()
-	deadline := time.Now().Add(2 * waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"go.mau.fi/whatsmeow/types/events"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 )
 
@@ -39,7 +40,7 @@ func TestHistorySync(t *testing.T) {
 			t.Fatalf("history message %d: %v, want %+v", i, wm, want)
 		}
 	}
-	eventually(t, "the device's receipt for the notification", func() bool {
+	testfactory.EventuallyIn(t, "the device's receipt for the notification", waitTimeout, func() bool {
 		sm, err := emu.Message(id)
 		return err == nil && len(sm.Devices) == 1 && sm.Devices[0].State == "delivered"
 	})

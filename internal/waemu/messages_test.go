@@ -17,6 +17,7 @@ import (
 	"go.mau.fi/whatsmeow/types/events"
 	"google.golang.org/protobuf/proto"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 	"wasessions/internal/waemu/waemutest"
 )
@@ -45,7 +46,7 @@ func peerJID(phone string) types.JID {
 // disconnected before its receipt went out gets the message again).
 func waitDelivered(t testing.TB, emu *waemu.Server, id string) {
 	t.Helper()
-	eventually(t, "the client's receipt for "+id, func() bool {
+	testfactory.EventuallyIn(t, "the client's receipt for "+id, waitTimeout, func() bool {
 		m, err := emu.Message(id)
 		if err != nil {
 			return false
@@ -124,7 +125,7 @@ func TestMessagesBothWays(t *testing.T) {
 		if m.Info.ID != id || m.Info.Sender.User != "15557654321" || m.Info.IsFromMe {
 			t.Fatalf("message info = %+v", m.Info)
 		}
-		eventually(t, "the client's receipt reaches the emulator", func() bool {
+		testfactory.EventuallyIn(t, "the client's receipt reaches the emulator", waitTimeout, func() bool {
 			sm, err := emu.Message(id)
 			return err == nil && len(sm.Devices) == 1 && sm.Devices[0].State == "delivered"
 		})
@@ -225,12 +226,12 @@ func TestPreKeysStoredConsumedAndRefilled(t *testing.T) {
 		t.Fatalf("prekeys after draining = %d, want 4", d.PreKeys)
 	}
 	c.Disconnect()
-	eventually(t, "the client is gone", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the client is gone", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 	if err := c.Connect(); err != nil {
 		t.Fatal(err)
 	}
 	c.waitN("Connected again", 2, isConnected)
-	eventually(t, "the client uploads more prekeys", func() bool {
+	testfactory.EventuallyIn(t, "the client uploads more prekeys", waitTimeout, func() bool {
 		d, _ := emu.Device(jid)
 		return d.PreKeys == 54
 	})
@@ -320,7 +321,7 @@ func TestOfflineDeliveryAndCrashBeforeReceipt(t *testing.T) {
 	c, jid := pairQR(t, emu, container, "+15550005001", "Me")
 	alice, _ := emu.AddPeer("+15557655001", "Alice")
 	c.Disconnect()
-	eventually(t, "the client is gone", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the client is gone", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 
 	// Offline: three messages wait; the next login gets each once.
 	var ids []string
@@ -352,7 +353,7 @@ func TestOfflineDeliveryAndCrashBeforeReceipt(t *testing.T) {
 		}
 	}
 	c2.Disconnect()
-	eventually(t, "the client is gone", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the client is gone", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 
 	// A client whose handler fails (as one that crashed before committing
 	// would) sends no receipt; the message comes again on its next login,
@@ -377,7 +378,7 @@ func TestOfflineDeliveryAndCrashBeforeReceipt(t *testing.T) {
 		t.Fatalf("message without a receipt = %+v, want sent", m)
 	}
 	crashy.Disconnect()
-	eventually(t, "the client is gone", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the client is gone", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 
 	healthy := newClient(t, emu, dev)
 	healthy.SynchronousAck = true
@@ -386,7 +387,7 @@ func TestOfflineDeliveryAndCrashBeforeReceipt(t *testing.T) {
 		t.Fatal(err)
 	}
 	healthy.wait("the message again after the crash", isMessageText("needs a receipt"))
-	eventually(t, "the receipt after redelivery", func() bool {
+	testfactory.EventuallyIn(t, "the receipt after redelivery", waitTimeout, func() bool {
 		m, _ := emu.Message(id)
 		return m.Devices[0].State == "delivered" && m.Devices[0].Sends == 2 && m.Devices[0].Redeliveries == 1
 	})
@@ -450,10 +451,10 @@ func TestOwnDeviceCopies(t *testing.T) {
 		t.Fatalf("own phone's inbox = %+v", inbox)
 	}
 	sibling.wait("the note to self on the other device", isMessageText("note to self"))
-	eventually(t, "the sibling's receipt for its copy clears it", func() bool {
+	testfactory.EventuallyIn(t, "the sibling's receipt for its copy clears it", waitTimeout, func() bool {
 		return emu.PendingFor(sibling.Store.ID.String()) == 0
 	})
-	eventually(t, "the sender's ack of the peer's receipt clears it", func() bool {
+	testfactory.EventuallyIn(t, "the sender's ack of the peer's receipt clears it", waitTimeout, func() bool {
 		return emu.PendingFor(c.Store.ID.String()) == 0
 	})
 	if st := emu.Stats(); st.OwnDeviceCopies != 1 || st.MessagesIn != 2 || st.DecryptFailures != 0 || st.RejectedMessages != 0 {

@@ -12,6 +12,7 @@ import (
 	wastore "go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types/events"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 )
 
@@ -45,7 +46,7 @@ func TestQRPairingThenLoginFromStore(t *testing.T) {
 	}
 	c.assertHealthy()
 	c.Disconnect()
-	eventually(t, "the emulator sees the client gone", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the emulator sees the client gone", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 
 	// A new client from the stored device logs in without a QR code.
 	dev, err := container.GetDevice(ctx, *c.Store.ID)
@@ -203,7 +204,7 @@ func TestQRTimeout(t *testing.T) {
 			if codes != 1 {
 				t.Fatalf("%d codes before the timeout, want 1", codes)
 			}
-			eventually(t, "the socket is closed", func() bool { return emu.Stats().Connections == 0 })
+			testfactory.EventuallyIn(t, "the socket is closed", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 			if _, err := emu.Scan(context.Background(), code, "", ""); !errors.Is(err, waemu.ErrQRExpired) {
 				t.Fatalf("Scan after the timeout: %v, want ErrQRExpired", err)
 			}

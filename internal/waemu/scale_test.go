@@ -12,6 +12,7 @@ import (
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 )
 
@@ -147,20 +148,20 @@ func TestMessagesAtScale(t *testing.T) {
 	for _, ids := range sent {
 		all = append(all, ids...)
 	}
-	c.waitFor("delivered receipts for every sent text", func() bool { return receipted(c, types.ReceiptTypeDelivered, all) })
+	testfactory.EventuallyIn(c.t, "delivered receipts for every sent text", 2*waitTimeout, func() bool { return receipted(c, types.ReceiptTypeDelivered, all) })
 	for pi, p := range peers {
 		if _, err := emu.MarkRead(p.JID, sent[pi]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c.waitFor("read receipts for every sent text", func() bool { return receipted(c, types.ReceiptTypeRead, all) })
+	testfactory.EventuallyIn(c.t, "read receipts for every sent text", 2*waitTimeout, func() bool { return receipted(c, types.ReceiptTypeRead, all) })
 
 	// Offline: the peers send while the client is away.
-	c.waitFor("the client's receipts for every peer text, and its acks of the peers' receipts", func() bool {
+	testfactory.EventuallyIn(c.t, "the client's receipts for every peer text, and its acks of the peers' receipts", 2*waitTimeout, func() bool {
 		return allDelivered(emu) && emu.PendingFor(c.Store.ID.String()) == 0
 	})
 	c.Disconnect()
-	eventually(t, "the client is gone", func() bool { return emu.Stats().Connections == 0 })
+	testfactory.EventuallyIn(t, "the client is gone", waitTimeout, func() bool { return emu.Stats().Connections == 0 })
 	offline := n / 10
 	for i := range offline {
 		if _, err := emu.SendText(ctx, peers[i%len(peers)].JID, account, fmt.Sprintf("offline %d", i), ""); err != nil {
@@ -176,7 +177,7 @@ func TestMessagesAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2.waitN("every offline text", offline, isMessage)
-	c2.waitFor("receipts for the offline texts", func() bool { return allDelivered(emu) && emu.PendingFor(c.Store.ID.String()) == 0 })
+	testfactory.EventuallyIn(c2.t, "receipts for the offline texts", 2*waitTimeout, func() bool { return allDelivered(emu) && emu.PendingFor(c.Store.ID.String()) == 0 })
 	time.Sleep(time.Second) // anything delivered twice would show up now
 	got = map[string]int{}
 	for _, e := range c2.snapshot() {

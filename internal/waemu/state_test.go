@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 )
 
@@ -57,7 +58,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if err := emu2.Unlink(goneJID); err != nil {
 		t.Fatalf("Unlink: %v", err)
 	}
-	eventually(t, "the state file forgets the unlinked device", func() bool {
+	testfactory.EventuallyIn(t, "the state file forgets the unlinked device", waitTimeout, func() bool {
 		data, err := os.ReadFile(path)
 		return err == nil && strings.Contains(string(data), jid) && !strings.Contains(string(data), goneJID)
 	})

@@ -23,6 +23,7 @@ import (
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -327,13 +328,9 @@ func (r *receiver) failures() []string {
 // waitFor waits until the receiver accepted n events.
 func (r *receiver) waitFor(n int, within time.Duration) {
 	r.t.Helper()
-	deadline := time.Now().Add(within)
-	for r.count() < n {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("receiver accepted %d events, want %d (rejected: %v)", r.count(), n, r.failures())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testfactory.WaitFor(r.t, fmt.Sprintf("the receiver to accept %d events", n), within, func() (bool, string) {
+		return r.count() >= n, fmt.Sprintf("accepted %d (rejected: %v)", r.count(), r.failures())
+	})
 }
 
 // checkOrder fails unless, per session, the accepted events are exactly

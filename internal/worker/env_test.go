@@ -21,6 +21,7 @@ import (
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/internal/wa"
 	"wasessions/internal/waemu"
 	"wasessions/internal/waendpoint"
@@ -307,33 +308,17 @@ func (e *env) waitSession(id string, what string, cond func(store.Session) bool)
 	if patience == 0 {
 		patience = waitFor
 	}
-	deadline := time.Now().Add(patience)
 	var last store.Session
-	for time.Now().Before(deadline) {
+	testfactory.WaitFor(e.t, "session "+id+" "+what, patience, func() (bool, string) {
 		s, err := e.st.Get(context.Background(), id)
-		if err == nil {
-			last = s
-			if cond(s) {
-				return s
-			}
+		if err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	e.t.Fatalf("session %s never %s; last: status=%s reason=%s err=%s worker=%s", id, what,
-		last.Status, store.Str(last.StatusReason), store.Str(last.LastError), store.Str(last.WorkerID))
+		last = s
+		return cond(s), fmt.Sprintf("status=%s reason=%s err=%s worker=%s",
+			s.Status, store.Str(s.StatusReason), store.Str(s.LastError), store.Str(s.WorkerID))
+	})
 	return last
-}
-
-// waitUntil polls cond.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // link creates a session, hosts it on w, scans its QR with the emulator

@@ -13,6 +13,7 @@ import (
 	"wasessions/internal/queue"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/internal/waemu"
 	"wasessions/internal/waendpoint"
 	"wasessions/internal/worker"
@@ -64,7 +65,7 @@ func TestLostLeaseStopsOnlyTheHostingItWasAbout(t *testing.T) {
 	// Two more heartbeats (a heartbeat with nothing hosted does not
 	// count): whatever the lost lease triggered has run.
 	n := calls.Load()
-	waitUntil(t, "two more heartbeats", func() bool { return calls.Load() >= n+2 || w1.Hosted() == 0 })
+	testfactory.EventuallyIn(t, "two more heartbeats", waitFor, func() bool { return calls.Load() >= n+2 || w1.Hosted() == 0 })
 	got, _ := e.st.Get(context.Background(), s.SessionID)
 	dev, err := e.emu.Device(*s.DeviceJID)
 	if w1.Hosted() != 1 || got.Status != store.StatusConnected || got.LeaseEpoch != second.LeaseEpoch || err != nil || !dev.Connected {
@@ -172,7 +173,7 @@ func TestStateWriteSurvivesPostgresOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the client to log in", func() bool {
+	testfactory.EventuallyIn(t, "the client to log in", waitFor, func() bool {
 		d, err := e.emu.Device(jid)
 		return err == nil && d.Connected
 	})

@@ -14,6 +14,7 @@ import (
 
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/internal/wa"
 	"wasessions/internal/waendpoint"
 	"wasessions/tasks"
@@ -186,7 +187,7 @@ func TestUnreachableSessionMovesToAnotherWorker(t *testing.T) {
 	if st := e.emu.Stats(); st.Pairings != 1 || st.Conflicts != 0 {
 		t.Fatalf("emulator stats %+v, want 1 pairing and no conflicts", st)
 	}
-	waitUntil(t, "w1 hosts nothing", func() bool { return w1.Hosted() == 0 })
+	testfactory.EventuallyIn(t, "w1 hosts nothing", waitFor, func() bool { return w1.Hosted() == 0 })
 }
 
 // A worker with WA_PROXY pairs and logs in through it, and a session with
@@ -255,7 +256,7 @@ func TestStreamReplacedByForeignClientEndsSession(t *testing.T) {
 	if store.Str(got.StatusReason) != "stream_replaced" || got.DeviceJID == nil || got.WorkerID != nil {
 		t.Fatalf("reason=%s device=%v worker=%v", store.Str(got.StatusReason), got.DeviceJID, got.WorkerID)
 	}
-	waitUntil(t, "client stopped", func() bool { return w.Hosted() == 0 })
+	testfactory.EventuallyIn(t, "client stopped", waitFor, func() bool { return w.Hosted() == 0 })
 	if d, err := e.emu.Device(*s.DeviceJID); err != nil || !d.Connected || d.Conflicts != 1 {
 		t.Fatalf("device %+v err %v: want the foreign client connected after one conflict", d, err)
 	}

@@ -234,8 +234,8 @@ func TestPhoneUnlinks(t *testing.T) {
 	if store.Str(got.StatusReason) != "phone_unlinked" || got.IsAuthenticated || got.DeviceJID != nil {
 		t.Fatalf("reason=%s auth=%v device=%v", store.Str(got.StatusReason), got.IsAuthenticated, got.DeviceJID)
 	}
-	waitUntil(t, "keys deleted", func() bool { return !e.deviceKeys(*s.DeviceJID) })
-	waitUntil(t, "client gone", func() bool { return w.Hosted() == 0 })
+	testfactory.EventuallyIn(t, "keys deleted", waitFor, func() bool { return !e.deviceKeys(*s.DeviceJID) })
+	testfactory.EventuallyIn(t, "client gone", waitFor, func() bool { return w.Hosted() == 0 })
 }
 
 // A dropped socket: whatsmeow reconnects by itself; the row shows
@@ -321,7 +321,7 @@ func TestQRTimeoutExpiresSession(t *testing.T) {
 	if store.Str(got.StatusReason) != "qr_timeout" || got.QRCode != nil || got.WorkerID != nil {
 		t.Fatalf("reason=%s qr=%v worker=%v", store.Str(got.StatusReason), got.QRCode != nil, got.WorkerID)
 	}
-	waitUntil(t, "client gone", func() bool { return w.Hosted() == 0 })
+	testfactory.EventuallyIn(t, "client gone", waitFor, func() bool { return w.Hosted() == 0 })
 	if _, created, err := e.st.CreateSession(context.Background(), store.NewSession{UserID: userA, SessionID: "whatsapp_again", TTL: time.Hour}); err != nil || !created {
 		t.Fatalf("new session after expiry: created=%v err=%v", created, err)
 	}
@@ -390,7 +390,7 @@ func TestSelfFencingWhenPostgresIsDown(t *testing.T) {
 	s := e.link(w1, userA, "", "")
 
 	pg.Stop()
-	waitUntil(t, "w1 stopped its client", func() bool { return w1.Hosted() == 0 })
+	testfactory.EventuallyIn(t, "w1 stopped its client", waitFor, func() bool { return w1.Hosted() == 0 })
 	dev, err := e.emu.Device(*s.DeviceJID)
 	if err != nil || dev.Connected {
 		t.Fatalf("emulator device connected=%v err=%v", dev.Connected, err)
@@ -398,7 +398,7 @@ func TestSelfFencingWhenPostgresIsDown(t *testing.T) {
 	pg.Start()
 	w2 := e.startWorker("w2", workerOpts{pool: private})
 	j, _ := tasks.NewRestore(s.SessionID, 0, "test")
-	waitUntil(t, "lease lapsed and w2 restored", func() bool {
+	testfactory.EventuallyIn(t, "lease lapsed and w2 restored", waitFor, func() bool {
 		_ = w2.process(t, j)
 		got, err := private.Get(context.Background(), s.SessionID)
 		return err == nil && got.Status == store.StatusConnected && store.Str(got.WorkerID) == "w2"
