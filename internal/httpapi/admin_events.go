@@ -1,17 +1,10 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
-	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-
-	"wasessions/internal/events"
 )
 
 // Admin stream event types.
@@ -46,106 +39,41 @@ type adminStreamNotice struct {
 // subscription lost, token expired, shutdown.
 func (s *server) adminEvents(c *fiber.Ctx) error {
 	id := identity(c)
-	ctx, cancel := context.WithCancel(s.opts.BaseContext)
 	sub, err := s.deps.Hub.StreamAll(c.UserContext(), id.UserID)
-	switch {
-	case errors.Is(err, events.ErrUserStreams):
-		cancel()
-		return fail(http.StatusTooManyRequests, codeTooManyStreams,
-			"this user already has the most event streams open allowed; close one first")
-	case errors.Is(err, events.ErrProcessStreams):
-		cancel()
-		return fail(http.StatusTooManyRequests, codeTooManyStreams,
-			"this server has the most event streams open it allows; retry shortly")
-	case err != nil:
-		cancel()
-		return queueUnavailable(err, "Redis is unavailable; the event stream cannot start, retry shortly", nil)
+	if err != nil {
+		return streamRefused(err)
 	}
-
-	c.Set(fiber.HeaderContentType, "text/event-stream")
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set("X-Accel-Buffering", "no")
-	c.Status(fiber.StatusOK)
-
-	heartbeat, retry, timeout := s.opts.Heartbeat, s.opts.RetryHint, s.opts.RequestTimeout
-	log, m, st := s.log, s.metrics, s.deps.Store
-	expiry := time.NewTimer(time.Until(id.ExpiresAt))
-	m.StreamOpened()
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		start := time.Now()
-		why := "client gone"
-		defer func() {
-			expiry.Stop()
-			sub.Close()
-			cancel()
-			m.StreamClosed()
-			log.Info("admin event stream ended", "user_id", id.UserID, "reason", why, "duration_ms", time.Since(start).Milliseconds())
-		}()
-		var seq uint64
-		send := func(typ string, v any) error {
-			data, err := json.Marshal(v)
+	timeout, log, st := s.opts.RequestTimeout, s.log, s.deps.Store
+	s.serveStream(c, stream{
+		name: "admin event stream", userID: id.UserID, expires: id.ExpiresAt, sub: sub,
+		first: func(w *sseWriter) error {
+			return w.send(adminEventReady, adminStreamNotice{At: time.Now().UTC()})
+		},
+		changed: func(ctx context.Context, w *sseWriter) string {
+			ids, overflow := sub.Changed()
+			if overflow {
+				if w.send(adminEventResync, adminStreamNotice{At: time.Now().UTC()}) != nil {
+					return clientGone
+				}
+				return ""
+			}
+			if len(ids) == 0 {
+				return ""
+			}
+			readCtx, readCancel := context.WithTimeout(ctx, timeout)
+			list, err := st.AdminSessions(readCtx, ids)
+			readCancel()
 			if err != nil {
-				return err
+				log.Warn("admin event stream: read the sessions; ending the stream", "user_id", id.UserID, "error", err)
+				return "database read failed"
 			}
-			seq++
-			w.WriteString("id: " + strconv.FormatUint(seq, 10) + "\nevent: " + typ + "\ndata: ")
-			w.Write(data)
-			w.WriteString("\n\n")
-			return w.Flush()
-		}
-		if _, err := w.WriteString("retry: " + strconv.FormatInt(retry.Milliseconds(), 10) + "\n\n"); err != nil {
-			return
-		}
-		if send(adminEventReady, adminStreamNotice{At: time.Now().UTC()}) != nil {
-			return
-		}
-		tick := time.NewTicker(heartbeat)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				why = "shutdown"
-				return
-			case <-expiry.C:
-				why = "token expired"
-				w.WriteString(": token expired\n\n")
-				w.Flush()
-				return
-			case <-tick.C:
-				w.WriteString(": ping\n\n")
-				if w.Flush() != nil {
-					return
-				}
-			case _, open := <-sub.C:
-				if !open {
-					why = "event subscription ended"
-					return
-				}
-				ids, overflow := sub.Changed()
-				if overflow {
-					if send(adminEventResync, adminStreamNotice{At: time.Now().UTC()}) != nil {
-						return
-					}
-					continue
-				}
-				if len(ids) == 0 {
-					continue
-				}
-				readCtx, readCancel := context.WithTimeout(ctx, timeout)
-				list, err := st.AdminSessions(readCtx, ids)
-				readCancel()
-				if err != nil {
-					why = "database read failed"
-					log.Warn("admin event stream: read the sessions; ending the stream", "user_id", id.UserID, "error", err)
-					return
-				}
-				for _, sess := range list {
-					if send(adminEventSession, adminViewOf(sess)) != nil {
-						return
-					}
+			for _, sess := range list {
+				if w.send(adminEventSession, adminViewOf(sess)) != nil {
+					return clientGone
 				}
 			}
-		}
+			return ""
+		},
 	})
 	return nil
 }

@@ -1,12 +1,8 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
-	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -168,142 +164,69 @@ func (s *server) stateEvents(ctx context.Context, userID string, prev shownState
 func (s *server) events(c *fiber.Ctx) error {
 	id := identity(c)
 	userID := id.UserID
-	ctx, cancel := context.WithCancel(s.opts.BaseContext)
 	sub, err := s.deps.Hub.Stream(c.UserContext(), userID)
-	switch {
-	case errors.Is(err, events.ErrUserStreams):
-		cancel()
-		return fail(http.StatusTooManyRequests, codeTooManyStreams,
-			"this user already has the most event streams open allowed; close one first")
-	case errors.Is(err, events.ErrProcessStreams):
-		cancel()
-		return fail(http.StatusTooManyRequests, codeTooManyStreams,
-			"this server has the most event streams open it allows; retry shortly")
-	case err != nil:
-		cancel()
-		return queueUnavailable(err, "Redis is unavailable; the event stream cannot start, retry shortly", nil)
+	if err != nil {
+		return streamRefused(err)
 	}
 	readCtx, readCancel := s.requestContext(c)
 	first, shown, sessionID, err := s.stateEvents(readCtx, userID, shownState{})
 	readCancel()
 	if err != nil {
 		sub.Close()
-		cancel()
 		return err
 	}
 	if sessionID != "" {
 		noteSession(c, sessionID)
 	}
 
-	c.Set(fiber.HeaderContentType, "text/event-stream")
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	c.Status(fiber.StatusOK)
-
-	heartbeat, retry, timeout := s.opts.Heartbeat, s.opts.RetryHint, s.opts.RequestTimeout
-	log, m := s.log, s.metrics
-	// The token was valid when the stream opened; the stream must not
-	// outlive it.
-	expiry := time.NewTimer(time.Until(id.ExpiresAt))
-	m.StreamOpened()
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		start := time.Now()
-		why := "client gone"
-		defer func() {
-			expiry.Stop()
-			sub.Close()
-			cancel()
-			m.StreamClosed()
-			log.Info("event stream ended", "user_id", userID, "reason", why, "duration_ms", time.Since(start).Milliseconds())
-		}()
-		var seq uint64
-		sendAny := func(typ string, e any) error {
-			data, err := json.Marshal(e)
-			if err != nil {
+	timeout, log := s.opts.RequestTimeout, s.log
+	send := func(w *sseWriter, evs []streamEvent) error {
+		for _, e := range evs {
+			if err := w.send(e.Type, e); err != nil {
 				return err
 			}
-			seq++
-			w.WriteString("id: " + strconv.FormatUint(seq, 10) + "\nevent: " + typ + "\ndata: ")
-			w.Write(data)
-			w.WriteString("\n\n")
-			return w.Flush()
 		}
-		send := func(e streamEvent) error { return sendAny(e.Type, e) }
-		if _, err := w.WriteString("retry: " + strconv.FormatInt(retry.Milliseconds(), 10) + "\n\n"); err != nil {
-			return
-		}
-		for _, e := range first {
-			if send(e) != nil {
-				return
+		return nil
+	}
+	s.serveStream(c, stream{
+		name: "event stream", userID: userID, expires: id.ExpiresAt, sub: sub,
+		first: func(w *sseWriter) error { return send(w, first) },
+		changed: func(ctx context.Context, w *sseWriter) string {
+			changes := sub.Take()
+			if changes.Overflow {
+				// Fell behind: end, so the client reconnects and lists
+				// what it missed, rather than silently skip events.
+				return "too many message events pending"
 			}
-		}
-		tick := time.NewTicker(heartbeat)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				why = "shutdown"
-				return
-			case <-expiry.C:
-				// Say why before ending, so a client asks for a new token
-				// rather than reconnect with the old one.
-				why = "token expired"
-				w.WriteString(": token expired\n\n")
-				w.Flush()
-				return
-			case <-tick.C:
-				w.WriteString(": ping\n\n")
-				if w.Flush() != nil {
-					return // the client is gone
+			if changes.Session {
+				readCtx, readCancel := context.WithTimeout(ctx, timeout)
+				evs, next, _, err := s.stateEvents(readCtx, userID, shown)
+				readCancel()
+				if err != nil {
+					log.Warn("event stream: read the session; ending the stream", "user_id", userID, "error", err)
+					return "database read failed"
 				}
-			case _, open := <-sub.C:
-				if !open {
-					// The hub lost Redis (or is closing): end the stream, so
-					// the client reconnects and reads the current state
-					// rather than stay deaf to what is published meanwhile.
-					why = "event subscription ended"
-					return
+				shown = next
+				if send(w, evs) != nil {
+					return clientGone
 				}
-				changes := sub.Take()
-				if changes.Overflow {
-					// Fell behind: end, so the client reconnects and lists
-					// what it missed, rather than silently skip events.
-					why = "too many message events pending"
-					return
+			}
+			if len(changes.Messages) > 0 {
+				readCtx, readCancel := context.WithTimeout(ctx, timeout)
+				evs, err := s.messageEvents(readCtx, userID, changes.Messages)
+				readCancel()
+				if err != nil {
+					log.Warn("event stream: read messages; ending the stream", "user_id", userID, "error", err)
+					return "database read failed"
 				}
-				if changes.Session {
-					readCtx, readCancel := context.WithTimeout(ctx, timeout)
-					evs, next, _, err := s.stateEvents(readCtx, userID, shown)
-					readCancel()
-					if err != nil {
-						why = "database read failed"
-						log.Warn("event stream: read the session; ending the stream", "user_id", userID, "error", err)
-						return
-					}
-					shown = next
-					for _, e := range evs {
-						if send(e) != nil {
-							return
-						}
-					}
-				}
-				if len(changes.Messages) > 0 {
-					readCtx, readCancel := context.WithTimeout(ctx, timeout)
-					evs, err := s.messageEvents(readCtx, userID, changes.Messages)
-					readCancel()
-					if err != nil {
-						why = "database read failed"
-						log.Warn("event stream: read messages; ending the stream", "user_id", userID, "error", err)
-						return
-					}
-					for _, e := range evs {
-						if sendAny(e.Type, e) != nil {
-							return
-						}
+				for _, e := range evs {
+					if w.send(e.Type, e) != nil {
+						return clientGone
 					}
 				}
 			}
-		}
+			return ""
+		},
 	})
 	return nil
 }
