@@ -25,14 +25,18 @@ func read(t *testing.T, name string) string {
 	return string(b)
 }
 
-// The page is three files at the root of FS, and index.html loads the
-// other two by relative paths (so the page works under any prefix).
+// The page is four files at the root of FS (common.js is shared with the
+// dashboard), and index.html loads the others by relative paths (so the
+// page works under any prefix), common.js before app.js.
 func TestFSHoldsThePage(t *testing.T) {
 	index := read(t, "index.html")
-	for _, name := range []string{"app.js", "style.css"} {
+	for _, name := range []string{"common.js", "app.js", "style.css"} {
 		if read(t, name) == "" {
 			t.Errorf("%s is empty", name)
 		}
+	}
+	if c, a := strings.Index(index, `src="common.js"`), strings.Index(index, `src="app.js"`); c < 0 || a < c {
+		t.Errorf("index.html must load common.js, then app.js")
 	}
 	for _, ref := range []string{`src="app.js"`, `href="style.css"`, `name="viewport"`} {
 		if !strings.Contains(index, ref) {
@@ -124,7 +128,8 @@ func TestServedByTheAPI(t *testing.T) {
 		path, contentType, contains string
 	}{
 		{"/", "text/html", `data-testid="connect"`},
-		{"/app.js", "javascript", "text/event-stream"},
+		{"/app.js", "javascript", "/api/integrations/whatsapp"},
+		{"/common.js", "javascript", "text/event-stream"},
 		{"/style.css", "text/css", ".qr"},
 	}
 	for _, tt := range tests {
@@ -181,10 +186,12 @@ func TestNoInlineCode(t *testing.T) {
 			t.Errorf("index.html has inline code the CSP blocks: %q", m)
 		}
 	}
-	js := read(t, "app.js")
-	for _, bad := range []string{"innerHTML", "setAttribute('style'", "eval(", "new Function"} {
-		if strings.Contains(js, bad) {
-			t.Errorf("app.js uses %s", bad)
+	for _, name := range []string{"common.js", "app.js"} {
+		js := read(t, name)
+		for _, bad := range []string{"innerHTML", "setAttribute('style'", "eval(", "new Function"} {
+			if strings.Contains(js, bad) {
+				t.Errorf("%s uses %s", name, bad)
+			}
 		}
 	}
 	if !strings.Contains(web.CSP, "default-src 'self'") || strings.Contains(web.CSP, "unsafe-inline") {
@@ -236,8 +243,9 @@ func TestAdminPageServed(t *testing.T) {
 func TestAdminPageScript(t *testing.T) {
 	index, js := read(t, "admin/index.html"), read(t, "admin/admin.js")
 	scripts := regexp.MustCompile(`(?is)<script([^>]*)>(.*?)</script>`).FindAllStringSubmatch(index, -1)
-	if len(scripts) != 1 || !strings.Contains(scripts[0][1], `src="/admin/admin.js"`) || strings.TrimSpace(scripts[0][2]) != "" {
-		t.Errorf("admin/index.html must load admin.js and nothing inline: %q", scripts)
+	if len(scripts) != 2 || !strings.Contains(scripts[0][1], `src="/common.js"`) || !strings.Contains(scripts[1][1], `src="/admin/admin.js"`) ||
+		strings.TrimSpace(scripts[0][2]+scripts[1][2]) != "" {
+		t.Errorf("admin/index.html must load /common.js, then admin.js, and nothing inline: %q", scripts)
 	}
 	for _, bad := range []*regexp.Regexp{
 		regexp.MustCompile(`(?i)<style`), regexp.MustCompile(`(?i)\sstyle=`),

@@ -1,18 +1,16 @@
 // The session page: links the caller's WhatsApp account by QR code or by a
 // pairing code, and shows the session's state live from the event stream.
 //
-// The token comes from the URL fragment (#token=..., which `make run`
-// prints; the fragment never reaches a server) or is pasted; it is kept in
-// sessionStorage only and sent only in the Authorization header. A link's
-// token only fills a tab that holds none: it never replaces the token a tab
-// holds, or whoever sent the link (carrying their own token) would receive
-// the WhatsApp account the victim scans next. For the same reason the page
-// always shows whose session it links (the token's subject). That is
-// why the stream is read with fetch and not EventSource, which cannot send
-// headers. The server sends the current state first on every (re)connect,
-// so the page only ever renders what it was last told.
+// The token (from the URL fragment, which `make run` prints, or pasted) is
+// handled by common.js, shared with /admin: a link's token never replaces
+// the one a tab holds, or whoever sent the link would receive the WhatsApp
+// account the victim scans next. For the same reason the page always shows
+// whose session it links (the token's subject). The server sends the
+// current state first on every (re)connect of the event stream, so the
+// page only ever renders what it was last told.
 'use strict';
 (() => {
+  const { subjectOf, saveToken, forgetToken, chooseToken, request, follow } = window.wasessions;
   const API = '/api/integrations/whatsapp';
   const TOKEN_KEY = 'wasessions.token';
   const LIVE = ['pending', 'qr', 'connected', 'reconnecting'];
@@ -33,19 +31,6 @@
     for (const v of views) $(v).hidden = v !== view;
     $('forget').hidden = !token;
     $('subject').hidden = !token;
-  }
-
-  // subjectOf is the token's sub claim: the user whose WhatsApp session
-  // this page links. It is read, not verified (the API verifies the token);
-  // it is only shown, so the user sees whose account a scan would link.
-  function subjectOf(t) {
-    try {
-      const p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      const claims = JSON.parse(atob(p + '='.repeat((4 - (p.length % 4)) % 4)));
-      return typeof claims.sub === 'string' ? claims.sub : '';
-    } catch {
-      return '';
-    }
   }
 
   function showSubject(t) {
@@ -156,37 +141,13 @@
 
   // --- the API -------------------------------------------------------------------
 
-  async function apiError(res) {
-    let code = '', msg = '';
-    try {
-      const b = await res.json();
-      code = b.error.code;
-      msg = b.error.message;
-    } catch { /* not an envelope */ }
-    let text = msg || `The request failed (HTTP ${res.status}).`;
-    if (res.status === 401) text = 'Your token is invalid or expired. Paste a valid one.';
-    else if (res.status === 503) text = `The service is briefly unavailable (${msg || code}). Try again in a moment.`;
-    return Object.assign(new Error(text), { status: res.status, code });
-  }
-
   async function call(method, path, body) {
-    const opt = { method, cache: 'no-store', headers: { Authorization: 'Bearer ' + token } };
-    if (body) {
-      opt.headers['Content-Type'] = 'application/json';
-      opt.body = JSON.stringify(body);
-    }
-    let res;
     try {
-      res = await fetch(API + path, opt);
-    } catch {
-      throw new Error('The server cannot be reached. Check the connection and try again.');
+      return (await request(API + path, { method, token, body })).data;
+    } catch (e) {
+      if (e.status === 401) rejectToken(e.message);
+      throw e;
     }
-    if (!res.ok) {
-      const err = await apiError(res);
-      if (res.status === 401) rejectToken(err.message);
-      throw err;
-    }
-    return (await res.json()).data;
   }
 
   async function act(pendingText, fn) {
@@ -215,81 +176,26 @@
 
   // --- the event stream ----------------------------------------------------------
 
-  function parseFrame(frame, hint) {
-    let type = 'message';
-    const data = [];
-    for (const line of frame.split('\n')) {
-      if (!line || line[0] === ':') continue;
-      const c = line.indexOf(':');
-      const field = c < 0 ? line : line.slice(0, c);
-      let val = c < 0 ? '' : line.slice(c + 1);
-      if (val[0] === ' ') val = val.slice(1);
-      if (field === 'event') type = val;
-      else if (field === 'data') data.push(val);
-      else if (field === 'retry' && /^\d+$/.test(val)) hint.retry = Number(val);
-    }
-    if (!data.length) return null;
-    try {
-      return { ...JSON.parse(data.join('\n')), type };
-    } catch {
-      return null;
-    }
-  }
-
-  const sleep = (ms, signal) => new Promise((done) => {
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', () => { clearTimeout(t); done(); }, { once: true });
-  });
-
   function note(text) {
     $('note').textContent = text || '';
     $('note').hidden = !text;
   }
 
-  // listen reads the event stream until ctl is aborted, reconnecting with
-  // exponential backoff (from the server's retry hint up to 30 s).
-  async function listen(ctl) {
-    const hint = { retry: 1000 };
-    let delay = 0;
-    while (!ctl.signal.aborted) {
-      try {
-        const res = await fetch(API + '/events', {
-          cache: 'no-store', signal: ctl.signal,
-          headers: { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' },
-        });
-        if (!res.ok) {
-          const err = await apiError(res);
-          if (res.status === 401) return rejectToken(err.message);
-          throw err;
-        }
-        note('');
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += value.replace(/\r\n?/g, '\n');
-          let i;
-          while ((i = buf.indexOf('\n\n')) >= 0) {
-            const ev = parseFrame(buf.slice(0, i), hint);
-            buf = buf.slice(i + 2);
-            if (ev) {
-              delay = 0;
-              // message.received / message.status describe a message, not
-              // the session this page shows.
-              if (!ev.type.startsWith('message.')) apply(ev);
-            }
-          }
-        }
-        throw new Error('the stream ended');
-      } catch (e) {
-        if (ctl.signal.aborted) return;
-        delay = Math.min(delay ? delay * 2 : hint.retry, 30000);
+  // listen follows the event stream until ctl is aborted (common.js
+  // reconnects, with backoff).
+  function listen(ctl) {
+    return follow(API + '/events', {
+      token, signal: ctl.signal, refuse: [401],
+      refused: (err) => rejectToken(err.message),
+      opened: () => note(''),
+      // message.received / message.status describe a message, not the
+      // session this page shows.
+      event: (ev) => { if (!ev.type.startsWith('message.')) apply({ ...ev.data, type: ev.type }); },
+      lost: (e, delay) => {
         const why = e.status ? e.message : 'The connection to the server was lost.';
         note(`${why} Reconnecting in ${Math.round(delay / 1000)} s…`);
-      }
-      await sleep(delay * (0.8 + Math.random() * 0.4), ctl.signal);
-    }
+      },
+    });
   }
 
   // --- the token -----------------------------------------------------------------
@@ -308,35 +214,16 @@
   }
 
   function rejectToken(msg) {
-    try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* storage off */ }
+    forgetToken(TOKEN_KEY);
     refuseLink('');
     useToken(null);
     setError(msg);
   }
 
-  // tokenFromFragment takes #token=... off the address bar (and history)
-  // at once and returns it, or null.
-  function tokenFromFragment() {
-    const t = new URLSearchParams(location.hash.slice(1)).get('token');
-    if (!t) return null;
-    history.replaceState(null, '', location.pathname + location.search);
-    return t;
-  }
-
-  // start runs on load and on every change of the fragment. The token the
-  // tab holds (in memory, else in sessionStorage) wins over a link's.
+  // start runs on load and on every change of the fragment.
   function start() {
-    const linked = tokenFromFragment();
-    let held = token;
-    if (!held) try { held = sessionStorage.getItem(TOKEN_KEY); } catch { /* storage off */ }
-    if (linked && held && linked !== held) {
-      const other = subjectOf(linked);
-      refuseLink('The link you opened carries a token for ' + (other ? `user ${other}` : 'another user') +
-        '. It was ignored: this tab keeps the session it already had. To use that token, choose "Use another token" and paste it.');
-    } else if (linked && !held) {
-      try { sessionStorage.setItem(TOKEN_KEY, linked); } catch { /* storage off */ }
-      held = linked;
-    }
+    const { token: held, refused } = chooseToken(TOKEN_KEY, token);
+    if (refused) refuseLink(refused);
     if (held === token && token) return; // the tab goes on as it was
     setError('');
     useToken(held);
@@ -346,7 +233,7 @@
     e.preventDefault();
     const t = $('token-input').value.trim().replace(/^Bearer\s+/i, '');
     $('token-input').value = '';
-    try { sessionStorage.setItem(TOKEN_KEY, t); } catch { /* storage off */ }
+    saveToken(TOKEN_KEY, t);
     setError('');
     refuseLink('');
     useToken(t);

@@ -3,18 +3,19 @@
 // detail with its status history, and a disconnect with a confirmation;
 // kept live by the admin event stream.
 //
-// Everything it shows comes from the admin API (role admin); the token is
-// handled as on the session page: from the URL fragment (#token=..., never
-// sent to a server) into sessionStorage, sent only in the Authorization
-// header, never replaced by a link's token once the tab holds one. The
-// stream (GET /api/integrations/admin/events) is read with fetch for the
-// same reason. It says which sessions changed, each as the database holds
+// Everything it shows comes from the admin API (role admin); the token and
+// the stream (GET /api/integrations/admin/events) are handled by common.js,
+// as on the session page: a link's token never replaces the one a tab
+// holds. The stream says which sessions changed, each as the database holds
 // it: a row on screen is replaced in place, and the counts, the workers and
 // (on the first page) the list are read again shortly after, so a burst of
 // changes costs a few reads, not one per change.
 'use strict';
 (() => {
+  const { subjectOf, saveToken, forgetToken, chooseToken, request, follow } = window.wasessions;
   const API = '/api/integrations/admin';
+  // The dashboard's own sentence for a refused token.
+  const TEXTS = { 403: 'This token is not an operator\'s: the dashboard needs a token with role admin.' };
   const TOKEN_KEY = 'wasessions.admin-token';
   const STATUSES = ['pending', 'qr', 'connected', 'reconnecting', 'disconnected', 'logged_out', 'expired', 'failed'];
   const LIVE = ['pending', 'qr', 'connected', 'reconnecting'];
@@ -81,17 +82,7 @@
     $('live').textContent = text;
   }
 
-  // --- the token (as on the session page) -------------------------------------------
-
-  function subjectOf(t) {
-    try {
-      const p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      const claims = JSON.parse(atob(p + '='.repeat((4 - (p.length % 4)) % 4)));
-      return typeof claims.sub === 'string' ? claims.sub : '';
-    } catch {
-      return '';
-    }
-  }
+  // --- the token (common.js) ----------------------------------------------------------
 
   function showSubject() {
     const sub = token ? subjectOf(token) : '';
@@ -119,7 +110,7 @@
   }
 
   function rejectToken(msg) {
-    try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* storage off */ }
+    forgetToken(TOKEN_KEY);
     if (stream) stream.abort();
     stream = null;
     token = null;
@@ -129,25 +120,10 @@
     askToken(msg);
   }
 
-  function tokenFromFragment() {
-    const t = new URLSearchParams(location.hash.slice(1)).get('token');
-    if (!t) return null;
-    history.replaceState(null, '', location.pathname + location.search);
-    return t;
-  }
-
+  // start runs on load and on every change of the fragment.
   function start() {
-    const linked = tokenFromFragment();
-    let held = token;
-    if (!held) try { held = sessionStorage.getItem(TOKEN_KEY); } catch { /* storage off */ }
-    if (linked && held && linked !== held) {
-      const other = subjectOf(linked);
-      refuseLink('The link you opened carries a token for ' + (other ? `user ${other}` : 'another user') +
-        '. It was ignored: this tab keeps the token it had. To use that token, choose "Use another token" and paste it.');
-    } else if (linked && !held) {
-      try { sessionStorage.setItem(TOKEN_KEY, linked); } catch { /* storage off */ }
-      held = linked;
-    }
+    const { token: held, refused } = chooseToken(TOKEN_KEY, token);
+    if (refused) refuseLink(refused);
     if (held === token && token) return;
     useToken(held);
   }
@@ -169,33 +145,13 @@
 
   // --- the API -------------------------------------------------------------------
 
-  async function apiError(res) {
-    let code = '', msg = '';
-    try {
-      const b = await res.json();
-      code = b.error.code;
-      msg = b.error.message;
-    } catch { /* not an envelope */ }
-    let text = msg || `The request failed (HTTP ${res.status}).`;
-    if (res.status === 401) text = 'Your token is invalid or expired. Paste a valid one.';
-    else if (res.status === 403) text = 'This token is not an operator\'s: the dashboard needs a token with role admin.';
-    else if (res.status === 503) text = `The service is briefly unavailable (${msg || code}). Try again in a moment.`;
-    return Object.assign(new Error(text), { status: res.status, code });
-  }
-
   async function call(method, path) {
-    let res;
     try {
-      res = await fetch(API + path, { method, cache: 'no-store', headers: { Authorization: 'Bearer ' + token } });
-    } catch {
-      throw new Error('The server cannot be reached. Check the connection and try again.');
+      return await request(API + path, { method, token, texts: TEXTS });
+    } catch (e) {
+      if (e.status === 401 || e.status === 403) rejectToken(e.message);
+      throw e;
     }
-    if (!res.ok) {
-      const err = await apiError(res);
-      if (res.status === 401 || res.status === 403) rejectToken(err.message);
-      throw err;
-    }
-    return { data: (await res.json()).data, status: res.status };
   }
 
   // --- counts and workers --------------------------------------------------------------
@@ -483,84 +439,33 @@
     soon('workers', loadWorkers, 1000);
   }
 
-  function parseFrame(frame, hint) {
-    let type = 'message';
-    const data = [];
-    for (const line of frame.split('\n')) {
-      if (!line || line[0] === ':') continue;
-      const c = line.indexOf(':');
-      const name = c < 0 ? line : line.slice(0, c);
-      let val = c < 0 ? '' : line.slice(c + 1);
-      if (val[0] === ' ') val = val.slice(1);
-      if (name === 'event') type = val;
-      else if (name === 'data') data.push(val);
-      else if (name === 'retry' && /^\d+$/.test(val)) hint.retry = Number(val);
-    }
-    if (!data.length) return null;
-    try {
-      return { type, data: JSON.parse(data.join('\n')) };
-    } catch {
-      return null;
-    }
-  }
-
-  const sleep = (ms, signal) => new Promise((done) => {
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', () => { clearTimeout(t); done(); }, { once: true });
-  });
-
-  // listen follows the admin stream until ctl is aborted, reconnecting with
-  // backoff. Each ready event (first connect and every reconnect) reads
-  // everything, so what happened while the stream was down is shown.
-  async function listen(ctl) {
-    const hint = { retry: 1000 };
-    let delay = 0;
-    while (!ctl.signal.aborted) {
-      try {
-        const res = await fetch(API + '/events', {
-          cache: 'no-store', signal: ctl.signal,
-          headers: { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' },
-        });
-        if (!res.ok) {
-          const err = await apiError(res);
-          if (res.status === 401 || res.status === 403) return rejectToken(err.message);
-          throw err;
+  // listen follows the admin stream until ctl is aborted (common.js
+  // reconnects, with backoff). Each ready event (first connect and every
+  // reconnect) reads everything, so what happened while the stream was
+  // down is shown.
+  function listen(ctl) {
+    return follow(API + '/events', {
+      token, signal: ctl.signal, texts: TEXTS, refuse: [401, 403],
+      refused: (err) => rejectToken(err.message),
+      event: async (ev) => {
+        if (ev.type === 'ready') {
+          live('on', 'Live');
+          if (!firstPaint) performance.mark('admin-stream-ready');
+          await guarded(loadAll);
+        } else if (ev.type === 'session') {
+          onSession(ev.data);
+        } else if (ev.type === 'resync') {
+          soon('all', loadAll, 500);
         }
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += value.replace(/\r\n?/g, '\n');
-          let i;
-          while ((i = buf.indexOf('\n\n')) >= 0) {
-            const ev = parseFrame(buf.slice(0, i), hint);
-            buf = buf.slice(i + 2);
-            if (!ev) continue;
-            if (ev.type === 'ready') {
-              delay = 0;
-              live('on', 'Live');
-              if (!firstPaint) performance.mark('admin-stream-ready');
-              await guarded(loadAll);
-            } else if (ev.type === 'session') {
-              onSession(ev.data);
-            } else if (ev.type === 'resync') {
-              soon('all', loadAll, 500);
-            }
-          }
-        }
-        throw new Error('the stream ended');
-      } catch (e) {
-        if (ctl.signal.aborted) return;
-        delay = Math.min(delay ? delay * 2 : hint.retry, 30000);
+      },
+      lost: async (e, delay) => {
         live('retry', `Live updates interrupted; retrying in ${Math.round(delay / 1000)} s`);
         // Without the stream the dashboard is still useful: show what the
         // API answers (once, on the first failure).
         if (!firstPaint) await guarded(loadAll);
         if (e.status && e.status !== 503) setError(e.message);
-      }
-      await sleep(delay * (0.8 + Math.random() * 0.4), ctl.signal);
-    }
+      },
+    });
   }
 
   // --- wiring -------------------------------------------------------------------------
@@ -596,7 +501,7 @@
     e.preventDefault();
     const t = $('token-input').value.trim().replace(/^Bearer\s+/i, '');
     $('token-input').value = '';
-    try { sessionStorage.setItem(TOKEN_KEY, t); } catch { /* storage off */ }
+    saveToken(TOKEN_KEY, t);
     refuseLink('');
     useToken(t);
   });
