@@ -384,16 +384,24 @@ var errAlreadyLoggedOut = errors.New("already logged out")
 // requestEnd asks the session's loop to log out and end it, and waits.
 func (h *hosted) requestEnd(ctx context.Context, reason store.Reason) error {
 	done := make(chan struct{})
-	if !h.send(cmdEnd{reason: reason, done: done}) {
-		return nil // hosting ended meanwhile; the row says how
+	_, err := h.command(ctx, cmdEnd{reason: reason, done: done}, done) // not sent: hosting ended meanwhile; the row says how
+	return err
+}
+
+// command hands cmd to the session's loop and waits until the loop closes
+// done, the hosting ends, or ctx ends. sent is false when the hosting had
+// ended before cmd could be handed over.
+func (h *hosted) command(ctx context.Context, cmd any, done <-chan struct{}) (sent bool, err error) {
+	if !h.send(cmd) {
+		return false, nil
 	}
 	select {
 	case <-done:
 	case <-h.done:
 	case <-ctx.Done():
-		return ctx.Err()
+		return true, ctx.Err()
 	}
-	return nil
+	return true, nil
 }
 
 // handleHandoff moves a session this worker hosts to another worker
@@ -408,16 +416,11 @@ func (w *Worker) handleHandoff(ctx context.Context, t *asynq.Task) error {
 		return errSkipped // not here any more (ended, or moved already)
 	}
 	done := make(chan struct{})
-	if !h.send(cmdHandoff{to: p.To, done: done}) {
+	sent, err := h.command(ctx, cmdHandoff{to: p.To, done: done}, done)
+	if !sent {
 		return errSkipped
 	}
-	select {
-	case <-done:
-	case <-h.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
+	return err
 }
 
 // handleReconcile runs one reconcile pass (see internal/reconcile).
