@@ -259,24 +259,21 @@ func TestServeMigratesServesAndStops(t *testing.T) {
 // (whose result arrives on done) returns first.
 func waitReady(t *testing.T, base string, done <-chan error, logs *testfactory.LogBuffer) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		res, err := http.Get(base + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return
-			}
-		}
+	err := testfactory.Poll(60*time.Second, 100*time.Millisecond, func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("run returned early: %v\n%s", err, logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %v\n%s", err, logs.String())
+		res, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(100 * time.Millisecond)
+		res.Body.Close()
+		return res.StatusCode == 200, fmt.Sprint(res.StatusCode)
+	})
+	if err != nil {
+		t.Fatalf("not ready: %v\n%s", err, logs.String())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/tasks"
 )
 
@@ -63,16 +64,10 @@ func processed(result error, want asynq.TaskState) setup {
 
 func waitState(t *testing.T, in *asynq.Inspector, j tasks.Job, want asynq.TaskState) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	testfactory.WaitFor(t, fmt.Sprintf("task %s to reach %s", j.ID, want), 30*time.Second, func() (bool, string) {
 		info, err := in.GetTaskInfo(j.Queue, j.ID)
-		if err == nil && info.State == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s never reached %s (last: %+v, %v)", j.ID, want, info, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && info.State == want, fmt.Sprintf("%+v, %v", info, err)
+	})
 }
 
 func TestEnqueue(t *testing.T) {
