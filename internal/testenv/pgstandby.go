@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,23 +21,7 @@ import (
 // standby is stopped when the test ends.
 func (s *PostgresServer) StartStandby(t testing.TB, sync bool) *PostgresServer {
 	t.Helper()
-	base, err := os.MkdirTemp("", "wasessions-pg-standby-")
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	st := &PostgresServer{t: t, Port: FreePort(t), dir: filepath.Join(base, "data"), bin: s.bin, asPG: s.asPG}
-	if st.asPG {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("testenv: running as root needs the postgres system user: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(base, uid, gid); err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-	}
+	st := newPostgresServer(t, "wasessions-pg-standby-", s.bin, s.asPG)
 	// -R writes primary_conninfo and standby.signal; initdb's pg_hba.conf
 	// already trusts replication connections on loopback.
 	st.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", "postgres",

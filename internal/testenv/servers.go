@@ -115,13 +115,25 @@ type PostgresServer struct {
 func StartPostgresServer(t testing.TB) *PostgresServer {
 	t.Helper()
 	bin := postgresBinDir(t)
-	base, err := os.MkdirTemp("", "wasessions-pg-")
+	s := newPostgresServer(t, "wasessions-pg-", bin, os.Geteuid() == 0)
+	s.run("initdb", "-D", s.dir, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// newPostgresServer is a cluster not yet initialised: its data directory
+// under a temporary directory (named with prefix, removed when the test
+// ends) that the postgres system user owns when asPG (the test runs as
+// root), and a free port.
+func newPostgresServer(t testing.TB, prefix, bin string, asPG bool) *PostgresServer {
+	t.Helper()
+	base, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
-	s := &PostgresServer{t: t, Port: FreePort(t), dir: filepath.Join(base, "data"), bin: bin, asPG: os.Geteuid() == 0}
-	if s.asPG {
+	if asPG {
 		u, err := user.Lookup("postgres")
 		if err != nil {
 			t.Fatalf("testenv: running as root needs the postgres system user: %v", err)
@@ -132,10 +144,7 @@ func StartPostgresServer(t testing.TB) *PostgresServer {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
-	s.run("initdb", "-D", s.dir, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
-	s.Start()
-	t.Cleanup(s.Stop)
-	return s
+	return &PostgresServer{t: t, Port: FreePort(t), dir: filepath.Join(base, "data"), bin: bin, asPG: asPG}
 }
 
 // AdminURL is the DSN of the cluster's postgres database.
