@@ -230,7 +230,10 @@ func (h *Host) NewClient(dev *wastore.Device, log *slog.Logger, opts ClientOptio
 	// Signal session already moved on.
 	cli.SynchronousAck = true
 	cli.EnableDecryptedEventBuffer = true
-	cli.ManualHistorySyncDownload = !h.opts.HistoryRecent
+	// History is never downloaded by whatsmeow itself: with
+	// HISTORY_SYNC=recent the worker downloads it in its handler, before
+	// the receipt (history.go); with none, not at all.
+	cli.ManualHistorySyncDownload = true
 	// The worker's session loop reconnects (backoff with jitter, release
 	// to another worker, waiting out bans); whatsmeow's own auto-reconnect
 	// would be a second mechanism, and one that outlives the hosting.

@@ -14,6 +14,10 @@ func SetBeforeRenew(w *Worker, f func()) { w.hooks.beforeRenew = f }
 // f with the event before passing it to the session's loop (see hooks).
 func SetBeforeEvent(w *Worker, f func(evt any)) { w.hooks.beforeEvent = f }
 
+// SetBeforeWAEvent makes each hosted session's message handler call f
+// with the event before it handles it (see hooks).
+func SetBeforeWAEvent(w *Worker, f func(evt any)) { w.hooks.beforeWAEvent = f }
+
 // SetHostReturns makes a create or restore handler call f just before it
 // returns, once its hosting is up or ended (see hooks).
 func SetHostReturns(w *Worker, f func(sessionID string)) { w.hooks.hostReturns = f }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"wasessions/internal/events"
 	"wasessions/internal/store"
+	"wasessions/internal/wa"
 	"wasessions/tasks"
 )
 
@@ -260,13 +262,17 @@ func (h *hosted) publishMessage(typ string, m store.Message) {
 // own goroutine; returning false withholds the ack (SynchronousAck), so
 // WhatsApp delivers the message again.
 func (h *hosted) onWAEvent(evt any) bool {
+	if h.w.hooks.beforeWAEvent != nil {
+		h.w.hooks.beforeWAEvent(evt)
+	}
 	switch e := evt.(type) {
 	case *waevents.Message:
+		if n := wa.HistoryNotification(e.Message); n != nil && e.Info.IsFromMe {
+			return h.onHistoryNotification(n)
+		}
 		return h.onMessage(e)
 	case *waevents.Receipt:
 		return h.onReceipt(e)
-	case *waevents.HistorySync:
-		h.onHistorySync(e)
 	}
 	return true
 }
@@ -364,12 +370,35 @@ func (h *hosted) onReceipt(e *waevents.Receipt) bool {
 	return true
 }
 
-// onHistorySync stores the texts contacts sent in one-to-one chats from the
-// history the phone shared (HISTORY_SYNC=recent only: otherwise whatsmeow
-// downloads no history and this event never comes).
-func (h *hosted) onHistorySync(e *waevents.HistorySync) {
+// onHistoryNotification stores the texts of the history the account's
+// phone shares (HISTORY_SYNC=recent; with none it is acked and never
+// downloaded). It runs before the notification's receipt and returns false
+// when anything was not stored; whatever is left is in whatsmeow's
+// decrypted-event buffer, which recoverHistory reads (internal/wa
+// history.go says why the receipt alone does not suffice).
+func (h *hosted) onHistoryNotification(n *waE2E.HistorySyncNotification) bool {
+	if !h.w.deps.Host.HistoryRecent() {
+		return true
+	}
+	if err := h.storeHistory(n); err != nil {
+		h.log.Warn("store history sync; left for the next attempt", "error", err)
+		h.retryHistoryLater()
+		return false
+	}
+	return true
+}
+
+// storeHistory downloads (an inline payload: decodes) one notification's
+// history and stores the texts contacts sent in one-to-one chats, each once.
+func (h *hosted) storeHistory(n *waE2E.HistorySyncNotification) error {
+	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Minute)
+	defer cancel()
+	data, err := h.client.DownloadHistorySync(ctx, n, true)
+	if err != nil {
+		return fmt.Errorf("download history: %w", err)
+	}
 	stored := 0
-	for _, conv := range e.Data.GetConversations() {
+	for _, conv := range data.GetConversations() {
 		chat, err := types.ParseJID(conv.GetID())
 		if err != nil || chat.Server != types.DefaultUserServer && chat.Server != types.HiddenUserServer {
 			continue
@@ -379,12 +408,76 @@ func (h *hosted) onHistorySync(e *waevents.HistorySync) {
 			if err != nil || evt.Info.IsFromMe {
 				continue
 			}
-			if text := textOf(evt.Message); text != "" && h.saveInbound(evt.Info, text) {
-				stored++
+			text := textOf(evt.Message)
+			if text == "" {
+				continue
 			}
+			if !h.saveInbound(evt.Info, text) {
+				return fmt.Errorf("store history message %s: not stored", evt.Info.ID)
+			}
+			stored++
 		}
 	}
-	h.log.Info("history sync stored", "sync_type", e.Data.GetSyncType().String(), "messages", stored)
+	h.log.Info("history sync stored", "sync_type", data.GetSyncType().String(), "messages", stored)
+	return nil
+}
+
+// historyRetryAfter is how long after a failed attempt the buffered history is
+// tried again while the session stays connected.
+const historyRetryAfter = 5 * time.Second
+
+// retryHistoryLater runs recoverHistory once after historyRetryAfter, unless
+// one is already waiting.
+func (h *hosted) retryHistoryLater() {
+	if !h.historyRetry.CompareAndSwap(false, true) {
+		return
+	}
+	h.w.wg.Add(1)
+	go func() {
+		defer h.w.wg.Done()
+		ok := sleepCtx(h.ctx, historyRetryAfter)
+		h.historyRetry.Store(false)
+		if ok {
+			h.recoverHistory()
+		}
+	}()
+}
+
+// recoverHistory stores the history notifications whatsmeow decrypted for
+// this device but whose handling never finished (a worker killed in the
+// handler, a failed commit), and clears them from the buffer. It runs
+// after every login and after a failed attempt; storing is idempotent, so
+// running beside the live handler of the same notification is harmless.
+func (h *hosted) recoverHistory() {
+	if !h.w.deps.Host.HistoryRecent() {
+		return
+	}
+	dev := h.client.Store.ID
+	if dev == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	pending, err := h.w.deps.Host.PendingHistory(ctx, *dev)
+	cancel()
+	if err != nil {
+		h.log.Warn("read unfinished history sync", "error", err)
+		h.retryHistoryLater()
+		return
+	}
+	for _, p := range pending {
+		if err := h.storeHistory(p.Notification); err != nil {
+			h.log.Warn("store unfinished history sync; left for the next attempt", "error", err)
+			h.retryHistoryLater()
+			return
+		}
+		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+		err := h.client.Store.EventBuffer.ClearBufferedEventPlaintext(ctx, p.Hash)
+		cancel()
+		if err != nil {
+			h.log.Warn("clear stored history sync from the buffer", "error", err)
+		}
+		h.log.Info("unfinished history sync recovered")
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -68,6 +68,7 @@ type hosted struct {
 	sending      chan struct{}
 	recipients   map[string]types.JID
 	connectedAt  atomic.Int64 // unix nanoseconds of the last Connected
+	historyRetry atomic.Bool  // a recoverHistory is waiting to run
 
 	// Loop-goroutine state.
 	//
@@ -548,6 +549,9 @@ func (h *hosted) onConnected() {
 	}
 	h.connectedBefore = true
 	h.connectedAt.Store(time.Now().UnixNano())
+	// History a worker took in but never stored (killed while storing it).
+	h.w.wg.Add(1)
+	go func() { defer h.w.wg.Done(); h.recoverHistory() }()
 	dev := h.client.Store
 	id := dev.ID // read once: whatsmeow's goroutines may clear it (see deviceJID)
 	if id == nil {

@@ -112,6 +112,9 @@ type hooks struct {
 	// beforeEvent runs in whatsmeow's goroutine with each event a hosted
 	// session's loop handles, before it is passed to the loop.
 	beforeEvent func(evt any)
+	// beforeWAEvent runs in whatsmeow's goroutine with each event the
+	// message handler (onWAEvent) gets, before it handles it.
+	beforeWAEvent func(evt any)
 	// hostReturns runs in a create or restore task's handler once the
 	// hosting it started has reached its first milestone (or ended), just
 	// before the handler returns and asynq retires the task.
