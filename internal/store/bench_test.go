@@ -125,3 +125,20 @@ func BenchmarkClaim(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkSaveInboundWithWebhook stores one received message per op, with
+// its message.received event and one delivery (an admin's "all"
+// endpoint): what the webhook outbox adds to a worker's write of a
+// received message (migrations 00019 and 00021).
+func BenchmarkSaveInboundWithWebhook(b *testing.B) {
+	f := newFx(b)
+	f.endpoint("00000000-0000-0000-0000-0000000000be", store.WebhookScopeAll, store.WebhookEventTypes()...)
+	s := f.create()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, _, err := f.st.SaveInbound(f.ctx, store.Inbound{SessionID: s.SessionID, UserID: s.UserID, Chat: "+15550001",
+			Text: "hello", WAMessageID: fmt.Sprintf("3EB0BENCH%08d", i), Timestamp: time.Now()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
