@@ -93,15 +93,19 @@ func (s *Store) LiveSession(ctx context.Context, userID string) (Session, error)
 }
 
 // currentOfUser picks the user's current session ($1): the live one if
-// any, else the most recent one.
+// any, else the most recent one. idx_whatsapp_sessions_current (migration
+// 00021) holds a user's rows in this order, so Postgres reads one index
+// entry and no sort: change the ORDER BY and the index together.
 const currentOfUser = `WHERE user_id = $1
 	ORDER BY (desired_state = 'linked' AND status IN ` + liveStatuses + `) DESC, created_at DESC, id
 	LIMIT 1`
 
+const currentSessionQuery = `SELECT ` + sessionColumns + ` FROM whatsapp_sessions ` + currentOfUser
+
 // CurrentSession is the session the user's status and QR refer to: the live
 // one if any, else the most recent one, whatever its status.
 func (s *Store) CurrentSession(ctx context.Context, userID string) (Session, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+sessionColumns+` FROM whatsapp_sessions `+currentOfUser, userID)
+	rows, err := s.pool.Query(ctx, currentSessionQuery, userID)
 	if err != nil {
 		return Session{}, fmt.Errorf("store: current session: %w", err)
 	}

@@ -1,0 +1,135 @@
+package store_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"wasessions/internal/store"
+)
+
+// The current session of a user (what GET /status and GET /qr show) is the
+// live one if any, else the newest (ties: the smaller id), whatever order
+// Postgres reads the rows in.
+func TestCurrentSessionIsLiveThenNewest(t *testing.T) {
+	t.Parallel()
+	f := newFx(t)
+	now := time.Now()
+	type row struct {
+		id, status, desired string
+		age                 time.Duration
+	}
+	for _, tc := range []struct {
+		name string
+		rows []row
+		want string
+	}{
+		{"live older than an ended one", []row{
+			{"00000000-0000-4000-8000-000000000001", "connected", "linked", 3 * time.Hour},
+			{"00000000-0000-4000-8000-000000000002", "failed", "linked", time.Hour},
+		}, "00000000-0000-4000-8000-000000000001"},
+		{"every live status counts", []row{
+			{"00000000-0000-4000-8000-000000000001", "reconnecting", "linked", 3 * time.Hour},
+			{"00000000-0000-4000-8000-000000000002", "expired", "gone", time.Hour},
+		}, "00000000-0000-4000-8000-000000000001"},
+		{"none live: the newest", []row{
+			{"00000000-0000-4000-8000-000000000001", "disconnected", "gone", 3 * time.Hour},
+			{"00000000-0000-4000-8000-000000000002", "logged_out", "linked", time.Hour},
+			{"00000000-0000-4000-8000-000000000003", "failed", "linked", 2 * time.Hour},
+		}, "00000000-0000-4000-8000-000000000002"},
+		{"disconnect requested is not live", []row{
+			{"00000000-0000-4000-8000-000000000001", "connected", "gone", 3 * time.Hour},
+			{"00000000-0000-4000-8000-000000000002", "expired", "linked", time.Hour},
+		}, "00000000-0000-4000-8000-000000000002"},
+		{"same time: the smaller id", []row{
+			{"00000000-0000-4000-8000-000000000009", "failed", "linked", time.Hour},
+			{"00000000-0000-4000-8000-000000000003", "expired", "linked", time.Hour},
+		}, "00000000-0000-4000-8000-000000000003"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user := uuid.NewString()
+			f.exec(`INSERT INTO users (id) VALUES ($1)`, user)
+			for _, r := range tc.rows {
+				// ids are unique per test database: prefix them with the user.
+				f.exec(`INSERT INTO whatsapp_sessions (id, user_id, session_id, status, desired_state, created_at)
+					VALUES ($1, $2, $3, $4, $5, $6)`, idFor(user, r.id), user, "s-"+user+"-"+r.id, r.status, r.desired, now.Add(-r.age))
+			}
+			want := "s-" + user + "-" + tc.want
+			cur, err := f.st.CurrentSession(f.ctx, user)
+			if err != nil || cur.SessionID != want {
+				t.Fatalf("CurrentSession = %s, %v; want %s", cur.SessionID, err, want)
+			}
+			st, err := f.st.CurrentStatus(f.ctx, user)
+			if err != nil || st.SessionID != want {
+				t.Fatalf("CurrentStatus = %s, %v; want %s", st.SessionID, err, want)
+			}
+		})
+	}
+}
+
+// idFor makes id unique to user while keeping the order of the ids of one
+// user: the first 8 hex digits come from the user, the rest from id.
+func idFor(user, id string) string { return user[:8] + id[8:] }
+
+// TestCurrentSessionReadsInIndexOrder: the statements that read a user's
+// current session (GET /status polls one) read the first entry of
+// idx_whatsapp_sessions_current and stop: no sort, whether Postgres plans
+// them for the user at hand or with the generic plan it switches a
+// prepared statement to after a few runs. The user has the most sessions
+// of anyone (the case a sort would cost most), among 5,000 others.
+func TestCurrentSessionReadsInIndexOrder(t *testing.T) {
+	t.Parallel()
+	f := newFx(t)
+	f.seedAdmin(5_000)
+	user := uuid.NewString()
+	f.exec(`INSERT INTO users (id) VALUES ($1)`, user)
+	f.exec(`INSERT INTO whatsapp_sessions (user_id, session_id, status, desired_state, created_at)
+		SELECT $1, $2 || g, 'failed', 'linked', now() - g * interval '1 minute'
+		FROM generate_series(1, 30) g`, user, "s-"+user+"-")
+	f.exec(`ANALYZE whatsapp_sessions`)
+	pooled, err := f.st.Pool().Acquire(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Taken out of the pool: no one else sees its plan_cache_mode.
+	conn := pooled.Hijack()
+	defer conn.Close(f.ctx)
+	n := 0
+	for name, q := range store.CurrentQueries {
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			n++
+			for _, sql := range []string{`SET plan_cache_mode = ` + mode, fmt.Sprintf(`PREPARE cur%d AS %s`, n, q)} {
+				if _, err := conn.Exec(f.ctx, sql); err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+			}
+			var raw []byte
+			if err := conn.QueryRow(f.ctx, fmt.Sprintf(`EXPLAIN (FORMAT JSON) EXECUTE cur%d('%s')`, n, user)).Scan(&raw); err != nil {
+				t.Fatalf("explain: %v", err)
+			}
+			var out []struct {
+				Plan planNode `json:"Plan"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil || len(out) != 1 {
+				t.Fatalf("explain output: %v %s", err, raw)
+			}
+			var nodes, indexes []string
+			out[0].Plan.walk(func(p planNode) {
+				nodes = append(nodes, p.NodeType)
+				if p.IndexName != "" {
+					indexes = append(indexes, p.IndexName)
+				}
+			})
+			joined := strings.Join(nodes, " > ")
+			if strings.Contains(joined, "Sort") || strings.Join(indexes, ",") != "idx_whatsapp_sessions_current" {
+				t.Errorf("%s (%s): plan %s via %v; want an index scan of idx_whatsapp_sessions_current without a sort",
+					name, mode, joined, indexes)
+			}
+			t.Logf("%s (%s): %s via %v", name, mode, joined, indexes)
+		}
+	}
+}
