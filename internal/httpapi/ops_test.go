@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"testing/fstest"
 
 	"wasessions/internal/testfactory"
+	"wasessions/internal/views"
 	"wasessions/tasks"
 )
 
@@ -207,5 +210,46 @@ func TestStatusReadsLogAtDebug(t *testing.T) {
 	want := map[string]int{sessionPath + " 201": 1, statusPath + " 404": 1}
 	if !maps.Equal(lines, want) {
 		t.Fatalf("request lines at info: %v, want %v", lines, want)
+	}
+}
+
+// TestStatusAnswerIsEncodingJSON: GET /status encodes its answer by hand
+// (views.Session.AppendJSON); the body is byte for byte what encoding/json
+// made of the same envelope, with the headers every session route sends.
+func TestStatusAnswerIsEncodingJSON(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	user := newUser()
+	tok := e.token(user, false)
+	if r := e.do(req{method: "POST", path: sessionPath, token: tok}); r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	// Fields set and null, and text encoding/json escapes.
+	if _, err := e.store.Pool().Exec(context.Background(), `UPDATE whatsapp_sessions SET user_name = $2,
+		phone_number = '4915112345678', status_reason = 'qr_timeout', last_seen = now(), last_error = 'phone_offline'
+		WHERE user_id = $1`, user, "Zoë <&> \"\u2028\" \x01"); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(req{method: "GET", path: statusPath, token: tok})
+	if r.Status != http.StatusOK {
+		t.Fatalf("status: %d %s", r.Status, r.Body)
+	}
+	sess, err := e.store.CurrentStatus(context.Background(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := json.Marshal(struct {
+		Success bool          `json:"success"`
+		Data    views.Session `json:"data"`
+		Message string        `json:"message"`
+	}{true, views.StatusOf(sess), "WhatsApp session status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(r.Body, want) {
+		t.Fatalf("body:\n%s\nencoding/json:\n%s", r.Body, want)
+	}
+	if ct, cc := r.Header.Get("Content-Type"), r.Header.Get("Cache-Control"); ct != "application/json" || cc != "no-store" {
+		t.Fatalf("Content-Type %q, Cache-Control %q", ct, cc)
 	}
 }

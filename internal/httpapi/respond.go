@@ -11,6 +11,7 @@ import (
 
 	"wasessions/internal/reqparse"
 	"wasessions/internal/store"
+	"wasessions/internal/views"
 )
 
 // envelope is the response shape clients rely on (docs/ARCHITECTURE.md,
@@ -35,6 +36,24 @@ type errorBody struct {
 // ok answers status with data and a human-readable message.
 func ok(c *fiber.Ctx, status int, data any, message string) error {
 	return c.Status(status).JSON(envelope{Success: true, Data: data, Message: message})
+}
+
+// okSession is ok(c, 200, sessionView{v}, message), the same bytes
+// (views.Session.AppendJSON, TestStatusAnswerIsEncodingJSON) without
+// encoding/json's reflection: GET /status is the route clients poll.
+func okSession(c *fiber.Ctx, v views.Session, message string) error {
+	var buf [1024]byte
+	b, encoded := v.AppendJSON(append(buf[:0], `{"success":true,"data":`...))
+	if !encoded {
+		return ok(c, http.StatusOK, sessionView{v}, message)
+	}
+	if message != "" {
+		b = views.AppendJSONString(append(b, `,"message":`...), message)
+	}
+	c.Status(http.StatusOK)
+	c.Response().SetBody(append(b, '}'))
+	c.Response().Header.SetContentType(fiber.MIMEApplicationJSON)
+	return nil
 }
 
 // apiError is an error a handler answers with on purpose: status, stable

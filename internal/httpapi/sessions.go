@@ -228,7 +228,8 @@ func (s *server) current(ctx context.Context, c *fiber.Ctx) (store.Session, erro
 // session (the live one, else the latest).
 //
 // Clients poll it, so it reads only the columns it shows (never the QR
-// image) and scans them without reflection (store.CurrentStatus).
+// image) and scans them without reflection (store.CurrentStatus), and
+// encodes its answer without reflection (okSession).
 func (s *server) status(c *fiber.Ctx) error {
 	ctx, cancel := s.requestContext(c)
 	defer cancel()
@@ -240,7 +241,7 @@ func (s *server) status(c *fiber.Ctx) error {
 		return err
 	}
 	noteSession(c, sess.SessionID)
-	return ok(c, http.StatusOK, sessionView{views.StatusOf(sess)}, "WhatsApp session status")
+	return okSession(c, views.StatusOf(sess), "WhatsApp session status")
 }
 
 // qr is GET /api/integrations/whatsapp/qr: the QR code to scan now, or a
