@@ -94,7 +94,7 @@ func (s *Store) LiveSession(ctx context.Context, userID string) (Session, error)
 
 // currentOfUser picks the user's current session ($1): the live one if
 // any, else the most recent one. idx_whatsapp_sessions_current (migration
-// 00021) holds a user's rows in this order, so Postgres reads one index
+// 00022) holds a user's rows in this order, so Postgres reads one index
 // entry and no sort: change the ORDER BY and the index together.
 const currentOfUser = `WHERE user_id = $1
 	ORDER BY (desired_state = 'linked' AND status IN ` + liveStatuses + `) DESC, created_at DESC, id
