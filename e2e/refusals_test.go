@@ -74,7 +74,7 @@ func (c *emuClient) servedRevision() (int, error) {
 // the worker serves none yet).
 func (s *stack) metricWhere(id, name string, labels ...string) float64 {
 	s.T.Helper()
-	code, body := harness.HTTPGet(s.client.http, "http://"+s.MetricsAddr[id]+"/metrics")
+	code, body := s.WorkerGet(id, "/metrics")
 	if code != http.StatusOK {
 		s.T.Fatalf("worker %s /metrics: %d %s", id, code, body)
 	}

@@ -3,9 +3,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +19,7 @@ import (
 	"time"
 
 	"wasessions/e2e/harness"
+	"wasessions/internal/testenv"
 )
 
 // The scale harness (`make scale`): the e2e stack (the real programs as
@@ -31,7 +37,9 @@ var (
 	scaleLeaseTTL = flag.Duration("scale.lease-ttl", 30*time.Second, "LEASE_TTL (heartbeat every third of it)")
 	scaleRestore  = flag.Int("scale.restore-concurrency", 0, "RESTORE_CONCURRENCY (0: the default)")
 	scaleMax      = flag.Int("scale.max-sessions", 0, "WORKER_MAX_SESSIONS (0: N)")
-	scaleIdle     = flag.Int("scale.heartbeats", 3, "heartbeat periods to measure idle hosting over")
+	scaleIdle     = flag.Int("scale.heartbeats", 3, "heartbeat periods to measure idle hosting over (0: no idle figures)")
+	scaleProfile  = flag.String("scale.profile", "", "`dir` to write CPU profiles of every worker and the emulator during the restore into, and the workers' mutex and block profiles after it (turns on METRICS_PPROF and the emulator's -pprof)")
+	scaleProfFor  = flag.Duration("scale.profile-for", 15*time.Second, "how long the restore's CPU profiles run (from each worker's /healthz; the emulator's from the workers' start)")
 )
 
 // TestScale links -scale.n sessions through the API and the emulator's
@@ -59,7 +67,18 @@ func TestScale(t *testing.T) {
 	}
 	// No state file: the emulator would re-marshal every device's keys
 	// (about 28 KiB each) every few seconds while thousands pair.
-	s := newStack(t, stackOpts{Workers: ids, Env: env, EmuArgs: []string{"-state", ""}})
+	emuArgs := []string{"-state", ""}
+	var emuPprof string
+	if *scaleProfile != "" {
+		if err := os.MkdirAll(*scaleProfile, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		env["METRICS_PPROF"] = "true"
+		env["METRICS_TOKEN"] = harness.RandomHex(16)
+		emuPprof = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		emuArgs = append(emuArgs, "-pprof", emuPprof)
+	}
+	s := newStack(t, stackOpts{Workers: ids, Env: env, EmuArgs: emuArgs})
 	t.Logf("scale: %d sessions on %d worker(s) %v, fault %q, race=%v, env %v", n, nw, ids, *scaleFault, programs.Race(), env)
 
 	idle := map[string]procSample{}
@@ -93,6 +112,7 @@ func TestScale(t *testing.T) {
 		// until LEASE_TTL passes: a session is back when a lease taken
 		// after the fault (a higher epoch) holds it connected.
 		epochs := s.epochs(sids)
+		before := s.EmuStats()
 		var wg sync.WaitGroup
 		for _, id := range ids {
 			wg.Add(1)
@@ -106,28 +126,88 @@ func TestScale(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		cpuBefore := s.cpuTimes() // the workers are gone: theirs counts from 0
 		start = time.Now()
-		for _, id := range ids {
+		// The restore's timeline: each worker's start -> /healthz (its
+		// migrations checked, asynq serving, restores beginning), then
+		// the first, half, 90 % and all sessions back.
+		var profiles sync.WaitGroup
+		if emuPprof != "" {
+			profiles.Add(1)
+			go func() {
+				defer profiles.Done()
+				s.cpuProfile("waemu", "http://"+emuPprof, "")
+			}()
+		}
+		healthy := make([]time.Duration, len(ids))
+		for i, id := range ids {
 			wg.Add(1)
-			go func() { defer wg.Done(); s.StartWorker(id) }()
+			go func() {
+				defer wg.Done()
+				s.StartWorker(id)
+				healthy[i] = time.Since(start)
+				if *scaleProfile != "" {
+					profiles.Add(1)
+					go func() {
+						defer profiles.Done()
+						s.cpuProfile("worker-"+id, "http://"+s.MetricsAddr[id], s.MetricsToken)
+					}()
+				}
+			}()
 		}
 		wg.Wait()
+		marks := []struct {
+			name string
+			at   int
+			took time.Duration
+		}{{"first", 1, 0}, {"half", (n + 1) / 2, 0}, {"90%", (9*n + 9) / 10, 0}, {"all", n, 0}}
 		var back atomic.Int64
 		stopProgress := s.progress("back", n, func() int { return int(back.Load()) })
-		s.WaitFor(fmt.Sprintf("all %d sessions connected again", n), 10*time.Minute, func() (bool, string) {
+		if err := testenv.Poll(10*time.Minute, 100*time.Millisecond, func() (bool, string) {
 			per, err := s.ConnectedPerWorker(sids, epochs)
 			if err != nil {
 				return false, err.Error()
 			}
 			c := harness.Total(per)
 			back.Store(int64(c))
+			for i := range marks {
+				if marks[i].took == 0 && c >= marks[i].at {
+					marks[i].took = time.Since(start)
+				}
+			}
 			return c == n, fmt.Sprintf("%d connected under a new lease", c)
-		})
+		}); err != nil {
+			t.Fatalf("waiting for all %d sessions connected again: %v", n, err)
+		}
 		took = time.Since(start)
 		stopProgress()
 		s.waitAllConnected(sids, 5*time.Minute)
+		after := s.EmuStats()
 		t.Logf("FIGURE restore after %s of %d worker(s): start of the workers -> all %d sessions connected under live leases: %s (RESTORE_CONCURRENCY %s)",
 			map[string]string{"kill": "SIGKILL", "restart": "SIGTERM"}[*scaleFault], nw, n, took.Round(time.Millisecond), orDefault(env["RESTORE_CONCURRENCY"], "4"))
+		line := "FIGURE restore timeline from the workers' start:"
+		for i, id := range ids {
+			line += fmt.Sprintf(" %s /healthz %s,", id, healthy[i].Round(time.Millisecond))
+		}
+		for _, m := range marks {
+			line += fmt.Sprintf(" %s back (%d) %s,", m.name, m.at, m.took.Round(time.Millisecond))
+		}
+		t.Logf("%s logins during the restore %d (%d for each session), conflicts %d", strings.TrimSuffix(line, ","),
+			after.Logins-before.Logins, n, after.Conflicts-before.Conflicts)
+		cpuAfter := s.cpuTimes()
+		t.Logf("FIGURE CPU from the kill to all back (%s of wall time, 2 cores = %.1f s): workers %.2f s, emulator %.2f s, Postgres backends of the stack %.2f s",
+			took.Round(time.Millisecond), 2*took.Seconds(), cpuAfter.workers-cpuBefore.workers, cpuAfter.emu-cpuBefore.emu, cpuAfter.since(cpuBefore.postgres))
+		for _, id := range ids {
+			s.logRestorePhases(id)
+		}
+		profiles.Wait()
+		if *scaleProfile != "" {
+			for _, id := range ids {
+				for _, kind := range []string{"mutex", "block"} {
+					s.workerProfile(id, kind)
+				}
+			}
+		}
 		s.checkHostedOnce(n)
 		for _, id := range ids {
 			idle[id] = procSample{} // the restarted process has no idle reading
@@ -196,6 +276,9 @@ func (s *stack) sample(id string) procSample {
 // (LEASE_TTL/3 each) of idle hosting and logs the figures.
 func (s *stack) report(phase string, ids []string, idle map[string]procSample) {
 	s.T.Helper()
+	if *scaleIdle == 0 {
+		return
+	}
 	period := *scaleLeaseTTL / 3
 	// Let the last connects and their first heartbeat settle.
 	time.Sleep(period)
@@ -255,6 +338,139 @@ func (s *stack) watchPostgresConns() func() int {
 	}()
 	s.T.Cleanup(func() { cancel(); wg.Wait() })
 	return func() int { return int(peak.Load()) }
+}
+
+// stackCPU is CPU time (user + system, seconds) used so far: by the
+// running workers, the emulator, and each Postgres backend of the stack's
+// database.
+type stackCPU struct {
+	workers, emu float64
+	postgres     map[int]float64
+}
+
+// since is the CPU the backends used after earlier was read: all of a
+// backend started since, the difference for one that was there.
+func (c stackCPU) since(earlier map[int]float64) float64 {
+	var sum float64
+	for pid, v := range c.postgres {
+		sum += v - earlier[pid]
+	}
+	return sum
+}
+
+func (s *stack) cpuTimes() stackCPU {
+	s.T.Helper()
+	c := stackCPU{postgres: map[int]float64{}}
+	for _, id := range s.WorkerIDs {
+		if pid := s.Workers[id].Pid(); pid != 0 {
+			c.workers += procCPU(pid)
+		}
+	}
+	c.emu = procCPU(s.Emu.Pid())
+	rows, err := s.DB.Pool().Query(context.Background(), `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND backend_type = 'client backend'`)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			s.T.Fatal(err)
+		}
+		c.postgres[pid] = procCPU(pid)
+	}
+	if err := rows.Err(); err != nil {
+		s.T.Fatal(err)
+	}
+	return c
+}
+
+// procCPU is a process's user + system CPU seconds (0 once it is gone).
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which ends with the last ')':
+	// the first is the line's 3rd (state), utime is the 14th, stime the 15th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
+const clockTicks = 100
+
+// logRestorePhases logs where worker id's restores spent their time on
+// average (wasessions_worker_restore_phase_seconds).
+func (s *stack) logRestorePhases(id string) {
+	const m = "wasessions_worker_restore_phase_seconds"
+	line := fmt.Sprintf("FIGURE restore phases of %s, mean per restore:", id)
+	var total float64
+	for _, phase := range []string{"wait", "jitter", "claim", "handshake", "login", "mark"} {
+		label := fmt.Sprintf("phase=%q", phase)
+		sum, count := s.metricWhere(id, m+"_sum", label), s.metricWhere(id, m+"_count", label)
+		if count == 0 {
+			continue
+		}
+		total += sum / count
+		line += fmt.Sprintf(" %s %.1f ms,", phase, 1000*sum/count)
+	}
+	s.T.Logf("%s total %.1f ms (%.0f restores)", line, 1000*total, s.metricWhere(id, m+"_count", `phase="mark"`))
+}
+
+// workerProfile writes worker id's cumulative profile kind (mutex, block:
+// sampled since its start, see cmd/worker) to
+// <-scale.profile>/worker-<id>.<kind>.pprof.
+func (s *stack) workerProfile(id, kind string) {
+	code, body := s.WorkerGetRaw(id, "/debug/pprof/"+kind)
+	if code != http.StatusOK {
+		s.T.Errorf("%s profile of %s: %d %.200q", kind, id, code, body)
+		return
+	}
+	path := filepath.Join(*scaleProfile, "worker-"+id+"."+kind+".pprof")
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		s.T.Error(err)
+		return
+	}
+	s.T.Logf("%s profile of %s: %s", kind, id, path)
+}
+
+// cpuProfile writes a CPU profile of -scale.profile-for from the
+// profiler at base (a worker's METRICS_ADDR with its token, or the
+// emulator's -pprof) to <-scale.profile>/<name>.cpu.pprof.
+func (s *stack) cpuProfile(name, base, token string) {
+	secs := int(scaleProfFor.Seconds())
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err != nil {
+		s.T.Error(err)
+		return
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: *scaleProfFor + time.Minute}).Do(req)
+	if err != nil {
+		s.T.Errorf("CPU profile of %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		s.T.Errorf("CPU profile of %s: %d %v %.200q", name, resp.StatusCode, err, b)
+		return
+	}
+	path := filepath.Join(*scaleProfile, name+".cpu.pprof")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		s.T.Error(err)
+		return
+	}
+	s.T.Logf("CPU profile of %s over %d s: %s", name, secs, path)
 }
 
 func orDefault(v, def string) string {

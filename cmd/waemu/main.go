@@ -4,11 +4,13 @@
 // things on request (unlink, drop, refuse logins).
 //
 //	waemu -listen HOST:PORT -control HOST:PORT [-state FILE] [-key-seed HEX]
-//	      [-qr-refs N] [-qr-timeout DURATION] [-log-level LEVEL]
+//	      [-qr-refs N] [-qr-timeout DURATION] [-log-level LEVEL] [-pprof HOST:PORT]
 //
 // Every flag can also come from the environment (WAEMU_LISTEN,
 // WAEMU_CONTROL, WAEMU_STATE, WAEMU_KEY_SEED, WAEMU_QR_REFS,
-// WAEMU_QR_TIMEOUT, WAEMU_LOG_LEVEL); flags win. Once listening it prints
+// WAEMU_QR_TIMEOUT, WAEMU_LOG_LEVEL, WAEMU_PPROF); flags win. -pprof
+// serves Go's profiler (/debug/pprof/) on an address of its own, so the
+// scale harness can see what the emulator's side of a mass restore costs. Once listening it prints
 // one JSON line to stdout with the bound addresses and the root key clients
 // must trust, e.g.
 //
@@ -26,6 +28,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -59,6 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	qrRefs := fs.String("qr-refs", env("WAEMU_QR_REFS", strconv.Itoa(waemu.DefaultQRRefs)), "pair-device refs per pairing `N` (1-100; 6 like WhatsApp)")
 	qrTimeout := fs.String("qr-timeout", env("WAEMU_QR_TIMEOUT", "0"), "close unpaired connections this `duration` after their QR refs (0: never)")
 	logLevel := fs.String("log-level", env("WAEMU_LOG_LEVEL", "info"), "`level`: debug, info, warn or error")
+	pprofAddr := fs.String("pprof", env("WAEMU_PPROF", ""), "`host:port` to serve Go's profiler on (/debug/pprof/; default: not served)")
 	if err := cli.Parse(fs, args[1:], false); err != nil {
 		return err
 	}
@@ -95,6 +101,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if *pprofAddr != "" {
+		stop, err := serveProfiler(*pprofAddr, opts.Logger)
+		if err != nil {
+			emu.Close()
+			return err
+		}
+		defer stop()
+	}
 	pub := emu.PubKey()
 	line, err := json.Marshal(ready{Listen: emu.Addr(), Control: emu.ControlAddr(), PubKey: hex.EncodeToString(pub[:])})
 	if err != nil {
@@ -107,4 +121,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	<-ctx.Done()
 	return emu.Close()
+}
+
+// serveProfiler serves net/http/pprof on addr until the returned stop is
+// called.
+func serveProfiler(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-pprof %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("profiler server", "addr", addr, "error", err)
+		}
+	}()
+	return func() { _ = srv.Close() }, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"wasessions/internal/cli"
+	"wasessions/internal/testenv"
 	"wasessions/internal/testfactory"
 )
 
@@ -59,16 +61,18 @@ func TestCommandLine(t *testing.T) {
 
 // TestRunServesAndSavesOnShutdown starts the program on free ports (the
 // listen address from the environment, the rest from flags), uses its
-// control API, and stops it as a signal would.
+// control API and its profiler (-pprof: there, not on the control API),
+// and stops it as a signal would.
 func TestRunServesAndSavesOnShutdown(t *testing.T) {
 	statePath := filepath.Join(t.TempDir(), "state.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out, w := io.Pipe()
 	env := map[string]string{"WAEMU_LISTEN": "127.0.0.1:0"}
+	pprofAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"waemu", "-control", "127.0.0.1:0", "-state", statePath, "-key-seed", "00112233445566778899aabbccddeeff", "-qr-refs", "1", "-qr-timeout", "3s"},
+		done <- run(ctx, []string{"waemu", "-pprof", pprofAddr, "-control", "127.0.0.1:0", "-state", statePath, "-key-seed", "00112233445566778899aabbccddeeff", "-qr-refs", "1", "-qr-timeout", "3s"},
 			func(k string) string { return env[k] }, w, io.Discard)
 		w.Close()
 	}()
@@ -95,6 +99,23 @@ func TestRunServesAndSavesOnShutdown(t *testing.T) {
 	resp.Body.Close()
 	if err != nil || pk.Pubkey != r.PubKey {
 		t.Fatalf("GET /pubkey = %+v, %v; want %s", pk, err, r.PubKey)
+	}
+	for _, c := range []struct {
+		url  string
+		want int
+	}{
+		{"http://" + pprofAddr + "/debug/pprof/goroutine?debug=1", http.StatusOK},
+		{"http://" + r.Control + "/debug/pprof/goroutine?debug=1", http.StatusNotFound},
+	} {
+		resp, err := http.Get(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want || (c.want == http.StatusOK && !strings.Contains(string(body), "goroutine profile")) {
+			t.Fatalf("GET %s: %d %.80q, want %d", c.url, resp.StatusCode, body, c.want)
+		}
 	}
 
 	cancel()

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -184,9 +185,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("start webhook delivery: %w", err)
 	}
 
+	if cfg.MetricsPprof {
+		// Contended locks and long waits show in /debug/pprof/mutex and
+		// /debug/pprof/block only when sampled; a mass restore's wall time
+		// is mostly waiting, so the profiler is of little use without them.
+		runtime.SetMutexProfileFraction(pprofMutexFraction)
+		runtime.SetBlockProfileRate(pprofBlockRate)
+	}
 	var metricsSrv *http.Server
 	if cfg.MetricsAddr != "" {
-		handler := worker.MetricsHandler(reg, auth.NewMetricsToken(cfg.MetricsToken))
+		handler := worker.MetricsHandler(reg, auth.NewMetricsToken(cfg.MetricsToken), cfg.MetricsPprof)
 		metricsSrv = &http.Server{Addr: cfg.MetricsAddr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		if cfg.MetricsToken == "" {
 			log.Warn("/metrics on METRICS_ADDR has no token: set METRICS_TOKEN, or keep METRICS_ADDR on an internal address", "metrics_addr", cfg.MetricsAddr)
@@ -202,7 +210,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	leasesDone := make(chan struct{})
 	go func() { defer close(leasesDone); w.Run(leases) }()
 	log.Info("worker started", "queues", w.Queues(), "endpoint", endpoint.String(),
-		"lease_ttl", cfg.LeaseTTL, "max_sessions", cfg.WorkerMaxSessions, "metrics_addr", cfg.MetricsAddr, "metrics_token", cfg.MetricsToken != "",
+		"lease_ttl", cfg.LeaseTTL, "max_sessions", cfg.WorkerMaxSessions, "metrics_addr", cfg.MetricsAddr, "metrics_token", cfg.MetricsToken != "", "pprof", cfg.MetricsPprof,
 		"proxy", redactedProxy(cfg.WAProxy), "device_name", host.Device().Display(),
 		"client_version", host.Versions().Current().String(), "version_fetch", versionSource(cfg))
 
@@ -252,6 +260,14 @@ func waitBounded(log *slog.Logger, what string, d time.Duration, stop func()) bo
 		return false
 	}
 }
+
+// With METRICS_PPROF: one contended lock event in pprofMutexFraction is
+// sampled, and blocking events about once per pprofBlockRate nanoseconds
+// blocked (a millisecond: waits that matter to a restore, cheaply).
+const (
+	pprofMutexFraction = 10
+	pprofBlockRate     = int(time.Millisecond)
+)
 
 // leasePoolConns is the size of the heartbeat's own Postgres pool
 // (worker.Deps.Leases): one renewal at a time, and a logout's held claim

@@ -29,6 +29,7 @@ func TestBadConfigurationExitsWithUsage(t *testing.T) {
 		{"emulator key", "WA_SERVER_PUBKEY", map[string]string{"WORKER_ID": "w", "WA_SERVER_ADDR": "127.0.0.1:1"}},
 		{"unparsable", "WORKER_MAX_SESSIONS", map[string]string{"WORKER_ID": "w", "WORKER_MAX_SESSIONS": "lots"}},
 		{"short metrics token", "METRICS_TOKEN", map[string]string{"WORKER_ID": "w", "METRICS_TOKEN": "short"}},
+		{"profiler without a token", "METRICS_PPROF", map[string]string{"WORKER_ID": "w", "METRICS_PPROF": "true"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

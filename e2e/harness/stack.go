@@ -98,7 +98,9 @@ type Stack struct {
 	WorkerIDs   []string
 	Workers     map[string]*Proc
 	MetricsAddr map[string]string
-	Sched       *Proc
+	// MetricsToken is the workers' METRICS_TOKEN, when the test set one.
+	MetricsToken string
+	Sched        *Proc
 
 	// DB is the stack's database, for reading what the API does not show.
 	DB *store.Store
@@ -184,6 +186,7 @@ func New(t *testing.T, o Options) *Stack {
 	for k, v := range o.Env {
 		common[k] = v
 	}
+	s.MetricsToken = common["METRICS_TOKEN"]
 	envOf := func(extra map[string]string) []string {
 		env := BaseEnv()
 		keys := make([]string, 0, len(common))
@@ -469,6 +472,31 @@ func HTTPGet(c *http.Client, url string) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
+// WorkerGet GETs path from worker id's METRICS_ADDR, with the stack's
+// METRICS_TOKEN when it has one.
+func (s *Stack) WorkerGet(id, path string) (int, string) {
+	code, b := s.WorkerGetRaw(id, path)
+	return code, strings.TrimSpace(string(b))
+}
+
+// WorkerGetRaw is WorkerGet with the body as sent (a profile).
+func (s *Stack) WorkerGetRaw(id, path string) (int, []byte) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+s.MetricsAddr[id]+path, nil)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	if s.MetricsToken != "" {
+		req.Header.Set("Authorization", "Bearer "+s.MetricsToken)
+	}
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, b
+}
+
 // Hosted is the worker's wasessions_worker_hosted_sessions gauge.
 func (s *Stack) Hosted(id string) (int, error) {
 	v, err := s.MetricE(id, "wasessions_worker_hosted_sessions")
@@ -478,7 +506,7 @@ func (s *Stack) Hosted(id string) (int, error) {
 // MetricE is the sum of every series of a metric the worker serves (0 when
 // it has none yet).
 func (s *Stack) MetricE(id, name string) (float64, error) {
-	code, body := HTTPGet(s.HTTP, "http://"+s.MetricsAddr[id]+"/metrics")
+	code, body := s.WorkerGet(id, "/metrics")
 	if code != http.StatusOK {
 		return 0, fmt.Errorf("worker %s /metrics: %d %s", id, code, body)
 	}

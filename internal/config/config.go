@@ -121,6 +121,12 @@ type Config struct {
 	// MetricsToken, when set, is the bearer token /metrics requires: the
 	// API's and each worker's (METRICS_ADDR; /healthz stays open).
 	MetricsToken string `env:"METRICS_TOKEN"`
+	// MetricsPprof serves Go's profiler (net/http/pprof) under
+	// /debug/pprof/ on a worker's METRICS_ADDR, behind METRICS_TOKEN (which
+	// it requires): for finding where a mass restore's CPU goes. Off by
+	// default: a profile shows the process's code paths and a goroutine dump
+	// its state, nobody's business but the operator's.
+	MetricsPprof bool `env:"METRICS_PPROF" envDefault:"false"`
 	// RestoreConcurrency caps restores (connects of stored devices) running at
 	// once in one worker, so a mass restore does not storm WhatsApp.
 	RestoreConcurrency int `env:"RESTORE_CONCURRENCY" envDefault:"4"`
@@ -461,6 +467,12 @@ func (c Config) Validate(p Program) error {
 			if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 				bad("METRICS_ADDR", "must be [host]:port or empty, got %q", c.MetricsAddr)
 			}
+		}
+		if c.MetricsPprof && c.MetricsToken == "" {
+			bad("METRICS_PPROF", "needs METRICS_TOKEN (the profiler is served only behind it)")
+		}
+		if c.MetricsPprof && c.MetricsAddr == "" {
+			bad("METRICS_PPROF", "needs METRICS_ADDR (the profiler is served there)")
 		}
 		if c.RebalanceMaxMoves < 0 {
 			bad("REBALANCE_MAX_MOVES", "must be 0 (off) or more, got %d", c.RebalanceMaxMoves)

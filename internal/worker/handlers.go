@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	wastore "go.mau.fi/whatsmeow/store"
 	waevents "go.mau.fi/whatsmeow/types/events"
 
@@ -75,12 +76,15 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 	case err != nil:
 		return err
 	}
+	var phases restorePhases
+	phases.mark("")
 	if cur.DeviceJID != nil && cur.Status.Live() && cur.DesiredState == store.DesiredLinked {
 		select {
 		case w.restoreSlots <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		phases.mark("wait")
 		defer func() { <-w.restoreSlots }()
 		w.deps.Metrics.RestoresInFlight.Inc()
 		defer w.deps.Metrics.RestoresInFlight.Dec()
@@ -89,6 +93,7 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		phases.mark("jitter")
 	}
 
 	sent := time.Now()
@@ -156,6 +161,7 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		log.Info("session is temporarily banned; waiting before connecting", "until", sess.BannedUntil.UTC().Format(time.RFC3339))
 		return nil
 	}
+	phases.mark("claim")
 	if err := w.connect(ctx, h, linked); err != nil {
 		if errors.Is(err, errHostingEnded) {
 			// Stopped before it was up (a handoff, a lost lease): its
@@ -175,6 +181,7 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		return nil
 	}
 
+	phases.mark("handshake")
 	timer := time.NewTimer(w.cfg.ConnectTimeout)
 	defer timer.Stop()
 	select {
@@ -186,6 +193,11 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 			}
 			w.deps.Metrics.Restores.WithLabelValues(outcome).Inc()
 			if err == nil {
+				if at := h.connectedAt.Load(); at != 0 {
+					phases.markAt("login", time.Unix(0, at))
+				}
+				phases.mark("mark")
+				phases.observe(w.deps.Metrics.RestorePhases)
 				if kind, since, ok := takeoverStart(cur, w.cfg.LeaseTTL); ok {
 					w.deps.Metrics.Takeover.WithLabelValues(kind).Observe(time.Since(since).Seconds())
 				}
@@ -200,6 +212,30 @@ func (w *Worker) host(ctx context.Context, sessionID string) error {
 		w.hooks.hostReturns(sessionID)
 	}
 	return nil
+}
+
+// restorePhases times the phases of one restore (Metrics.RestorePhases).
+type restorePhases struct {
+	last  time.Time
+	names []string
+	took  []time.Duration
+}
+
+// mark ends the phase called name now ("" starts the clock).
+func (p *restorePhases) mark(name string) { p.markAt(name, time.Now()) }
+
+func (p *restorePhases) markAt(name string, at time.Time) {
+	if name != "" && !p.last.IsZero() {
+		p.names = append(p.names, name)
+		p.took = append(p.took, at.Sub(p.last))
+	}
+	p.last = at
+}
+
+func (p *restorePhases) observe(h *prometheus.HistogramVec) {
+	for i, name := range p.names {
+		h.WithLabelValues(name).Observe(p.took[i].Seconds())
+	}
 }
 
 // takeoverStart says when the session, as read before the claim, lost

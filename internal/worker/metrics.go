@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,6 +25,13 @@ type Metrics struct {
 	// RestoresInFlight is the number of restores connecting right now: the
 	// progress of a mass restore after a restart.
 	RestoresInFlight prometheus.Gauge
+	// RestorePhases is where a restore that connected spent its time, by
+	// phase: wait (for one of RESTORE_CONCURRENCY's slots), jitter, claim
+	// (the lease, the device's keys, the client), handshake (dial and
+	// Noise handshake), login (until whatsmeow reports Connected: the
+	// server's success, the prekey count, the passive IQ), mark (writing
+	// connected). What a mass restore is made of, to tune its pacing.
+	RestorePhases *prometheus.HistogramVec
 	// StatusChanges counts session status transitions written, by status
 	// and reason.
 	StatusChanges *prometheus.CounterVec
@@ -66,6 +74,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wasessions_worker_restores_total", Help: "Session restores, by outcome."}, []string{"outcome"}),
 		RestoresInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wasessions_worker_restores_in_flight", Help: "Restores connecting right now."}),
+		RestorePhases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wasessions_worker_restore_phase_seconds", Help: "Time a connected restore spent in each phase (wait, jitter, claim, handshake, login, mark).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14)}, []string{"phase"}),
 		StatusChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wasessions_worker_status_changes_total", Help: "Session status changes written, by status and reason."},
 			[]string{"status", "reason"}),
@@ -87,7 +98,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wasessions_worker_version_fetches_total", Help: "Client version fetches, by outcome (ok, changed, error)."},
 			[]string{"outcome"}),
 	}
-	reg.MustRegister(m.Waiting, m.UnreachableReleases, m.VersionFetches)
+	reg.MustRegister(m.Waiting, m.UnreachableReleases, m.VersionFetches, m.RestorePhases)
 	reg.MustRegister(m.Hosted, m.Tasks, m.TaskDuration, m.Restores, m.RestoresInFlight, m.StatusChanges, m.LeaseRenewals, m.LeasesLost, m.Takeover)
 	return m
 }
@@ -96,10 +107,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // from g, asking for the METRICS_TOKEN bearer token when one is set (the
 // figures name sessions' states and the worker's load, which is nobody
 // else's business), and GET /healthz, open to any prober (it says "ok"
-// and nothing else).
-func MetricsHandler(g prometheus.Gatherer, token auth.MetricsToken) http.Handler {
+// and nothing else). With withPprof (METRICS_PPROF, which configuration
+// allows only with a token) it also serves Go's profiler under
+// /debug/pprof/, behind the same token; without it that path is 404.
+func MetricsHandler(g prometheus.Gatherer, token auth.MetricsToken, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", token.Protect(promhttp.HandlerFor(g, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	if withPprof {
+		// Routes of our own: the package's init also registers them on
+		// http.DefaultServeMux, which no server of this service serves.
+		prof := http.NewServeMux()
+		prof.HandleFunc("/debug/pprof/", pprof.Index) // heap, goroutine, allocs, ... by name
+		prof.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", token.Protect(prof))
+	}
 	return mux
 }
