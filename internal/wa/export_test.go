@@ -11,3 +11,6 @@ func IsBatched(s wastore.PreKeyStore) bool {
 	_, ok := s.(*batchPreKeys)
 	return ok
 }
+
+// LIDs is the Host's LID map, which every device it loads shares.
+func (h *Host) LIDs() wastore.LIDStore { return h.container.LIDMap }

@@ -170,7 +170,8 @@ func (h *Host) NewDevice() *wastore.Device {
 	return dev
 }
 
-// LoadDevice reads a linked device's keys. It returns (nil, nil) when the
+// LoadDevice reads a linked device's keys, and its LID mapping into the
+// cache its login will look in (lids.go). It returns (nil, nil) when the
 // keys are gone (logged out elsewhere, or cleaned up).
 func (h *Host) LoadDevice(ctx context.Context, jid string) (*wastore.Device, error) {
 	parsed, err := types.ParseJID(jid)
@@ -182,6 +183,7 @@ func (h *Host) LoadDevice(ctx context.Context, jid string) (*wastore.Device, err
 		return nil, fmt.Errorf("wa: load device: %w", err)
 	}
 	withBatchPreKeys(dev, h.db)
+	h.primeOwnLID(ctx, dev) // see lids.go
 	return dev, nil
 }
 

@@ -163,6 +163,19 @@ func (w *Worker) restoreOwn(ctx context.Context) {
 		return
 	}
 	w.log.Info("restoring sessions this worker hosted before it restarted", "count", len(owned))
+	// Their logins then find their LID mappings cached instead of each
+	// writing one under the LID map's process-wide lock (wa/lids.go).
+	jids := make([]string, 0, len(owned))
+	for _, s := range owned {
+		if s.DeviceJID != nil {
+			jids = append(jids, *s.DeviceJID)
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := w.deps.Host.PrimeLIDs(pctx, jids); err != nil {
+		w.log.Warn("read LID mappings before restoring; each login stores its own", "error", err)
+	}
+	cancel()
 	var wg sync.WaitGroup
 	for _, s := range owned {
 		if ctx.Err() != nil {
