@@ -187,7 +187,7 @@ func (p *Proc) RSSKiB() (int, error) {
 	if pid == 0 {
 		return 0, errors.New(p.Name + " is not running")
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/Proc/%d/status", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
