@@ -261,7 +261,16 @@ func (h *hosted) publishMessage(typ string, m store.Message) {
 // onWAEvent handles the whatsmeow events about messages, on whatsmeow's
 // own goroutine; returning false withholds the ack (SynchronousAck), so
 // WhatsApp delivers the message again.
-func (h *hosted) onWAEvent(evt any) bool {
+func (h *hosted) onWAEvent(evt any) (ok bool) {
+	// whatsmeow recovers a handler's panic and then counts the handler as
+	// successful, so it would receipt a message that was never stored:
+	// a panic here is a failure, and WhatsApp delivers the event again.
+	defer func() {
+		if r := recover(); r != nil {
+			h.log.Error("message handler panicked; receipt withheld", "event", fmt.Sprintf("%T", evt), "panic", fmt.Sprint(r))
+			ok = false
+		}
+	}()
 	if h.w.hooks.beforeWAEvent != nil {
 		h.w.hooks.beforeWAEvent(evt)
 	}
