@@ -73,14 +73,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancelBG()
 
 	// On the way out the Postgres pools are closed together, waited for at
-	// most asynqStopWait: database/sql's Close waits for every query in
+	// most stopWait: database/sql's Close waits for every query in
 	// flight and pgxpool's for every connection to be given back, which
 	// with a Postgres that hangs is until the network gives up (the soak
 	// saw a worker run on 70 s after "worker stopped"). The process is
 	// exiting; nothing is lost by not waiting.
 	var closePostgres []func()
 	defer func() {
-		waitBounded(log, "closing the Postgres pools", asynqStopWait, func() {
+		waitBounded(log, "closing the Postgres pools", stopWait, func() {
 			var wg sync.WaitGroup
 			for _, c := range closePostgres {
 				wg.Add(1)
@@ -221,15 +221,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// out, one after another (28 s with nothing to hand over, 67 s in the
 	// soak). The handoff needs Postgres, not Redis, and the process exits
 	// right after, so neither gets more than a few seconds.
-	stopped := waitBounded(log, "asynq stop", asynqStopWait, srv.Stop) // no new tasks from here on
+	stopped := waitBounded(log, "asynq stop", stopWait, srv.Stop) // no new tasks from here on
 	sctx, cancel := context.WithTimeout(bg, 20*time.Second)
 	w.Shutdown(sctx)
 	cancel()
 	stopLeases()
 	<-leasesDone
-	shut := waitBounded(log, "asynq shutdown", asynqStopWait, srv.Shutdown)
+	shut := waitBounded(log, "asynq shutdown", stopWait, srv.Shutdown)
 	stopHooks()
-	hooksStopped := waitBounded(log, "webhook delivery stop", asynqStopWait, hooks.Stop)
+	hooksStopped := waitBounded(log, "webhook delivery stop", stopWait, hooks.Stop)
 	redisInUse = !stopped || !shut || !hooksStopped
 	if metricsSrv != nil {
 		_ = metricsSrv.Close()
@@ -238,17 +238,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// asynqStopWait bounds each wait of the shutdown on something that talks
+// stopWait bounds each wait of the shutdown on something that talks
 // to Redis or Postgres. With the handoff's 20 s they stay within the stop
 // grace period (docker-compose.yml's stop_grace_period, 30 s) whichever
 // store hangs.
-const asynqStopWait = 3 * time.Second
+const stopWait = 3 * time.Second
 
 // waitBounded runs stop and waits for it at most d; after that it logs and
 // returns false while stop goes on in the background (the process is
-// exiting).
-// A task whose handler asynq had not acknowledged is run again later by
-// asynq's recoverer; every handler is safe to run twice.
+// exiting). A task whose handler asynq had not acknowledged is run again
+// later by asynq's recoverer; every handler is safe to run twice.
 func waitBounded(log *slog.Logger, what string, d time.Duration, stop func()) bool {
 	done := make(chan struct{})
 	go func() { defer close(done); stop() }()
@@ -256,7 +255,7 @@ func waitBounded(log *slog.Logger, what string, d time.Duration, stop func()) bo
 	case <-done:
 		return true
 	case <-time.After(d):
-		log.Warn("shutdown: not waiting any longer (Redis slow or hanging?)", "step", what, "waited", d)
+		log.Warn("shutdown: not waiting any longer (its store slow or hanging?)", "step", what, "waited", d)
 		return false
 	}
 }

@@ -177,7 +177,6 @@ func TestMetricsBehindToken(t *testing.T) {
 // hand over. Nothing in the handoff needs Redis (the release is in
 // Postgres; the reconciler enqueues a takeover once Redis is back).
 func TestStopWithinGraceWhenRedisHangs(t *testing.T) {
-	const grace, handoffBudget = 30 * time.Second, 20 * time.Second
 	dsn := testenv.NewDatabase(t)
 	r := testenv.NewRedisDB(t)
 	rp := testenv.NewFaultProxy(t, "redis", r.Addr)
@@ -186,40 +185,8 @@ func TestStopWithinGraceWhenRedisHangs(t *testing.T) {
 		"DATABASE_URL": dsn, "REDIS_URL": rp.ProxyRedisURL(r), "WORKER_ID": "w-hang", "METRICS_ADDR": addr,
 		"WA_SERVER_ADDR": "127.0.0.1:1", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32),
 	})
-	var logs testfactory.LogBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"worker"}, env, &logs, &logs) }()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker never became healthy: %v\n%s", err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(2 * time.Second) // asynq's components are running their loops
-
-	rp.Hang()
-	defer rp.Unhang()
-	start := time.Now()
-	cancel() // SIGTERM
-	select {
-	case err := <-done:
-		t.Logf("worker stopped %s after being told to, Redis hanging (err %v)", time.Since(start).Round(time.Millisecond), err)
-		if err != nil {
-			t.Errorf("run: %v", err)
-		}
-	case <-time.After(grace - handoffBudget):
-		t.Fatalf("worker with nothing to hand over still running %s after being told to stop while Redis hangs (the grace left beside the handoff's budget)",
-			grace-handoffBudget)
+	if err := stopWhileStoreHangs(t, "Redis", env, addr, rp, 0); err != nil {
+		t.Errorf("run: %v", err)
 	}
 }
 
@@ -232,7 +199,6 @@ func TestStopWithinGraceWhenRedisHangs(t *testing.T) {
 // up. Before the fix this took 15 s; the soak (make soak) saw workers log
 // "worker stopped" and then run on 15 s and more than 70 s (SIGKILLed).
 func TestStopWithinGraceWhenPostgresHangs(t *testing.T) {
-	const grace, handoffBudget = 30 * time.Second, 20 * time.Second
 	dsn := testenv.NewDatabase(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
@@ -245,37 +211,48 @@ func TestStopWithinGraceWhenPostgresHangs(t *testing.T) {
 		"DATABASE_URL": pp.ProxyPostgresURL(dsn), "REDIS_URL": r.URL(), "WORKER_ID": "w-pghang", "METRICS_ADDR": addr,
 		"WA_SERVER_ADDR": "127.0.0.1:1", "WA_SERVER_PUBKEY": strings.Repeat("ab", 32),
 	})
+	// Two seconds for the periodic queries (heartbeat, webhook poll) to
+	// get stuck in flight.
+	_ = stopWhileStoreHangs(t, "Postgres", env, addr, pp, 2*time.Second)
+}
+
+// stopWhileStoreHangs starts a worker with env (its METRICS_ADDR is addr),
+// waits until it is healthy and its loops run, makes the store behind
+// proxy hang, waits settle, tells the worker to stop and returns run's
+// error. The test fails when the worker, with nothing to hand over, is
+// still running after the part of the 30 s stop grace period
+// (docker-compose.yml's stop_grace_period) left beside the handoff's 20 s
+// budget.
+func stopWhileStoreHangs(t *testing.T, store string, env func(string) string, addr string, proxy *testenv.FaultProxy, settle time.Duration) error {
+	t.Helper()
+	const grace, handoffBudget = 30 * time.Second, 20 * time.Second
 	var logs testfactory.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"worker"}, env, &logs, &logs) }()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testfactory.WaitFor(t, "the worker to be healthy", time.Minute, func() (bool, string) {
 		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false, err.Error() + "\n" + logs.String()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker never became healthy: %v\n%s", err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(2 * time.Second)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status + "\n" + logs.String()
+	})
+	time.Sleep(2 * time.Second) // asynq's components are running their loops
 
-	pp.Hang()
-	defer pp.Unhang()
-	time.Sleep(2 * time.Second) // the periodic queries (heartbeat, webhook poll) are stuck in flight
+	proxy.Hang()
+	defer proxy.Unhang()
+	time.Sleep(settle)
 	start := time.Now()
 	cancel() // SIGTERM
 	select {
 	case err := <-done:
-		t.Logf("worker stopped %s after being told to, Postgres hanging (err %v)", time.Since(start).Round(time.Millisecond), err)
+		t.Logf("worker stopped %s after being told to, %s hanging (err %v)", time.Since(start).Round(time.Millisecond), store, err)
+		return err
 	case <-time.After(grace - handoffBudget):
-		t.Fatalf("worker with nothing to hand over still running %s after being told to stop while Postgres hangs (the grace left beside the handoff's budget)",
-			grace-handoffBudget)
+		t.Fatalf("worker with nothing to hand over still running %s after being told to stop while %s hangs (the grace left beside the handoff's budget)",
+			grace-handoffBudget, store)
+		return nil
 	}
 }
