@@ -49,7 +49,7 @@ type BufferedHistory struct {
 // handlers never all returned true. It reads whatsmeow's event buffer
 // table (sqlstore's whatsmeow_event_buffer, in the pinned whatsmeow's
 // schema), which has no listing call: a whatsmeow upgrade that changes it
-// fails TestHistorySurvivesAWorkerDyingBeforeItIsStored.
+// fails TestHistorySurvivesAFailedStoreAndAWorkerGone.
 func (h *Host) PendingHistory(ctx context.Context, device types.JID) ([]BufferedHistory, error) {
 	rows, err := h.db.QueryContext(ctx, `SELECT ciphertext_hash, plaintext FROM whatsmeow_event_buffer
 		WHERE our_jid = $1 AND plaintext IS NOT NULL ORDER BY insert_timestamp`, device.String())
