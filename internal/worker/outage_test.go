@@ -11,6 +11,7 @@ import (
 	"wasessions/internal/reconcile"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
+	"wasessions/internal/testfactory"
 	"wasessions/internal/worker"
 	"wasessions/tasks"
 )
@@ -109,6 +110,16 @@ func (c *cluster) link(user string) store.Session {
 	return c.e.waitSession(s.SessionID, "connected", func(s store.Session) bool { return s.Status == store.StatusConnected })
 }
 
+// waitConsistent waits, up to three times waitFor, until consistent
+// reports nothing, and fails the test with what it reported last.
+func (c *cluster) waitConsistent() {
+	c.e.t.Helper()
+	testfactory.WaitFor(c.e.t, "every linked session back with its one client", 3*waitFor, func() (bool, string) {
+		why := c.consistent()
+		return why == "", why
+	})
+}
+
 // consistent reports the first way the linked sessions are not all
 // connected, each by exactly the client its row names, or "".
 func (c *cluster) consistent() string {
@@ -184,13 +195,7 @@ func outageRun(t *testing.T, fault string, d time.Duration) {
 	t.Logf("Postgres %s for %s", fault, time.Since(start).Round(time.Millisecond))
 
 	recovered := time.Now()
-	deadline := time.Now().Add(3 * waitFor)
-	for why := c.consistent(); why != ""; why = c.consistent() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not every linked session is back with its one client: %s", why)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitConsistent()
 	t.Logf("FIGURE postgres-%s-%s all %d linked sessions connected and consistent %s after Postgres returned", fault, d,
 		len(c.linked), time.Since(recovered).Round(time.Millisecond))
 	c.e.waitSession(p.SessionID, "showing a QR again", func(s store.Session) bool {

@@ -115,13 +115,7 @@ func redisOutageRun(t *testing.T, fault string, d time.Duration) {
 	t.Logf("Redis %s for %s", fault, time.Since(start).Round(time.Millisecond))
 
 	back := time.Now()
-	deadline := back.Add(3 * waitFor)
-	for why := c.consistent(); why != ""; why = c.consistent() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not every linked session is back with its one client: %s", why)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitConsistent()
 	t.Logf("FIGURE redis-%s-%s all %d linked sessions connected %s after Redis returned (%d handed off during the outage)",
 		fault, d, len(c.linked), time.Since(back).Round(time.Millisecond), len(hosted))
 	if st := c.e.emu.Stats(); st.Pairings != c.pairs || st.Conflicts != 0 {
