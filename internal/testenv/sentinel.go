@@ -250,6 +250,27 @@ func (g *SentinelGroup) Signal(addr string, sig syscall.Signal) {
 	}
 }
 
+// ReplOffset is the replication offset of the data server at addr: on a
+// primary, how far its stream of writes goes; on a replica, how much of it
+// the replica has applied. A replica whose offset is below the primary's
+// at the moment the primary dies has lost that tail.
+func (g *SentinelGroup) ReplOffset(ctx context.Context, addr string) (int64, error) {
+	info, err := g.dataClient(addr).Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, fmt.Errorf("testenv: INFO replication of %s: %w", addr, err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_repl_offset:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("testenv: %s: master_repl_offset %q: %w", addr, v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("testenv: %s: no master_repl_offset in INFO replication", addr)
+}
+
 // DataClient is a client of the data server at addr itself (not through
 // the sentinels), database db, closed when the test ends.
 func (g *SentinelGroup) DataClient(addr string, db int) *redis.Client {
