@@ -107,6 +107,9 @@ func New(s Settings) (*Conn, error) {
 		MaxRetries:      opts.MaxRetries,
 		MinRetryBackoff: opts.MinRetryBackoff,
 		MaxRetryBackoff: opts.MaxRetryBackoff,
+		// The same deadline rule for the primary and the sentinels (see
+		// Options).
+		ContextTimeoutEnabled: opts.ContextTimeoutEnabled,
 	}}, nil
 }
 
@@ -166,6 +169,23 @@ func Options(url, caFile string) (*redis.Options, error) {
 	opts.MaxRetries = 2
 	opts.MinRetryBackoff = 50 * time.Millisecond
 	opts.MaxRetryBackoff = 250 * time.Millisecond
+	// A caller's deadline bounds its command. Without this, go-redis sets
+	// each socket deadline from ReadTimeout and WriteTimeout alone and
+	// looks at the context only between attempts, so on a Redis that
+	// accepts connections and never answers (a host gone from the network,
+	// a frozen primary) a request with a 300 ms budget still waited 5 s
+	// per attempt: an API request 10 s and more. With it, the socket
+	// deadline is the earlier of the context's deadline and the timeout,
+	// so it only ever shortens a wait, and a context without a deadline
+	// waits as before. That keeps what runs on context.Background as it
+	// was: asynq's dequeue (a Lua script, not a blocking command), its
+	// heartbeats and its inspector; asynq's processor acknowledges a task
+	// under the task's lease deadline, which it means as a bound anyway.
+	// Pub/sub (the event hub, asynq's cancellation channel) honours the
+	// context whatever this says. A command cut by its deadline loses its
+	// connection (the reply may still come), so a short deadline is for
+	// a hang, not for a Redis that is merely slow.
+	opts.ContextTimeoutEnabled = true
 	return opts, nil
 }
 

@@ -181,6 +181,54 @@ func TestSentinelSettingsRefusals(t *testing.T) {
 	}
 }
 
+// A caller's deadline bounds its command (ContextTimeoutEnabled, plain and
+// Sentinel): on a Redis that accepts connections and never answers, a
+// command with a 300 ms deadline fails then, not after ReadTimeout (5 s)
+// per attempt. A deadline only shortens a wait: a blocking command whose
+// block outlasts ReadTimeout, under a deadline later still, waits out its
+// block and gets its answer (asynq's own calls run without deadlines, or
+// under the task's lease, and are unchanged).
+//
+// The 3 s bound is on a hang, not on speed: it is below the 5 s of the
+// first ReadTimeout, so an error within it came from the deadline.
+func TestCallersDeadlineBoundsAHang(t *testing.T) {
+	t.Parallel()
+	for _, s := range []redisconn.Settings{
+		{URL: "redis://127.0.0.1:6379/0"},
+		{URL: "redis://127.0.0.1:6379/0", SentinelAddrs: []string{"127.0.0.1:26379"}, SentinelMaster: "m"},
+	} {
+		c, err := redisconn.New(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := c.Client()
+		if !cl.Options().ContextTimeoutEnabled {
+			t.Errorf("sentinel %v: the client ignores context deadlines", s.Sentinel())
+		}
+		cl.Close()
+	}
+
+	r := testenv.NewRedisDB(t)
+	p := testenv.NewFaultProxy(t, "redis", r.Addr)
+	c := p.ProxyRedis(r)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.BLPop(ctx, 6*time.Second, "redisconn-test-empty").Err(); err != redis.Nil {
+		t.Fatalf("BLPOP for 6 s under a 20 s deadline = %v, want redis.Nil (no element)", err)
+	}
+
+	p.Hang()
+	dctx, dcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer dcancel()
+	start := time.Now()
+	if err := c.Ping(dctx).Err(); err == nil {
+		t.Fatal("PING answered through a hung Redis")
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("PING with a 300 ms deadline failed after %v on a hung Redis", took.Round(time.Millisecond))
+	}
+}
+
 // writeCerts writes a self-signed CA and a server certificate it signed
 // for 127.0.0.1, as PEM files in dir.
 func writeCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
