@@ -67,8 +67,11 @@ type Hub struct {
 	bus  *Bus
 	opts HubOptions
 
-	// connMu serialises (re)subscribing.
-	connMu sync.Mutex
+	// subscribing serialises (re)subscribing: a one-slot semaphore rather
+	// than a mutex, so that a caller waiting behind a subscription that
+	// hangs on Redis gives up at its own deadline instead of queueing
+	// behind it (every create and stream of the process would).
+	subscribing chan struct{}
 
 	mu      sync.Mutex
 	ps      *redis.PubSub // nil while not subscribed
@@ -98,7 +101,7 @@ func NewHub(bus *Bus, opts HubOptions) *Hub {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{bus: bus, opts: opts,
+	return &Hub{bus: bus, opts: opts, subscribing: make(chan struct{}, 1),
 		users: make(map[string]map[*Listener]struct{}), all: make(map[*Listener]struct{}), streams: make(map[string]int)}
 }
 
@@ -317,13 +320,27 @@ func (h *Hub) ensure(ctx context.Context) error {
 	if up {
 		return nil
 	}
-	h.connMu.Lock()
-	defer h.connMu.Unlock()
+	select {
+	case h.subscribing <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("events: subscribe: %w", ctx.Err())
+	}
+	defer func() { <-h.subscribing }()
 	h.mu.Lock()
 	up = h.ps != nil
 	h.mu.Unlock()
 	if up {
 		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// A pub/sub read has no ReadTimeout: its only bound is the
+		// context's deadline, so without one the confirmation below
+		// would wait forever on a Redis that accepted the connection and
+		// never answers. An unanswered Probe is what the receive loop
+		// calls a dead connection, too.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.opts.Probe)
+		defer cancel()
 	}
 	pattern := h.bus.prefix + "*"
 	ps := h.bus.rdb.PSubscribe(ctx, pattern)

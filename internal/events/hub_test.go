@@ -331,3 +331,54 @@ func TestHubListenerTakesMessageChanges(t *testing.T) {
 		t.Fatalf("after 4 changes with room for 3: %+v, want 3 and overflow", got)
 	}
 }
+
+// A Redis that accepts the subscription's connection and never answers
+// (Toxiproxy's timeout toxic) must not hold a subscriber past its own
+// deadline, nor queue it behind another subscriber that is waiting, nor
+// hold a subscriber whose context has no deadline forever (pub/sub reads
+// have no ReadTimeout of their own): each gives up, the latter after the
+// hub's Probe. The bounds below are on a hang, not on speed: 2 s is below
+// the Probe (4 s) that the first subscriber waits, so an answer within it
+// shows the second did not queue behind the first; 30 s is what "not
+// forever" means here. Once Redis answers again, the hub subscribes.
+func TestHubSubscribingToAHungRedisGivesUp(t *testing.T) {
+	t.Parallel()
+	r := testenv.NewRedisDB(t)
+	p := testenv.NewFaultProxy(t, "redis", r.Addr)
+	h := events.NewHub(events.NewBus(p.ProxyRedis(r)), events.HubOptions{Probe: 4 * time.Second})
+	t.Cleanup(h.Close)
+	p.Hang()
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := h.Stream(context.Background(), alice)
+		first <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // let it start subscribing (either order passes)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := h.Subscribe(ctx, bob); err == nil {
+		t.Fatal("subscribed through a hung Redis")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("a subscriber with a 200 ms deadline waited %v on a hung Redis", took.Round(time.Millisecond))
+	}
+	select {
+	case err := <-first:
+		if err == nil {
+			t.Fatal("streamed through a hung Redis")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a subscriber without a deadline still waits on a hung Redis after 30 s")
+	}
+
+	p.Unhang()
+	testfactory.EventuallyIn(t, "a subscription once Redis answers", 30*time.Second, func() bool {
+		l, err := h.Subscribe(context.Background(), alice)
+		if err == nil {
+			l.Close()
+		}
+		return err == nil
+	})
+}
