@@ -39,7 +39,9 @@ type adminStreamNotice struct {
 // subscription lost, token expired, shutdown.
 func (s *server) adminEvents(c *fiber.Ctx) error {
 	id := identity(c)
-	sub, err := s.deps.Hub.StreamAll(c.UserContext(), id.UserID)
+	sctx, scancel := s.redisContext(c.UserContext()) // as the user's stream does
+	sub, err := s.deps.Hub.StreamAll(sctx, id.UserID)
+	scancel()
 	if err != nil {
 		return streamRefused(err)
 	}

@@ -164,7 +164,11 @@ func (s *server) stateEvents(ctx context.Context, userID string, prev shownState
 func (s *server) events(c *fiber.Ctx) error {
 	id := identity(c)
 	userID := id.UserID
-	sub, err := s.deps.Hub.Stream(c.UserContext(), userID)
+	// The subscription's start within redisBudget: the stream itself lives
+	// on (the context bounds only the hub's subscribing, if it must).
+	sctx, scancel := s.redisContext(c.UserContext())
+	sub, err := s.deps.Hub.Stream(sctx, userID)
+	scancel()
 	if err != nil {
 		return streamRefused(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -62,7 +63,7 @@ func (s *server) perUser(name string, lim ratelimit.Limit) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		ctx, cancel := s.requestContext(c)
 		defer cancel()
-		if err := s.allow(ctx, name, identity(c).UserID, lim); err != nil {
+		if err := s.allow(ctx, limitCheck{name, identity(c).UserID, lim}); err != nil {
 			return err
 		}
 		return c.Next()
@@ -84,33 +85,65 @@ func (s *server) limitNewSession(ctx context.Context, userID string, req reqpars
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if err := s.allow(ctx, limitCreate, userID, s.opts.Limits.Create); err != nil {
-		return err
-	}
+	checks := []limitCheck{{limitCreate, userID, s.opts.Limits.Create}}
 	if req.PhoneNumber != nil {
-		return s.allow(ctx, limitPairingPhone, *req.PhoneNumber, s.opts.Limits.PairingPhone)
+		checks = append(checks, limitCheck{limitPairingPhone, *req.PhoneNumber, s.opts.Limits.PairingPhone})
+	}
+	return s.allow(ctx, checks...)
+}
+
+// limitCheckBudget bounds each rate-limit check. A healthy Redis answers
+// in about a millisecond; one that does not answer within this is hung or
+// gone, and since the check fails open, waiting longer would only hold the
+// user's request (without it, go-redis's ReadTimeout of 5 s per attempt
+// held a create or a send 10 s on a hung Redis, and the create then had no
+// time left to record its session).
+const limitCheckBudget = 300 * time.Millisecond
+
+// limitCheck is one limit to count for one request: the limit's name, the
+// key it is counted under (a user, a phone number) and the limit.
+type limitCheck struct {
+	name string
+	key  string
+	lim  ratelimit.Limit
+}
+
+// allow counts one event of each check, in order: nil when all are
+// allowed, else a 429 with Retry-After for the first that is over. When
+// Redis does not answer one within limitCheckBudget, the request is
+// allowed without the rest (they would wait on the same outage) and one
+// warning logged: a caller cannot take Redis down, and the routes keep
+// their documented outage behaviour (a create still records its session;
+// its task waits for Redis like any other). The warning names the limits,
+// never their keys (a phone number).
+func (s *server) allow(ctx context.Context, checks ...limitCheck) error {
+	for i, ch := range checks {
+		if s.deps.Limiter == nil || ch.lim.Off() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, limitCheckBudget)
+		d, err := s.deps.Limiter.Allow(cctx, ch.name, ch.key, ch.lim)
+		cancel()
+		if err != nil {
+			var unchecked []string
+			for _, rest := range checks[i:] {
+				if !rest.lim.Off() {
+					unchecked = append(unchecked, rest.name)
+				}
+			}
+			s.log.WarnContext(ctx, "rate limit not checked: Redis did not answer; allowing", "limits", unchecked, "error", err)
+			return nil
+		}
+		if !d.Allowed {
+			return tooMany(ch.name, ch.lim, d.RetryAfter)
+		}
 	}
 	return nil
 }
 
-// allow counts one event of limit name for key: nil when allowed, else a
-// 429 with Retry-After. When Redis cannot answer, the event is allowed
-// and a warning logged: a caller cannot take Redis down, and the routes
-// keep their documented outage behaviour (a create still records its
-// session; its task waits for Redis like any other).
-func (s *server) allow(ctx context.Context, name, key string, lim ratelimit.Limit) error {
-	if s.deps.Limiter == nil || lim.Off() {
-		return nil
-	}
-	d, err := s.deps.Limiter.Allow(ctx, name, key, lim)
-	if err != nil {
-		s.log.WarnContext(ctx, "rate limit not checked: Redis did not answer; allowing", "limit", name, "error", err)
-		return nil
-	}
-	if d.Allowed {
-		return nil
-	}
-	secs := max(1, int(math.Ceil(d.RetryAfter.Seconds())))
+// tooMany is the 429 of a request over limit name.
+func tooMany(name string, lim ratelimit.Limit, retryAfter time.Duration) error {
+	secs := max(1, int(math.Ceil(retryAfter.Seconds())))
 	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
 		Message: limitMessages[name] + " (at most " + strconv.Itoa(lim.N) + " per " + lim.Per.String() + "); retry in " + strconv.Itoa(secs) + " s",
 		Details: fiber.Map{"limit": name, "retryAfterSeconds": secs},

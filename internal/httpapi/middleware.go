@@ -200,3 +200,23 @@ func basicAuth(user, password string) fiber.Handler {
 func (s *server) requestContext(c *fiber.Ctx) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.UserContext(), s.opts.RequestTimeout)
 }
+
+// redisBudget bounds each call a request makes to Redis whose failure has
+// an answer of its own: an enqueue (a 503 redis_unavailable saying what was
+// recorded, or a warning where the work is durable and the reconciler
+// redoes it) and the start of an event-hub subscription. A healthy Redis
+// answers in milliseconds, so a Redis that has not answered in a second is
+// hung or gone; waiting out the request's whole RequestTimeout (10 s) on it
+// would only keep the user from the same answer. A command cut short
+// still may have reached Redis: every enqueue here has a deterministic
+// task id and every answer promises only what Postgres holds, so either
+// way the user's retry, or the reconciler, ends in the same state.
+const redisBudget = time.Second
+
+// redisContext is ctx bounded by redisBudget as well as by whatever
+// deadline ctx has (the request's), the earlier winning. It bounds the
+// wait because the Redis client honours context deadlines
+// (redisconn.Options, ContextTimeoutEnabled).
+func (s *server) redisContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, min(redisBudget, s.opts.RequestTimeout))
+}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/internal/httpapi"
+	"wasessions/internal/ratelimit"
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
 	"wasessions/internal/testfactory"
@@ -120,3 +122,131 @@ func TestPostgresDownGives503AndRecovers(t *testing.T) {
 }
 
 func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+// TestRedisHangAnswersPromptly: a Redis that accepts connections and never
+// answers (a host gone from the network, a frozen primary) must not hold a
+// user's create or send for go-redis's ReadTimeout (5 s) times its
+// attempts. With the API's own defaults (RequestTimeout 10 s), each request
+// answers what the contract says for an unavailable Redis: the create 503
+// redis_unavailable naming the session it recorded (started once Redis is
+// back), the send 202 (the message is durable; the reconciler wakes its
+// sender), the status 200 (Postgres only), the event stream and readiness
+// 503 redis_unavailable. The rate limits fail open, with one warning per
+// request. Once Redis answers again, the retried create returns the same
+// session and queues its task.
+//
+// The bound on each answer, 3 s, is not a speed claim: it is below the
+// 5 s that go-redis's first ReadTimeout would take, so an answer within it
+// shows that the request gave up on its own budget rather than waited for
+// the socket's timeout; the budgets themselves are far below it (300 ms
+// for the rate-limit check, 1 s for an enqueue or a subscription), which
+// leaves room for a loaded machine. The hub's state matters: subscribed
+// before the hang, a create gets its listener at once and waits on the
+// enqueue; not subscribed, it waits on the subscription.
+func TestRedisHangAnswersPromptly(t *testing.T) {
+	t.Parallel()
+	const bound = 3 * time.Second
+	for _, tc := range []struct {
+		name      string
+		hubBefore bool // the event hub subscribed before the hang
+	}{
+		{"event hub subscribed before the hang", true},
+		{"event hub not subscribed", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := testenv.NewRedisDB(t)
+			proxy := testenv.NewFaultProxy(t, "redis", rdb.Addr)
+			perMinute := ratelimit.Limit{N: 100, Per: time.Minute}
+			e := newEnv(t, func(s *setup) {
+				s.redisURL = proxy.ProxyRedisURL(rdb)
+				s.opts.QRWait = 2 * time.Second
+				s.opts.Limits = httpapi.Limits{Create: perMinute, PairingPhone: perMinute, Send: perMinute}
+			})
+			ctx := context.Background()
+
+			// A user whose session a worker hosts, linked without the
+			// API's create (which would subscribe the hub).
+			sender := newUser()
+			linked, _, err := e.store.CreateSession(ctx, store.NewSession{UserID: sender, SessionID: "whatsapp_" + sender + "_1", TTL: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.claim(t, linked.SessionID, "w1").connect(t, "15550001234", "Ann")
+			if tc.hubBefore {
+				l, err := e.deps.Hub.Subscribe(ctx, newUser())
+				if err != nil {
+					t.Fatal(err)
+				}
+				l.Close() // the hub's subscription stays
+			}
+
+			proxy.Hang()
+			timed := func(r req) response {
+				t.Helper()
+				start := time.Now()
+				res := e.do(r)
+				took := time.Since(start)
+				t.Logf("%s %s: %d after %v", r.method, r.path, res.Status, took.Round(time.Millisecond))
+				if took > bound {
+					t.Errorf("%s %s answered %d after %v during a Redis hang, want within %v", r.method, r.path, res.Status, took.Round(time.Millisecond), bound)
+				}
+				return res
+			}
+
+			creator := newUser()
+			tok := e.token(creator, false)
+			r := timed(req{method: "POST", path: sessionPath, token: tok, body: []byte(`{"phoneNumber":"+15551230000"}`)})
+			env := r.wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
+			sid, _ := env.Error.Details["sessionId"].(string)
+			if sid == "" {
+				t.Fatalf("no sessionId in the 503: %s", r.Body)
+			}
+			if s, err := e.store.Get(ctx, sid); err != nil || s.Status != store.StatusPending {
+				t.Fatalf("the session was not kept pending: %+v %v", s, err)
+			}
+
+			r = timed(req{method: "POST", path: messagesPath, token: e.token(sender, false), body: sendBody("+15557654321", "Hello")})
+			if r.Status != http.StatusAccepted {
+				t.Fatalf("send during the hang: %d %s", r.Status, r.Body)
+			}
+
+			var st sessionJSON
+			timed(req{method: "GET", path: statusPath, token: tok}).data(t, &st)
+			if st.SessionID != sid || st.Status != "pending" {
+				t.Fatalf("status during the hang: %+v", st)
+			}
+			if !tc.hubBefore {
+				// (Subscribed, the hub learns of the hang only from its
+				// probe; a stream opened meanwhile is served from
+				// Postgres and ends when the hub gives up.)
+				timed(req{method: "GET", path: eventsPath, token: e.token(newUser(), false)}).wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
+			}
+			timed(req{method: "GET", path: "/readyz"}).wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
+
+			// One warning per request whose limits went unchecked: the
+			// create (two limits) and the send.
+			if n := strings.Count(e.logs.String(), `"msg":"rate limit not checked`); n != 2 {
+				t.Errorf("%d rate-limit warnings for two requests:\n%s", n, e.logs.String())
+			}
+
+			proxy.Unhang()
+			testfactory.EventuallyIn(t, "readyz to recover", 30*time.Second, func() bool {
+				return e.do(req{method: "GET", path: "/readyz"}).Status == http.StatusOK
+			})
+			var again sessionJSON
+			r = e.do(req{method: "POST", path: sessionPath, token: tok})
+			r.data(t, &again)
+			if r.Status != http.StatusOK || again.SessionID != sid {
+				t.Fatalf("retry after the hang: %d %+v", r.Status, again)
+			}
+			found := false
+			for _, ti := range e.pendingTasks(tasks.QueueShared) {
+				found = found || ti.ID == tasks.TakeoverID("create:", sid, 0)
+			}
+			if !found {
+				t.Fatal("the retry did not queue the session's create task")
+			}
+		})
+	}
+}

@@ -116,7 +116,9 @@ func (s *server) createSession(c *fiber.Ctx) error {
 	// past between the two.
 	var sub *events.Listener
 	if s.opts.QRWait > 0 {
-		sub, err = s.deps.Hub.Subscribe(ctx, id.UserID)
+		sctx, scancel := s.redisContext(ctx)
+		sub, err = s.deps.Hub.Subscribe(sctx, id.UserID)
+		scancel()
 		if err != nil {
 			return queueUnavailable(err, "the session was recorded but Redis is unavailable; retry to get it",
 				fiber.Map{"sessionId": sess.SessionID})
@@ -162,8 +164,12 @@ func (s *server) enqueueCreate(ctx context.Context, sess store.Session, reason s
 	return s.enqueue(ctx, j)
 }
 
-// enqueue hands j to asynq and counts the outcome.
+// enqueue hands j to asynq and counts the outcome, within redisBudget
+// (and the request's deadline), so a hung Redis answers the caller's
+// documented outage answer promptly.
 func (s *server) enqueue(ctx context.Context, j tasks.Job) error {
+	ctx, cancel := s.redisContext(ctx)
+	defer cancel()
 	res, err := s.deps.Enqueuer.Enqueue(ctx, j, false)
 	if err != nil {
 		s.metrics.ObserveEnqueue(j.Task.Type(), "error")
