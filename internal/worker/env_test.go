@@ -281,6 +281,29 @@ func (w *testWorker) histogramCount(t *testing.T, name, label, value string) uin
 	return 0
 }
 
+// counterValue is the value of the worker's counter name for the label
+// kind=value (0 when it has no such series).
+func (w *testWorker) counterValue(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := w.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 // process runs a task through the worker's mux, as asynq would.
 func (w *testWorker) process(t *testing.T, j tasks.Job) error {
 	t.Helper()

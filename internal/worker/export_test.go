@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"context"
+
 	"go.mau.fi/whatsmeow"
 
 	"wasessions/internal/queue"
@@ -42,3 +44,14 @@ func Client(w *Worker, sessionID string) *whatsmeow.Client {
 	}
 	return nil
 }
+
+// SetAfterLeaveWrite makes a release or an end call f after the write
+// that gives the lease up, before the client stops (see hooks).
+func SetAfterLeaveWrite(w *Worker, f func(sessionID string)) { w.hooks.afterLeaveWrite = f }
+
+// SetLeaseLostChecked makes leaseLost call f once it has dealt with a
+// session a heartbeat found lost (see hooks).
+func SetLeaseLostChecked(w *Worker, f func(sessionID string)) { w.hooks.leaseLostChecked = f }
+
+// RenewNow runs one heartbeat now.
+func RenewNow(ctx context.Context, w *Worker) { w.renew(ctx) }

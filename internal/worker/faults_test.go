@@ -150,6 +150,52 @@ func TestTakeoverAfterReleaseIsNotSwallowed(t *testing.T) {
 	}
 }
 
+// A heartbeat that runs between a handoff's release and the end of the
+// hosting finds the lease gone, as it would a stolen one. That is no lost
+// lease: the worker gave it up. Before, every such session counted in
+// leases_lost{cause="taken"} and logged "lease lost", so a deploy looked
+// on the dashboard like sessions taken from under their workers.
+func TestReleaseIsNotALostLease(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	checked := make(chan string, 4)
+	var renewed atomic.Bool
+	w1 := e.startWorker("w1", workerOpts{setup: func(w *worker.Worker) {
+		worker.SetLeaseLostChecked(w, func(id string) { checked <- id })
+		worker.SetAfterLeaveWrite(w, func(id string) {
+			// The release has committed; the client still runs. A
+			// heartbeat now finds the lease gone.
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			worker.RenewNow(ctx, w)
+			select {
+			case got := <-checked:
+				if got == id {
+					renewed.Store(true)
+				}
+			case <-ctx.Done():
+			}
+		})
+	}})
+	s := e.link(w1, userA, "", "")
+	w1.stop() // hands the session over: Release, then the client stops
+	if !renewed.Load() {
+		t.Fatal("the heartbeat after the release did not find the lease gone: the test proves nothing")
+	}
+	rel, err := e.st.Get(context.Background(), s.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.WorkerID != nil || store.Str(rel.StatusReason) != string(store.ReasonWorkerShutdown) {
+		t.Fatalf("after the handoff: worker %v, reason %v; want released for worker_shutdown", rel.WorkerID, store.Str(rel.StatusReason))
+	}
+	for _, cause := range []string{"taken", "deleted", "fenced"} {
+		if n := w1.counterValue(t, "wasessions_worker_leases_lost_total", "cause", cause); n != 0 {
+			t.Errorf("leases_lost{cause=%q} = %v after a handoff, want 0", cause, n)
+		}
+	}
+}
+
 // A state write that fails while Postgres restarts is retried until it
 // applies, not dropped after a few seconds: the phone scans while the
 // worker cannot reach Postgres (whatsmeow's own key store still can), and

@@ -131,6 +131,15 @@ func (w *Worker) fenceExpired() {
 // gone (this worker still owns it and carries that out), or it is no
 // longer ours (stop the client at once, write nothing).
 func (w *Worker) leaseLost(ctx context.Context, h *hosted) {
+	if w.hooks.leaseLostChecked != nil {
+		defer w.hooks.leaseLostChecked(h.id)
+	}
+	if h.leaving.Load() {
+		// This hosting is releasing or ending the session itself, and
+		// stops its client when the write is done (or fenced): nothing
+		// was lost, nothing to do.
+		return
+	}
 	qctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	s, err := w.deps.Store.Get(qctx, h.id)
 	cancel()

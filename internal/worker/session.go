@@ -59,6 +59,13 @@ type hosted struct {
 	// (written by whatsmeow's goroutine, see wa.ClientOptions).
 	lastVersion atomic.Pointer[wastore.WAVersionContainer]
 
+	// leaving is set when this hosting gives its lease up itself (a
+	// release or an end), before the write that does it: a heartbeat
+	// that runs after that write commits finds the lease gone, and must
+	// not report as lost (log, leases_lost metric) what was handed over
+	// on purpose. See leaseLost.
+	leaving atomic.Bool
+
 	// The outbox sender (messages.go): woken through outboxWake; sending
 	// is held while a message is between SendMessage and its recorded ack;
 	// outboxClosed stops it taking more (handoff, end). recipients is the
@@ -354,6 +361,7 @@ func (h *hosted) write(typ string, f func(context.Context) (store.Session, error
 // error behind e.LastError if any, is logged and never stored (users see
 // the code's sentence).
 func (h *hosted) end(e store.Ending, cause error) {
+	h.leaving.Store(true)
 	h.closeOutbox()
 	h.client.Disconnect()
 	if s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
@@ -367,6 +375,9 @@ func (h *hosted) end(e store.Ending, cause error) {
 			attrs = append(attrs, "error", cause)
 		}
 		h.log.Info("session ended", attrs...)
+	}
+	if h.w.hooks.afterLeaveWrite != nil {
+		h.w.hooks.afterLeaveWrite(h.id)
 	}
 	h.stop()
 }
@@ -650,6 +661,7 @@ func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue s
 	// An expected disconnect: whatsmeow emits no event for it, and the
 	// lease is still ours until Release commits, so no other worker can
 	// have connected yet. A send in flight finishes first.
+	h.leaving.Store(true)
 	h.closeOutbox()
 	h.client.Disconnect()
 	if h.deviceJID == "" {
@@ -658,6 +670,9 @@ func (h *hosted) releaseTo(reason store.Reason, lastErr store.ErrorCode, queue s
 	s, ok := h.write(events.TypeStatus, func(ctx context.Context) (store.Session, error) {
 		return h.w.deps.Store.Release(ctx, h.fence, reason, lastErr)
 	})
+	if h.w.hooks.afterLeaveWrite != nil {
+		h.w.hooks.afterLeaveWrite(h.id)
+	}
 	h.stop()
 	if !ok {
 		return

@@ -122,6 +122,12 @@ type hooks struct {
 	// takeoverEnqueued runs after a release enqueued the session's
 	// takeover task, with Enqueue's answer.
 	takeoverEnqueued func(sessionID string, res queue.Result, err error)
+	// afterLeaveWrite runs in a release or an end after the write that
+	// gives the lease up and before the client is stopped.
+	afterLeaveWrite func(sessionID string)
+	// leaseLostChecked runs when leaseLost has dealt with a session a
+	// heartbeat found lost.
+	leaseLostChecked func(sessionID string)
 }
 
 // New returns a Worker; cfg.WorkerID must be set (it names the worker's
