@@ -55,3 +55,7 @@ func SetLeaseLostChecked(w *Worker, f func(sessionID string)) { w.hooks.leaseLos
 
 // RenewNow runs one heartbeat now.
 func RenewNow(ctx context.Context, w *Worker) { w.renew(ctx) }
+
+// SetSendAcked makes a session's sender call f when WhatsApp has acked a
+// message, before it records the message as sent (see hooks).
+func SetSendAcked(w *Worker, f func(sessionID, messageID string)) { w.hooks.sendAcked = f }

@@ -182,6 +182,9 @@ func (h *hosted) sendOne(m store.Message) time.Duration {
 	cancel()
 	switch {
 	case err == nil:
+		if h.w.hooks.sendAcked != nil {
+			h.w.hooks.sendAcked(h.id, m.ID)
+		}
 		h.markSent(m, log)
 		log.Info("message sent", "ack_ms", time.Since(start).Milliseconds())
 		return 0
@@ -220,12 +223,17 @@ func (h *hosted) recipient(chat string) (types.JID, bool, error) {
 	return jid, res[0].IsIn, nil
 }
 
-// markSent records the server's ack, retrying a Postgres blip: a lost
-// write would have the message sent again (same id, but a needless copy).
+// markSent records the server's ack. It retries until the write applies,
+// the message is gone, or the hosting ends, as state writes do (write):
+// the message stays at the head of the outbox until this is recorded, so
+// a record given up on while Postgres is away would have the sender send
+// it again the moment Postgres answers, and the recipient get it twice.
+// If the hosting ends first, the next host holds the message back and
+// learns from the phone's receipts that it went out (drainOutbox).
 func (h *hosted) markSent(m store.Message, log interface{ Warn(string, ...any) }) {
-	backoff := 100 * time.Millisecond
-	for attempt := 0; attempt < 6; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	backoff := writeBackoff
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(h.ctx, writeTimeout)
 		got, changed, err := h.w.deps.Store.MarkSent(ctx, m.ID)
 		cancel()
 		if err == nil {
@@ -237,9 +245,16 @@ func (h *hosted) markSent(m store.Message, log interface{ Warn(string, ...any) }
 		if errors.Is(err, store.ErrMessageNotFound) {
 			return // failed meanwhile (the session ended) or deleted
 		}
-		log.Warn("record message sent", "error", err)
-		time.Sleep(backoff)
-		backoff *= 2
+		if attempt == 1 || attempt%10 == 0 {
+			log.Warn("record message sent; retrying", "error", err, "record_attempts", attempt)
+		}
+		select {
+		case <-h.ctx.Done():
+			log.Warn("record message sent given up: hosting ended; the next host holds it back", "record_attempts", attempt)
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, writeMaxBackoff)
 	}
 }
 

@@ -128,6 +128,9 @@ type hooks struct {
 	// leaseLostChecked runs when leaseLost has dealt with a session a
 	// heartbeat found lost.
 	leaseLostChecked func(sessionID string)
+	// sendAcked runs in a session's sender when WhatsApp has acked a
+	// message, before the worker records it as sent.
+	sendAcked func(sessionID, messageID string)
 }
 
 // New returns a Worker; cfg.WorkerID must be set (it names the worker's

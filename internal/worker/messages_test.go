@@ -1,0 +1,81 @@
+package worker_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"wasessions/internal/store"
+	"wasessions/internal/testfactory"
+	"wasessions/internal/worker"
+	"wasessions/tasks"
+)
+
+// A message WhatsApp acked while Postgres is unreachable is recorded as
+// sent when Postgres is back, and never sent again. Before, recording the
+// ack was given up after six tries (about 6 s of a refusing Postgres), the
+// message stayed at the head of the outbox, and the sender sent it again
+// as soon as Postgres answered: the recipient got it twice.
+func TestAckedMessageIsRecordedAfterAPostgresOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	proxied, pg := e.proxiedStore(4)
+	acked := make(chan struct{})
+	var once sync.Once
+	// A 30 s lease: the heartbeat goes through the same proxy, and the
+	// outage must not end the hosting.
+	w1 := e.startWorker("w1", workerOpts{pool: proxied, waPool: e.st, leaseTTL: 30 * time.Second,
+		setup: func(w *worker.Worker) {
+			worker.SetSendAcked(w, func(string, string) {
+				once.Do(func() {
+					pg.Down()
+					close(acked)
+				})
+			})
+		}})
+	s := e.link(w1, userA, "", "")
+	bob, err := e.emu.AddPeer("+15550007001", "Bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, _, err := e.st.QueueOutbound(ctx, store.NewOutbound{UserID: userA, To: bob.Phone, Text: "hello once"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := tasks.WorkerQueue("w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := tasks.NewSend(s.SessionID, m.ID, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.process(t, j); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-acked:
+	case <-time.After(waitFor):
+		t.Fatal("the message was never acked by WhatsApp")
+	}
+	time.Sleep(9 * time.Second) // the outage outlasts the old budget (~6 s)
+	pg.Up()
+
+	var got store.Message
+	testfactory.EventuallyIn(t, "the message recorded as sent", waitFor, func() bool {
+		got, err = e.st.GetMessage(ctx, userA, m.ID)
+		return err == nil && got.SentAt != nil
+	})
+	inbox, err := e.emu.Inbox(bob.JID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inbox) != 1 || inbox[0].ID != m.WAMessageID || inbox[0].Count != 1 {
+		t.Fatalf("Bob's inbox %+v: want message %s once (count 1)", inbox, m.WAMessageID)
+	}
+	if got.Attempts != 1 {
+		t.Errorf("message %s: %d attempts, want 1 (it was sent again)", m.ID, got.Attempts)
+	}
+}
