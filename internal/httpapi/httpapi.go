@@ -154,6 +154,8 @@ type server struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *apimetrics.Metrics
+	// deadlines bounds each request's work against the stores.
+	deadlines *deadlines
 }
 
 // New returns the fiber app serving the whole API.
@@ -166,7 +168,7 @@ func New(deps Deps, opts Options) *fiber.App {
 
 func newServer(deps Deps, opts Options) *server {
 	opts.defaults()
-	s := &server{deps: deps, opts: opts, log: deps.Log, metrics: deps.Metrics}
+	s := &server{deps: deps, opts: opts, log: deps.Log, metrics: deps.Metrics, deadlines: newDeadlines(opts.RequestTimeout)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

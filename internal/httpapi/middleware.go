@@ -196,9 +196,12 @@ func basicAuth(user, password string) fiber.Handler {
 	}
 }
 
-// requestContext bounds a handler's work against the stores.
-func (s *server) requestContext(c *fiber.Ctx) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.UserContext(), s.opts.RequestTimeout)
+// requestContext bounds a handler's work against the stores by
+// RequestTimeout (see deadlines: the context is shared with the requests
+// that started in the same tick, so the returned cancel does nothing; it
+// is returned so that a handler reads like any other bounded call).
+func (s *server) requestContext(*fiber.Ctx) (context.Context, context.CancelFunc) {
+	return s.deadlines.context(), func() {}
 }
 
 // redisBudget bounds each call a request makes to Redis whose failure has

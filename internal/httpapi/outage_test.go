@@ -3,7 +3,9 @@ package httpapi_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,6 +121,70 @@ func TestPostgresDownGives503AndRecovers(t *testing.T) {
 	if r := e.do(req{method: "GET", path: "/readyz"}); r.Status != http.StatusOK {
 		t.Fatalf("readyz after recovery: %d %s", r.Status, r.Body)
 	}
+}
+
+// TestPostgresHangIsBounded: a Postgres that accepts connections and never
+// answers holds no request past RequestTimeout (plus the tick requests
+// share a deadline in, see deadlines): each answers 503
+// database_unavailable, whether it waits on a statement already sent or on
+// a new connection, and the API answers again once Postgres does.
+func TestPostgresHangIsBounded(t *testing.T) {
+	t.Parallel()
+	// RequestTimeout 1 s, a tick of 100 ms: 3 s leaves room for a slow
+	// machine and is far below what an unbounded request would take (it
+	// would wait until the proxy is unhung at the end of the test).
+	const timeout, bound = time.Second, 3 * time.Second
+	_, dsn := testenv.NewStore(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewFaultProxy(t, "postgres", u.Host)
+	pool, err := store.Connect(context.Background(), proxy.ProxyPostgresURL(dsn), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e := newEnv(t, func(s *setup) {
+		s.st = store.New(pool)
+		s.opts.RequestTimeout = timeout
+	})
+	tok := e.token(newUser(), false)
+	if r := e.do(req{method: "POST", path: sessionPath, token: tok}); r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+
+	proxy.Hang()
+	type answer struct {
+		r    response
+		took time.Duration
+	}
+	answers := make([]answer, 6)
+	var wg sync.WaitGroup
+	for i := range answers {
+		// Requests starting in different ticks and in the same one.
+		time.Sleep(time.Duration(i%3) * 150 * time.Millisecond)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			answers[i].r = e.do(req{method: "GET", path: statusPath, token: tok})
+			answers[i].took = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	for i, a := range answers {
+		if a.took > bound || a.took < timeout {
+			t.Errorf("request %d: answered %d after %v during a Postgres hang, want after %v and within %v",
+				i, a.r.Status, a.took.Round(time.Millisecond), timeout, bound)
+		}
+		a.r.wantError(t, http.StatusServiceUnavailable, "database_unavailable")
+	}
+
+	proxy.Unhang()
+	testfactory.EventuallyIn(t, "status to answer again", 30*time.Second, func() bool {
+		return e.do(req{method: "GET", path: statusPath, token: tok}).Status == http.StatusOK
+	})
 }
 
 func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
