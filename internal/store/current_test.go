@@ -1,8 +1,11 @@
 package store_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"wasessions/internal/store"
+	"wasessions/internal/testenv"
 )
 
 // The current session of a user (what GET /status and GET /qr show) is the
@@ -69,6 +73,72 @@ func TestCurrentSessionIsLiveThenNewest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// CurrentStatus decodes its row from the wire itself (statusRow): it must
+// show exactly what CurrentSession reads through pgx, for NULLs and values
+// alike, timestamps before and after Postgres's 2000 epoch to the
+// microsecond, and over a connection that uses the simple protocol, where
+// every value arrives as text.
+func TestCurrentStatusIsCurrentSessionsStatus(t *testing.T) {
+	t.Parallel()
+	st, dsn := testenv.NewStore(t)
+	simplePool, err := store.Connect(context.Background(), dsn+"&default_query_exec_mode=simple_protocol", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(simplePool.Close)
+	f := &fx{t: t, ctx: context.Background(), st: st}
+	for _, tc := range []struct{ name, set string }{
+		{"nullable columns NULL", `status_reason = NULL, phone_number = NULL, user_name = NULL, pairing_code = NULL,
+			last_seen = NULL, expires_at = NULL, last_error = NULL, banned_until = NULL`},
+		{"every column set", `status = 'reconnecting', status_reason = 'temporary_ban', phone_number = '+4915112345678',
+			user_name = 'Zoë 🚀 "quoted"', pairing_code = 'ABCD-EFGH', is_connected = true, is_authenticated = true,
+			last_seen = '2026-12-02 10:11:12.345678+00', expires_at = '2299-12-31 23:59:59.999999+00',
+			created_at = '1999-12-31 23:59:59.000001+00', updated_at = '1970-01-01 00:00:00+00',
+			last_error = 'connect_failure', banned_until = '2026-12-02 11:00:00.5+01'`},
+		{"booleans false", `is_connected = false, is_authenticated = false, status = 'qr'`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := f.create()
+			f.exec(`UPDATE whatsapp_sessions SET `+tc.set+` WHERE session_id = $1`, s.SessionID)
+			cur, err := st.CurrentSession(f.ctx, s.UserID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := utcTimes(cur.StatusOf())
+			for name, via := range map[string]*store.Store{"extended protocol": st, "simple protocol": store.New(simplePool)} {
+				got, err := via.CurrentStatus(f.ctx, s.UserID)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if got = utcTimes(got); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s: CurrentStatus =\n%s\nwant (CurrentSession's)\n%s", name, show(got), show(want))
+				}
+			}
+		})
+	}
+	if _, err := st.CurrentStatus(f.ctx, uuid.NewString()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("CurrentStatus of a user without sessions: %v, want ErrNotFound", err)
+	}
+}
+
+// utcTimes is s with its times in UTC, so that values equal to the
+// microsecond compare equal whatever location the decoder chose.
+func utcTimes(s store.SessionStatus) store.SessionStatus {
+	for _, p := range []**time.Time{&s.LastSeen, &s.ExpiresAt, &s.BannedUntil} {
+		if *p != nil {
+			t := (**p).UTC()
+			*p = &t
+		}
+	}
+	s.CreatedAt, s.UpdatedAt = s.CreatedAt.UTC(), s.UpdatedAt.UTC()
+	return s
+}
+
+func show(s store.SessionStatus) string {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return string(b)
 }
 
 // idFor makes id unique to user while keeping the order of the ids of one
