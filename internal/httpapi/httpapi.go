@@ -69,7 +69,8 @@ type Options struct {
 	// or pairing code; 0 answers at once with qrCode null.
 	QRWait time.Duration
 	// RequestTimeout bounds each request's work against Postgres and Redis
-	// (default 10s).
+	// (default 10s), give or take a tenth of it, at most 100 ms: requests
+	// that start together share one deadline (see deadlines).
 	RequestTimeout time.Duration
 	// Heartbeat is the interval of the event stream's comment lines that
 	// keep proxies from closing an idle stream (default 15s).
