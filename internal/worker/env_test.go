@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
 	"io"
 	"log/slog"
 	"net/url"
@@ -262,28 +263,19 @@ func (w *testWorker) stop() {
 // holds for the label kind=value.
 func (w *testWorker) histogramCount(t *testing.T, name, label, value string) uint64 {
 	t.Helper()
-	mfs, err := w.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	return 0
+	return w.metric(t, name, label, value).GetHistogram().GetSampleCount()
 }
 
 // counterValue is the value of the worker's counter name for the label
 // kind=value (0 when it has no such series).
 func (w *testWorker) counterValue(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	return w.metric(t, name, label, value).GetCounter().GetValue()
+}
+
+// metric is the worker's series of metric name with the label kind=value,
+// nil when it has none (its getters then answer zero).
+func (w *testWorker) metric(t *testing.T, name, label, value string) *dto.Metric {
 	t.Helper()
 	mfs, err := w.reg.Gather()
 	if err != nil {
@@ -296,12 +288,12 @@ func (w *testWorker) counterValue(t *testing.T, name, label, value string) float
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
+					return m
 				}
 			}
 		}
 	}
-	return 0
+	return nil
 }
 
 // process runs a task through the worker's mux, as asynq would.
