@@ -247,6 +247,35 @@ func (c *conn) await(ctx context.Context, ch chan *waBinary.Node) (*waBinary.Nod
 	}
 }
 
+// Barrier returns once the logged-in client of device dev has handled
+// everything the emulator sent it before the call: it sends a notification
+// of a type whatsmeow does not know and waits for its ack. whatsmeow
+// handles a connection's nodes one after the other on one goroutine and,
+// with SynchronousAck, acks each at the end of its handling, so the ack of
+// the barrier comes after every earlier node's handling and ack (and,
+// through the socket, happens before Barrier returns, for the race
+// detector too). Work whatsmeow starts on goroutines of its own (prekey
+// uploads, app state) is not covered. Tests call it before Disconnect:
+// whatsmeow's frame socket reads its connection unlocked while Disconnect
+// clears it, so an ack still being sent races with the Disconnect.
+func (s *Server) Barrier(ctx context.Context, dev string) error {
+	c := s.liveConn(dev)
+	if c == nil {
+		return fmt.Errorf("%w: %s is not connected", ErrClientGone, dev)
+	}
+	id := c.newID()
+	ch := c.expect(id)
+	defer c.unexpect(id)
+	err := c.send(waBinary.Node{Tag: "notification", Attrs: waBinary.Attrs{
+		"id": id, "type": "waemu_barrier", "from": types.ServerJID, "t": strconv.FormatInt(time.Now().Unix(), 10),
+	}})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrClientGone, err)
+	}
+	_, err = c.await(ctx, ch)
+	return err
+}
+
 // deliver hands an iq answer to its waiter; answers nobody waits for (the
 // client's ack of pair-device) are dropped.
 func (c *conn) deliver(node *waBinary.Node) {

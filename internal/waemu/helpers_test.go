@@ -119,7 +119,12 @@ func newContainer(t testing.TB) *sqlstore.Container {
 type client struct {
 	*whatsmeow.Client
 	t   testing.TB
+	emu *waemu.Server
 	log *recLog
+	// jid is the device's JID when the test knows it (a stored device, or
+	// one paired through pairQR): Disconnect's barrier needs it, and
+	// whatsmeow's Store.ID may be cleared concurrently by a logout.
+	jid string
 
 	mu     sync.Mutex
 	events []any
@@ -128,8 +133,15 @@ type client struct {
 
 func newClient(t testing.TB, emu *waemu.Server, dev *store.Device) *client {
 	t.Helper()
-	c := &client{t: t, log: &recLog{}, notify: make(chan struct{}, 1)}
+	c := &client{t: t, emu: emu, log: &recLog{}, notify: make(chan struct{}, 1)}
+	if dev.ID != nil {
+		c.jid = dev.ID.String()
+	}
 	c.Client = whatsmeow.NewClient(dev, c.log)
+	// Acks at the end of each node's handling, in whatsmeow's handler
+	// goroutine, rather than from a goroutine each: that is what lets
+	// Disconnect wait for them (Server.Barrier).
+	c.SynchronousAck = true
 	waendpoint.Endpoint{Addr: emu.Addr(), RootKey: emu.PubKey()}.Apply(c.Client)
 	c.AddEventHandler(func(evt any) {
 		if serverCloses(evt) {
@@ -163,10 +175,25 @@ func newClient(t testing.TB, emu *waemu.Server, dev *store.Device) *client {
 // refused login) would hit that data race inside whatsmeow. Waiting until
 // whatsmeow has handled the server's close (its onDisconnect ran, so the
 // socket is gone and Disconnect does not touch it) leaves only one side.
+//
+// A client still logged in first waits for the emulator's barrier: every
+// node the emulator sent it handled and acked. An ack being written while
+// Disconnect closes the socket is the same kind of race inside whatsmeow
+// (FrameSocket.SendFrame reads the connection that Close clears), seen in
+// CI when a test ended right after a receipt or a notification arrived.
 func (c *client) Disconnect() {
 	c.t.Helper()
 	if err := c.log.awaitServerClose(waitTimeout); err != nil {
 		c.t.Errorf("%v; events: %s", err, c.describe())
+	}
+	if c.jid != "" && c.IsLoggedIn() {
+		// Bounded short: a test may have left the client's handler stuck
+		// on purpose (a crash simulated in the handler).
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.emu.Barrier(ctx, c.jid); err != nil && !errors.Is(err, waemu.ErrClientGone) {
+			c.t.Logf("barrier before disconnect of %s: %v", c.jid, err)
+		}
+		cancel()
 	}
 	c.log.mark(&c.log.sock.own)
 	c.Client.Disconnect()
@@ -514,6 +541,7 @@ func pairQRErr(t testing.TB, emu *waemu.Server, dev *store.Device, phone, name s
 	if _, err := c.waitNErr("Connected after pairing", 1, isConnected); err != nil {
 		return nil, "", err
 	}
+	c.jid = jid
 	return c, jid, nil
 }
 

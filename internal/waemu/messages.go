@@ -728,6 +728,10 @@ func (m *messaging) reencrypt(msg *outMessage, dev string, count int) (*waBinary
 // handleAck takes a linked device's ack of a receipt the emulator sent.
 func (c *conn) handleAck(node *waBinary.Node) {
 	ag := node.AttrGetter()
+	if ag.OptionalString("class") == "notification" {
+		c.deliver(node) // a Barrier's, if one waits for it
+		return
+	}
 	if c.jid == "" || ag.OptionalString("class") != "receipt" {
 		return
 	}
