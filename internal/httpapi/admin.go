@@ -21,8 +21,7 @@ type statsView struct {
 // stats is GET /api/integrations/sessions/stats: the caller's own counts,
 // or everyone's for an admin token.
 func (s *server) stats(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	id := identity(c)
 	userID, scope := id.UserID, "user"
 	if id.Admin {

@@ -60,8 +60,7 @@ func (s *server) setSessionProxy(c *fiber.Ctx) error {
 			return fail(http.StatusBadRequest, "invalid_proxy", "proxy "+err.Error())
 		}
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	sess, err := s.deps.Store.SetProxy(ctx, c.Params("sessionId"), proxy)
 	if errors.Is(err, store.ErrNotFound) {
 		return fail(http.StatusNotFound, codeSessionNotFound, "no session with this id")

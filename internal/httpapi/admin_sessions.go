@@ -174,8 +174,7 @@ func (s *server) adminSessions(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	list, next, err := s.deps.Store.AdminList(ctx, f)
 	if err != nil {
 		return err
@@ -208,8 +207,7 @@ func (s *server) adminSession(ctx context.Context, c *fiber.Ctx) (store.AdminSes
 // adminSessionDetail is GET /api/integrations/admin/sessions/{sessionId}:
 // the session and its latest status changes with their reasons.
 func (s *server) adminSessionDetail(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	sess, err := s.adminSession(ctx, c)
 	if err != nil {
 		return err
@@ -238,8 +236,7 @@ func (s *server) adminSessionDetail(c *fiber.Ctx) error {
 // queues it again (deduplicated by task id): 202. A session already ended:
 // 200 with its state. No such session: 404.
 func (s *server) adminDisconnect(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	sess, err := s.adminSession(ctx, c)
 	if err != nil {
 		return err
@@ -272,8 +269,7 @@ func (s *server) adminDisconnect(c *fiber.Ctx) error {
 // capacity and its queue's backlog, plus the shared queue and the session
 // counts by status.
 func (s *server) adminWorkers(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	live, shared, err := s.deps.Enqueuer.LiveWorkers(ctx)
 	if err != nil {
 		return redisFailure(err)

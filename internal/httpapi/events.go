@@ -172,9 +172,7 @@ func (s *server) events(c *fiber.Ctx) error {
 	if err != nil {
 		return streamRefused(err)
 	}
-	readCtx, readCancel := s.requestContext(c)
-	first, shown, sessionID, err := s.stateEvents(readCtx, userID, shownState{})
-	readCancel()
+	first, shown, sessionID, err := s.stateEvents(s.requestContext(), userID, shownState{})
 	if err != nil {
 		sub.Close()
 		return err

@@ -61,8 +61,7 @@ var limitMessages = map[string]string{
 // and its name gets a sentence in limitMessages.
 func (s *server) perUser(name string, lim ratelimit.Limit) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		ctx, cancel := s.requestContext(c)
-		defer cancel()
+		ctx := s.requestContext()
 		if err := s.allow(ctx, limitCheck{name, identity(c).UserID, lim}); err != nil {
 			return err
 		}

@@ -93,8 +93,7 @@ func (s *server) sendMessage(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	userID := identity(c).UserID
 	m, created, err := s.deps.Store.QueueOutbound(ctx, store.NewOutbound{UserID: userID, To: to, Text: text, IdempotencyKey: key})
 	switch {
@@ -167,8 +166,7 @@ func (s *server) listMessages(c *fiber.Ctx) error {
 		}
 		f.BeforeSeq = seq
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	msgs, more, err := s.deps.Store.ListMessages(ctx, identity(c).UserID, f)
 	if err != nil {
 		return err
@@ -192,8 +190,7 @@ func (s *server) getMessage(c *fiber.Ctx) error {
 	if _, err := uuid.Parse(id); err != nil {
 		return notFound
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	m, err := s.deps.Store.GetMessage(ctx, identity(c).UserID, id)
 	if errors.Is(err, store.ErrMessageNotFound) {
 		return notFound

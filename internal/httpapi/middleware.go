@@ -197,11 +197,11 @@ func basicAuth(user, password string) fiber.Handler {
 }
 
 // requestContext bounds a handler's work against the stores by
-// RequestTimeout (see deadlines: the context is shared with the requests
-// that started in the same tick, so the returned cancel does nothing; it
-// is returned so that a handler reads like any other bounded call).
-func (s *server) requestContext(*fiber.Ctx) (context.Context, context.CancelFunc) {
-	return s.deadlines.context(), func() {}
+// RequestTimeout. The context is shared with the requests that started in
+// the same tick and ends at its deadline (see deadlines): there is nothing
+// for a handler to cancel.
+func (s *server) requestContext() context.Context {
+	return s.deadlines.context()
 }
 
 // redisBudget bounds each call a request makes to Redis whose failure has

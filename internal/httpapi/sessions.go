@@ -83,8 +83,7 @@ func (s *server) createSession(c *fiber.Ctx) error {
 		return err
 	}
 	id := identity(c)
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	if err := s.limitNewSession(ctx, id.UserID, req); err != nil {
 		return err
 	}
@@ -237,8 +236,7 @@ func (s *server) current(ctx context.Context, c *fiber.Ctx) (store.Session, erro
 // image) and scans them without reflection (store.CurrentStatus), and
 // encodes its answer without reflection (okSession).
 func (s *server) status(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	sess, err := s.deps.Store.CurrentStatus(ctx, identity(c).UserID)
 	if errors.Is(err, store.ErrNotFound) {
 		return errNoSession()
@@ -253,8 +251,7 @@ func (s *server) status(c *fiber.Ctx) error {
 // qr is GET /api/integrations/whatsapp/qr: the QR code to scan now, or a
 // code that says why there is none.
 func (s *server) qr(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	sess, err := s.current(ctx, c)
 	if err != nil {
 		return err
@@ -283,8 +280,7 @@ func (s *server) qr(c *fiber.Ctx) error {
 // yet carried out is queued again (idempotent): 202. A session already
 // ended: 200 with its status. No session: 404.
 func (s *server) disconnect(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	userID := identity(c).UserID
 	changed, err := s.deps.Store.RequestDisconnect(ctx, userID)
 	if err != nil {

@@ -137,8 +137,7 @@ func parseWebhookRequest(c *fiber.Ctx) (webhookRequest, error) {
 }
 
 func (s *server) checkWebhookURL(c *fiber.Ctx, raw string) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	if _, err := s.opts.Webhooks.Guard.CheckURL(ctx, raw); err != nil {
 		msg := err.Error()
 		if errors.Is(err, netguard.ErrRefused) {
@@ -180,8 +179,7 @@ func (s *server) createWebhook(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	e, err := s.deps.Store.CreateWebhookEndpoint(ctx, store.NewWebhookEndpoint{UserID: identity(c).UserID, Scope: scope,
 		URL: *req.URL, Events: *req.Events, Secret: sealed}, s.opts.Webhooks.MaxEndpoints)
 	if errors.Is(err, store.ErrWebhookLimit) {
@@ -196,8 +194,7 @@ func (s *server) createWebhook(c *fiber.Ctx) error {
 }
 
 func (s *server) listWebhooks(c *fiber.Ctx) error {
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	es, err := s.deps.Store.ListWebhookEndpoints(ctx, identity(c).UserID)
 	if err != nil {
 		return err
@@ -235,8 +232,7 @@ func (s *server) getWebhook(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	e, err := s.deps.Store.GetWebhookEndpoint(ctx, identity(c).UserID, id)
 	return webhookAnswer(c, e, err, http.StatusOK, "Webhook endpoint")
 }
@@ -265,8 +261,7 @@ func (s *server) updateWebhook(c *fiber.Ctx) error {
 	if req.Events != nil {
 		p.Events = *req.Events
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	e, err := s.deps.Store.UpdateWebhookEndpoint(ctx, identity(c).UserID, id, p)
 	return webhookAnswer(c, e, err, http.StatusOK, "Webhook endpoint updated")
 }
@@ -276,8 +271,7 @@ func (s *server) deleteWebhook(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	if err := s.deps.Store.DeleteWebhookEndpoint(ctx, identity(c).UserID, id); err != nil {
 		if errors.Is(err, store.ErrWebhookNotFound) {
 			return errWebhookNotFound
@@ -296,8 +290,7 @@ func (s *server) rotateWebhookSecret(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	e, err := s.deps.Store.RotateWebhookSecret(ctx, identity(c).UserID, id, sealed, s.opts.Webhooks.RotationOverlap)
 	if errors.Is(err, store.ErrWebhookNotFound) {
 		return errWebhookNotFound
@@ -336,8 +329,7 @@ func (s *server) webhookDeliveries(c *fiber.Ctx) error {
 			return fail(http.StatusBadRequest, "invalid_cursor", "cursor is not one this API returned")
 		}
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	if _, err := s.deps.Store.GetWebhookEndpoint(ctx, identity(c).UserID, id); err != nil {
 		if errors.Is(err, store.ErrWebhookNotFound) {
 			return errWebhookNotFound
@@ -370,8 +362,7 @@ func (s *server) replayWebhookEvent(c *fiber.Ctx) error {
 	if _, err := uuid.Parse(eventID); err != nil {
 		return notFound
 	}
-	ctx, cancel := s.requestContext(c)
-	defer cancel()
+	ctx := s.requestContext()
 	if _, err := s.deps.Store.GetWebhookEndpoint(ctx, identity(c).UserID, id); err != nil {
 		if errors.Is(err, store.ErrWebhookNotFound) {
 			return errWebhookNotFound
