@@ -126,6 +126,7 @@ func TestScale(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		statements := s.pgStatements(12)
 		cpuBefore := s.cpuTimes() // the workers are gone: theirs counts from 0
 		start = time.Now()
 		// The restore's timeline: each worker's start -> /healthz (its
@@ -180,6 +181,7 @@ func TestScale(t *testing.T) {
 			t.Fatalf("waiting for all %d sessions connected again: %v", n, err)
 		}
 		took = time.Since(start)
+		statements("from the kill to all back")
 		stopProgress()
 		s.waitAllConnected(sids, 5*time.Minute)
 		after := s.EmuStats()
@@ -478,4 +480,74 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// pgStatements reports, when the cluster loads pg_stat_statements, which
+// statements of the stack's database cost Postgres the most between the
+// returned function's call and the call of the function it returns: their
+// calls, and their planning and execution time in all and per call. A
+// restore costs Postgres more than it costs the workers, and a backend's
+// CPU time alone does not say which statement it went to. Without the
+// extension it logs how to load it and reports nothing.
+func (s *stack) pgStatements(top int) (stop func(what string)) {
+	s.T.Helper()
+	ctx := context.Background()
+	pool := s.DB.Pool()
+	var loaded bool
+	if err := pool.QueryRow(ctx, `SELECT 'pg_stat_statements' = ANY(string_to_array(current_setting('shared_preload_libraries'), ', '))`).Scan(&loaded); err != nil {
+		s.T.Fatal(err)
+	}
+	if !loaded {
+		s.T.Logf("no statement figures: the cluster does not load pg_stat_statements (ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements', restart)")
+		return func(string) {}
+	}
+	if _, err := pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		s.T.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)`); err != nil {
+		s.T.Fatal(err)
+	}
+	return func(what string) {
+		s.T.Helper()
+		rows, err := pool.Query(ctx, `SELECT calls, total_plan_time, total_exec_time, rows,
+				regexp_replace(query, '\s+', ' ', 'g')
+			FROM pg_stat_statements
+			WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			ORDER BY total_plan_time + total_exec_time DESC`)
+		if err != nil {
+			s.T.Fatal(err)
+		}
+		defer rows.Close()
+		type stmt struct {
+			calls, rows int64
+			plan, exec  float64
+			query       string
+		}
+		var all []stmt
+		var sum float64
+		for rows.Next() {
+			var st stmt
+			if err := rows.Scan(&st.calls, &st.plan, &st.exec, &st.rows, &st.query); err != nil {
+				s.T.Fatal(err)
+			}
+			all = append(all, st)
+			sum += st.plan + st.exec
+		}
+		if err := rows.Err(); err != nil {
+			s.T.Fatal(err)
+		}
+		s.T.Logf("FIGURE Postgres statements %s: %d kinds, %.0f ms of planning and execution in all; the %d largest:", what, len(all), sum, top)
+		for i, st := range all {
+			if i == top {
+				break
+			}
+			q := st.query
+			if len(q) > 160 {
+				q = q[:160] + "…"
+			}
+			s.T.Logf("  %5.1f%% %8.0f ms  %7d calls  %6.3f ms/call (plan %.3f)  %7d rows  %s",
+				100*(st.plan+st.exec)/sum, st.plan+st.exec, st.calls, (st.plan+st.exec)/float64(st.calls),
+				st.plan/float64(st.calls), st.rows, q)
+		}
+	}
 }
