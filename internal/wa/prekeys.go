@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"go.mau.fi/whatsmeow"
 	wastore "go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/store/sqlstore"
 	"go.mau.fi/whatsmeow/util/keys"
@@ -19,8 +20,9 @@ import (
 // whatsmeow uploads them; whatsmeow marks them uploaded only after the
 // server has acknowledged the upload. A crash at any point leaves either
 // no key uploaded, or every uploaded key's private half in Postgres
-// (TestPreKeysSurviveACrashAfterUpload). Everything else about prekeys
-// (reading one, removing a used one, marking, counting) stays sqlstore's.
+// (TestPreKeysSurviveACrashAfterUpload). Counting the uploaded keys stops
+// at preKeyCountBound (UploadedPreKeyCount); everything else about
+// prekeys (reading one, removing a used one, marking) stays sqlstore's.
 
 // batchContainer attaches batchPreKeys to a new device when whatsmeow
 // first saves it (after pairing), which is when sqlstore attaches its own.
@@ -47,8 +49,17 @@ func withBatchPreKeys(dev *wastore.Device, db *sql.DB) {
 	dev.PreKeys = &batchPreKeys{PreKeyStore: dev.PreKeys, db: db, jid: dev.ID.String()}
 }
 
+// preKeyCountBound is as far as UploadedPreKeyCount counts. whatsmeow asks
+// for the count at every login, so at every restore, and only compares it
+// with MinPreKeyCount (below it, it uploads a new batch) and with 0 (none
+// uploaded: the first 812). sqlstore counted every row of the device, 812
+// after pairing: about a quarter of a restore's time in Postgres (the
+// statement figures of make scale). Counting up to one batch keeps both
+// decisions, and the figure whatsmeow logs means the same up to a batch.
+const preKeyCountBound = whatsmeow.WantedPreKeyCount
+
 // batchPreKeys is sqlstore's prekey store with GetOrGenPreKeys writing the
-// keys it generates in one statement.
+// keys it generates in one statement, and UploadedPreKeyCount bounded.
 type batchPreKeys struct {
 	wastore.PreKeyStore // sqlstore's, for everything else
 	db                  *sql.DB
@@ -108,6 +119,17 @@ func (p *batchPreKeys) GetOrGenPreKeys(ctx context.Context, count uint32) ([]*ke
 		return nil, fmt.Errorf("wa: store %d new prekeys: %w", missing, err)
 	}
 	return out, nil
+}
+
+// UploadedPreKeyCount is the number of keys marked uploaded, counted up to
+// preKeyCountBound: min(uploaded, preKeyCountBound).
+func (p *batchPreKeys) UploadedPreKeyCount(ctx context.Context) (int, error) {
+	var n int
+	if err := p.db.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM whatsmeow_pre_keys
+		WHERE jid = $1 AND uploaded LIMIT $2) AS k`, p.jid, preKeyCountBound).Scan(&n); err != nil {
+		return 0, fmt.Errorf("wa: count uploaded prekeys: %w", err)
+	}
+	return n, nil
 }
 
 // GenOnePreKey is sqlstore's, serialised with GetOrGenPreKeys.

@@ -242,6 +242,77 @@ func TestPreKeysSurviveACrashAfterUpload(t *testing.T) {
 	}
 }
 
+// TestUploadedPreKeyCountIsBoundedAndRefills pairs a device (812 one-time
+// prekeys uploaded) and reads the count a restored device gives whatsmeow
+// as its stored keys run down: one batch (50) at most, then the exact
+// number. A device left with fewer than whatsmeow's minimum (5) uploads a
+// new batch at its next login, as it did with sqlstore's full count.
+func TestUploadedPreKeyCountIsBoundedAndRefills(t *testing.T) {
+	w := newPrekeyWorld(t)
+	ctx := context.Background()
+	const phone = "+15550000111"
+	db := w.open(t)
+	h := wa.NewHostWith(db, w.ep, w.log, wa.HostOptions{})
+	dev := h.NewDevice()
+	cli := w.pair(t, h, dev, phone, nil)
+	jid := dev.ID.String()
+	// whatsmeow marks the keys uploaded once the server has answered.
+	deadline := time.Now().Add(waitFor)
+	for {
+		var marked int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM whatsmeow_pre_keys WHERE jid = $1 AND uploaded`, jid).Scan(&marked); err != nil {
+			t.Fatal(err)
+		}
+		if marked == 812 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the 812 uploaded prekeys of %s are marked uploaded after %s", marked, jid, waitFor)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cli.Disconnect()
+
+	for _, tc := range []struct{ stored, want int }{{812, 50}, {51, 50}, {50, 50}, {49, 49}, {4, 4}} {
+		// Keys are used lowest first; the highest stay.
+		if _, err := db.ExecContext(ctx, `DELETE FROM whatsmeow_pre_keys WHERE jid = $1 AND key_id <= 812 - $2`, jid, tc.stored); err != nil {
+			t.Fatal(err)
+		}
+		restored, err := h.LoadDevice(ctx, jid)
+		if err != nil || restored == nil {
+			t.Fatalf("load device %s: %v (nil: %v)", jid, err, restored == nil)
+		}
+		got, err := restored.PreKeys.UploadedPreKeyCount(ctx)
+		if err != nil || got != tc.want {
+			t.Fatalf("%d uploaded keys stored: UploadedPreKeyCount = %d, %v; want %d", tc.stored, got, err, tc.want)
+		}
+	}
+
+	// 4 stored (the server still holds 812): the next login uploads 50.
+	restored, err := h.LoadDevice(ctx, jid)
+	if err != nil || restored == nil {
+		t.Fatalf("load device %s: %v (nil: %v)", jid, err, restored == nil)
+	}
+	cli2, err := h.NewClient(restored, w.log, wa.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli2.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cli2.Disconnect)
+	for {
+		info, err := w.emu.Device(jid)
+		if err == nil && info.PreKeys == 812+50 {
+			break
+		}
+		if time.Now().After(deadline.Add(waitFor)) {
+			t.Fatalf("the emulator holds %d prekeys of %s (err %v), want 862: no batch was uploaded", info.PreKeys, jid, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // BenchmarkPairPreKeys is one pairing through a Host, from Connect to the
 // server's answer to the first prekey upload (812 keys generated, stored
 // and uploaded), with whatsmeow's sqlstore writing the keys one INSERT at
