@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"wasessions/internal/store"
 	"wasessions/internal/testenv"
@@ -16,33 +17,8 @@ import (
 // lease another worker claimed is not renewed by its former holder, whose
 // writes stay fenced off, and the new holder's lease is untouched.
 func TestHeartbeatsAreHOTAndStillFenced(t *testing.T) {
-	// A private cluster: Postgres prunes the row versions a heartbeat left
-	// dead (making room on the page for the next one's) only once no
-	// snapshot anywhere in the cluster may still see them, and the shared
-	// test cluster always has other tests' transactions open.
-	srv := testenv.StartPostgresServer(t)
-	dsn := srv.NewDatabase(t)
-	ctx := context.Background()
-	mig, err := store.Connect(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Migrate(t, mig)
-	mig.Close()
-	// Everything runs on one connection, so that its statistics can be
-	// flushed for reading when the test needs them.
-	pool, err := store.Connect(ctx, dsn, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	f := &fx{t: t, ctx: ctx, st: store.New(pool)}
+	f := hotFixture(t)
 	const me, other, n = "w-hot", "w-other", 40
-	// An autovacuum ANALYZE of the table (due after a few hundred updates)
-	// holds a snapshot while it runs, and the row versions it may still
-	// see cannot be pruned to make room for HOT updates: on a busy machine
-	// that would make the count below depend on its timing.
-	f.exec(`ALTER TABLE whatsapp_sessions SET (autovacuum_enabled = false)`)
 
 	var held []store.Held
 	for range n {
@@ -96,6 +72,106 @@ func TestHeartbeatsAreHOTAndStillFenced(t *testing.T) {
 	}
 	if r, err := f.st.Renew(f.ctx, other, []store.Held{{SessionID: newer.SessionID, Epoch: newer.Epoch}}, leaseTTL, sessionTTL); err != nil || !r.Kept[newer.SessionID] {
 		t.Fatalf("the new holder's renewal: %+v, %v", r, err)
+	}
+}
+
+// hotFixture is a migrated database on a cluster of its own, used through
+// one connection, for counting HOT updates.
+func hotFixture(t *testing.T) *fx {
+	t.Helper()
+	// A private cluster: Postgres prunes the row versions an update left
+	// dead (making room on the page for the next one's) only once no
+	// snapshot anywhere in the cluster may still see them, and the shared
+	// test cluster always has other tests' transactions open.
+	srv := testenv.StartPostgresServer(t)
+	dsn := srv.NewDatabase(t)
+	ctx := context.Background()
+	mig, err := store.Connect(ctx, dsn, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Migrate(t, mig)
+	mig.Close()
+	// Everything runs on one connection, so that its statistics can be
+	// flushed for reading when the test needs them.
+	pool, err := store.Connect(ctx, dsn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	f := &fx{t: t, ctx: ctx, st: store.New(pool)}
+	// An autovacuum ANALYZE of the table (due after a few hundred updates)
+	// holds a snapshot while it runs, and the row versions it may still
+	// see cannot be pruned to make room for HOT updates: on a busy machine
+	// that would make the count below depend on its timing.
+	f.exec(`ALTER TABLE whatsapp_sessions SET (autovacuum_enabled = false)`)
+	return f
+}
+
+// TestRestoreIsHOT: a worker restarted after a crash claims its sessions
+// again and writes each one connected (reason restored). Neither write
+// changes an indexed column of a session that was connected (the expiry
+// slides only once it is ExpiryStep behind, as heartbeats slide it), so a
+// restore writes no index entry: with thousands of sessions coming back
+// at once, index writes were a large part of what a restore cost
+// Postgres.
+func TestRestoreIsHOT(t *testing.T) {
+	f := hotFixture(t)
+	const me, n = "w-restore", 40
+	var fences []store.Fence
+	for range n {
+		_, fe := f.hosted(me, store.StatusConnected)
+		fences = append(fences, fe)
+	}
+	// Settle the pages as heartbeats would (TestHeartbeatsAreHOTAndStillFenced).
+	held := make([]store.Held, n)
+	for i, fe := range fences {
+		held[i] = store.Held{SessionID: fe.SessionID, Epoch: fe.Epoch}
+	}
+	for range 3 {
+		if _, err := f.st.Renew(f.ctx, me, held, leaseTTL, sessionTTL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := make([]store.Session, n)
+	for i, fe := range fences {
+		before[i] = f.get(fe.SessionID)
+	}
+
+	upd0, hot0 := tupleUpdates(t, f)
+	for i, fe := range fences {
+		again := f.claim(fe.SessionID, me, store.ClaimToHost)
+		s, err := f.st.MarkConnected(f.ctx, again, store.Linked{DeviceJID: *before[i].DeviceJID,
+			Phone: store.Str(before[i].PhoneNumber), Name: "Ann", Reason: store.ReasonRestored}, sessionTTL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Status != store.StatusConnected || store.Str(s.StatusReason) != string(store.ReasonRestored) ||
+			s.ExpiresAt == nil || time.Until(*s.ExpiresAt) < sessionTTL-store.ExpiryStep(sessionTTL) {
+			t.Fatalf("restored session: status %s reason %s expires %v, want connected, restored, at least %s ahead",
+				s.Status, store.Str(s.StatusReason), s.ExpiresAt, sessionTTL-store.ExpiryStep(sessionTTL))
+		}
+	}
+	upd, hot := tupleUpdates(t, f)
+	upd, hot = upd-upd0, hot-hot0
+	if upd != 2*n {
+		t.Fatalf("Postgres counted %d row updates for %d claims and %d connected writes", upd, n, n)
+	}
+	if hot < upd*9/10 {
+		t.Fatalf("%d of %d restore writes were HOT updates: a restore writes index entries", hot, upd)
+	}
+	t.Logf("%d of %d restore writes were HOT updates", hot, upd)
+
+	// An expiry a step behind slides to a full TTL ahead.
+	f.exec(`UPDATE whatsapp_sessions SET expires_at = now() + $2::interval - $3::interval - interval '1 minute' WHERE session_id = $1`,
+		fences[0].SessionID, sessionTTL, store.ExpiryStep(sessionTTL))
+	again := f.claim(fences[0].SessionID, me, store.ClaimToHost)
+	s, err := f.st.MarkConnected(f.ctx, again, store.Linked{DeviceJID: *before[0].DeviceJID, Reason: store.ReasonRestored}, sessionTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Until(*s.ExpiresAt); left < sessionTTL-time.Minute {
+		t.Fatalf("an expiry a step behind was not slid: %s left, want about %s", left, sessionTTL)
 	}
 }
 

@@ -108,9 +108,7 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 	}
 	rows, err := s.pool.Query(ctx, `UPDATE whatsapp_sessions AS s
 		SET lease_until = now() + $4::interval,
-		    expires_at = CASE WHEN s.status = 'connected'
-		                       AND (s.expires_at IS NULL OR s.expires_at < now() + $5::interval - $6::interval)
-		                 THEN now() + $5::interval ELSE s.expires_at END,
+		    expires_at = CASE WHEN s.status = 'connected' THEN `+slidExpiry("$5", "$6")+` ELSE s.expires_at END,
 		    last_seen  = CASE WHEN s.status = 'connected' THEN now() ELSE s.last_seen END
 		FROM unnest($2::text[], $3::bigint[]) AS h(session_id, epoch)
 		WHERE s.session_id = h.session_id AND s.lease_epoch = h.epoch
@@ -137,6 +135,16 @@ func (s *Store) Renew(ctx context.Context, workerID string, held []Held, leaseTT
 // least 23/24 of its TTL ahead, and its indexed expires_at is rewritten
 // once per step instead of on every heartbeat.
 func ExpiryStep(sessionTTL time.Duration) time.Duration { return sessionTTL / 24 }
+
+// slidExpiry is the SQL of a connected session's expires_at after a write
+// that keeps it alive (a heartbeat, a connect): now + the TTL once the
+// current one has fallen a step behind that, else unchanged, so that the
+// write stays a HOT update. ttl and step are the placeholders of the
+// session TTL and ExpiryStep of it.
+func slidExpiry(ttl, step string) string {
+	return `CASE WHEN expires_at IS NULL OR expires_at < now() + ` + ttl + `::interval - ` + step + `::interval
+		THEN now() + ` + ttl + `::interval ELSE expires_at END`
+}
 
 // ExtendClaim pushes the lease of a claim f still holds to now + ttl
 // (Postgres' clock), or fails with ErrFenced. It keeps a claim alive that

@@ -32,14 +32,15 @@ type Linked struct {
 }
 
 // MarkConnected records a connected, authenticated session: device and
-// profile set, QR and pairing code cleared, error cleared, expiry slid to
-// now + sessionTTL.
+// profile set, QR and pairing code cleared, error cleared, expiry at least
+// sessionTTL - ExpiryStep ahead (slidExpiry: a restore of a connected
+// session changes no indexed column, TestRestoreIsHOT).
 func (s *Store) MarkConnected(ctx context.Context, f Fence, l Linked, sessionTTL time.Duration) (Session, error) {
 	return s.fencedUpdate(ctx, f, `status = $9, status_reason = $4, is_connected = true, is_authenticated = true,
 		device_jid = $5, phone_number = NULLIF($6, ''), user_name = COALESCE(NULLIF($7, ''), user_name),
 		qr_code = NULL, qr_raw = NULL, pairing_code = NULL, last_error = NULL, banned_until = NULL,
-		last_seen = now(), expires_at = now() + $8::interval`,
-		l.Reason, l.DeviceJID, l.Phone, l.Name, sessionTTL, StatusConnected)
+		last_seen = now(), expires_at = `+slidExpiry("$8", "$10"),
+		l.Reason, l.DeviceJID, l.Phone, l.Name, sessionTTL, StatusConnected, ExpiryStep(sessionTTL))
 }
 
 // MarkDevice records the device JID as soon as pairing succeeds, before the
