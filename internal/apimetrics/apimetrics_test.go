@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -63,6 +64,28 @@ func TestSessionsAndHTTP(t *testing.T) {
 		`wasessions_api_enqueues_total{outcome="enqueued",type="session:create"} 1`,
 		`wasessions_api_event_streams 1`,
 		`go_goroutines`,
+	)
+}
+
+// TestHTTPSeriesKeepTheirLabels: ObserveHTTP caches each series' children
+// by its labels, and the server hands it strings that point into buffers
+// it reuses for the next request. A series must keep the labels it was
+// made with, and a later request with the same labels must count in it.
+func TestHTTPSeriesKeepTheirLabels(t *testing.T) {
+	m := apimetrics.New(apimetrics.Sources{})
+	buf := []byte("GET")
+	method := unsafe.String(&buf[0], len(buf))
+	m.ObserveHTTP(method, "/api/integrations/whatsapp/status", 200, time.Millisecond)
+	copy(buf, "PUT") // the server's next request reuses the buffer
+	m.ObserveHTTP(method, "/api/integrations/whatsapp/status", 200, time.Millisecond)
+	m.ObserveHTTP("GET", "/api/integrations/whatsapp/status", 200, time.Millisecond)
+	m.ObserveHTTP("GET", "/api/integrations/whatsapp/status", 404, time.Millisecond)
+	body := scrape(t, m)
+	mustContain(t, body,
+		`wasessions_http_requests_total{method="GET",route="/api/integrations/whatsapp/status",status="200"} 2`,
+		`wasessions_http_requests_total{method="PUT",route="/api/integrations/whatsapp/status",status="200"} 1`,
+		`wasessions_http_requests_total{method="GET",route="/api/integrations/whatsapp/status",status="404"} 1`,
+		`wasessions_http_request_duration_seconds_count{method="GET",route="/api/integrations/whatsapp/status",status="200"} 2`,
 	)
 }
 

@@ -42,16 +42,15 @@ func (s *server) observe(c *fiber.Ctx) error {
 	status := c.Response().StatusCode()
 	route := routeLabel(c, self, status)
 	d := time.Since(start)
-	// fiber's strings point into buffers reused by the next request: a
-	// label value must be a copy (the route template is not: it is the
-	// registered path).
-	method := strings.Clone(c.Method())
-	s.metrics.ObserveHTTP(method, route, status, d)
+	// fiber's strings point into buffers reused by the next request:
+	// ObserveHTTP copies what it keeps, and the log line gets a copy.
+	s.metrics.ObserveHTTP(c.Method(), route, status, d)
 
 	level := levelFor(status, route)
 	if !s.log.Enabled(c.UserContext(), level) {
 		return nil
 	}
+	method := strings.Clone(c.Method())
 	attrs := []any{"method", method, "route", route, "status", status,
 		"duration_ms", float64(d.Microseconds()) / 1000}
 	if route == "unmatched" {

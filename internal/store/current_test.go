@@ -203,3 +203,34 @@ func TestCurrentSessionReadsInIndexOrder(t *testing.T) {
 		}
 	}
 }
+
+// CurrentStatus bounds its query by ctx's deadline on the connection itself
+// (not by pgx watching ctx). The connection must go back to the pool without
+// that deadline: the next caller on it, with no deadline of its own, must not
+// fail once the earlier request's deadline has passed.
+func TestCurrentStatusLeavesNoDeadlineOnTheConnection(t *testing.T) {
+	t.Parallel()
+	_, dsn := testenv.NewStore(t)
+	pool, err := store.Connect(context.Background(), dsn, 1) // one connection: the next query reuses it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	st := store.New(pool)
+	f := &fx{t: t, ctx: context.Background(), st: st}
+	s := f.create()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := st.CurrentStatus(ctx, s.UserID); err != nil {
+		t.Fatal(err)
+	}
+	<-ctx.Done()
+	time.Sleep(10 * time.Millisecond) // past the deadline by the clock the connection's deadline uses
+	if _, err := st.CurrentStatus(context.Background(), s.UserID); err != nil {
+		t.Fatalf("the connection's next query after a bounded one: %v", err)
+	}
+	if _, err := st.Get(context.Background(), s.SessionID); err != nil {
+		t.Fatalf("another query on that connection: %v", err)
+	}
+}
