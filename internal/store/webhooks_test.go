@@ -371,3 +371,70 @@ func TestWebhookStatementNumbersInRowOrder(t *testing.T) {
 		t.Fatalf("last sequence %d, want 21", maxSeq)
 	}
 }
+
+// TestWebhookNumberingOnlyWhenStaged: a statement that may change a status
+// but makes no event (a status written again unchanged, the outbox's
+// expiry check that matches no message) does not look for events to
+// number, and one that makes events still gets them numbered in sequence.
+// The look scanned the unnumbered-events index, whose entries of recently
+// numbered events stay until Postgres prunes them: on every send and
+// every restore.
+func TestWebhookNumberingOnlyWhenStaged(t *testing.T) {
+	f := newFx(t)
+	s := f.create() // sequence 1
+	// One connection, so that its statistics can be flushed for reading.
+	conn, err := f.st.Pool().Acquire(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	run := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(f.ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Reads of webhook_events: sequential and index scans.
+	reads := func() int64 {
+		t.Helper()
+		run(`SELECT pg_stat_force_next_flush()`)
+		var n int64
+		if err := conn.QueryRow(f.ctx, `SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables
+			WHERE relname = 'webhook_events'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	before := reads()
+	run(`UPDATE whatsapp_sessions SET status = status, status_reason = status_reason WHERE session_id = $1`, s.SessionID)
+	run(`UPDATE messages SET status = 'failed', status_reason = 'expired' WHERE session_id = $1 AND status = 'queued'`, s.SessionID)
+	if after := reads(); after != before {
+		t.Fatalf("statements that made no event read webhook_events %d times", after-before)
+	}
+
+	run(`UPDATE whatsapp_sessions SET status = 'qr', status_reason = 'qr_code' WHERE session_id = $1`, s.SessionID) // 2
+	run(`UPDATE whatsapp_sessions SET status = status WHERE session_id = $1`, s.SessionID)                          // none
+	run(`UPDATE whatsapp_sessions SET status = 'connected', status_reason = 'paired' WHERE session_id = $1`, s.SessionID)
+	rows, err := f.st.Pool().Query(f.ctx, `SELECT sequence, snapshot->>'status' FROM webhook_events
+		WHERE session_id = $1 ORDER BY staged`, s.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ev struct {
+		Seq    *int64
+		Status string
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ev])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d events, want 3 (pending, qr, connected)", len(got))
+	}
+	for i, e := range got {
+		if e.Seq == nil || *e.Seq != int64(i+1) {
+			t.Fatalf("event %d (%s) has sequence %v, want %d", i+1, e.Status, e.Seq, i+1)
+		}
+	}
+}
