@@ -252,12 +252,21 @@ func (s Session) StatusOf() SessionStatus {
 	}
 }
 
+// statusColumns are the columns a status shows (SessionStatus), in the
+// order statusRow decodes them.
+const statusColumns = `session_id, status, status_reason, desired_state, is_connected,
+	is_authenticated, phone_number, user_name, pairing_code, last_seen, expires_at, created_at,
+	updated_at, last_error, banned_until`
+
 // currentStatusQuery is CurrentSession's query for SessionStatus's columns
 // only, scanned without reflection: GET /status is the route clients poll.
-const currentStatusQuery = `SELECT session_id, status, status_reason, desired_state, is_connected,
-	is_authenticated, phone_number, user_name, pairing_code, last_seen, expires_at, created_at,
-	updated_at, last_error, banned_until
-	FROM whatsapp_sessions ` + currentOfUser
+const currentStatusQuery = `SELECT ` + statusColumns + ` FROM whatsapp_sessions ` + currentOfUser
+
+// liveStatusQuery is the user's live session alone, the first row of
+// currentOfUser's order whenever there is one, read through the partial
+// unique index uq_whatsapp_sessions_live_user (at most one row, no order).
+const liveStatusQuery = `SELECT ` + statusColumns + ` FROM whatsapp_sessions
+	WHERE user_id = $1 AND desired_state = 'linked' AND status IN ` + liveStatuses
 
 // CurrentStatus is CurrentSession's status: the same row, only the
 // columns a status shows. GET /status, which clients poll, is a call of
@@ -266,7 +275,16 @@ const currentStatusQuery = `SELECT session_id, status, status_reason, desired_st
 // column of every row it reads: that planning and the scan targets were
 // the larger part of the route's own CPU after the query (pprof under wrk).
 //
-// ctx's deadline bounds the query through the connection's own deadline
+// The live session is read first (liveStatusQuery), and only a user
+// without one is read again in currentOfUser's order. Clients poll while
+// a session is live (a QR being scanned, a linked device), and that read
+// costs Postgres about a tenth less CPU than the ordered one through
+// idx_whatsapp_sessions_current (docs/BENCHMARKS.md, API); a user whose
+// sessions have all ended pays a second query. A session that becomes
+// live between the two reads is what the second one returns: the current
+// session at that moment, as currentOfUser would have read it.
+//
+// ctx's deadline bounds the queries through the connection's own deadline
 // (boundByDeadline), not through pgx watching ctx; an earlier cancellation
 // of ctx ends only the wait for a connection.
 func (s *Store) CurrentStatus(ctx context.Context, userID string) (SessionStatus, error) {
@@ -277,16 +295,29 @@ func (s *Store) CurrentStatus(ctx context.Context, userID string) (SessionStatus
 	defer conn.Release()
 	qctx, unbound := boundByDeadline(ctx, conn)
 	defer unbound()
-	rows, err := conn.Query(qctx, currentStatusQuery, userID)
-	if err != nil {
+	st, found, err := readStatus(qctx, conn, liveStatusQuery, userID)
+	if err == nil && !found {
+		st, found, err = readStatus(qctx, conn, currentStatusQuery, userID)
+	}
+	switch {
+	case err != nil:
 		return SessionStatus{}, fmt.Errorf("store: current status: %w", err)
+	case !found:
+		return SessionStatus{}, ErrNotFound
+	}
+	return st, nil
+}
+
+// readStatus runs a query for statusColumns of at most one row and decodes
+// the row, if any.
+func readStatus(ctx context.Context, conn *pgxpool.Conn, sql, userID string) (SessionStatus, bool, error) {
+	rows, err := conn.Query(ctx, sql, userID)
+	if err != nil {
+		return SessionStatus{}, false, err
 	}
 	defer rows.Close()
 	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return SessionStatus{}, fmt.Errorf("store: current status: %w", err)
-		}
-		return SessionStatus{}, ErrNotFound
+		return SessionStatus{}, false, rows.Err()
 	}
 	r := statusRow{fields: rows.FieldDescriptions(), vals: rows.RawValues(), types: rows.Conn().TypeMap()}
 	st := SessionStatus{
@@ -299,9 +330,9 @@ func (s *Store) CurrentStatus(ctx context.Context, userID string) (SessionStatus
 	}
 	rows.Close()
 	if err := errors.Join(r.err, rows.Err()); err != nil {
-		return SessionStatus{}, fmt.Errorf("store: current status: %w", err)
+		return SessionStatus{}, false, err
 	}
-	return st, nil
+	return st, true, nil
 }
 
 // boundByDeadline bounds the next query on conn by ctx's deadline through
