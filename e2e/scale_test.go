@@ -288,7 +288,21 @@ func (s *stack) report(phase string, ids []string, idle map[string]procSample) {
 	for _, id := range ids {
 		first[id] = s.sample(id)
 	}
+	// With -scale.profile, a CPU profile of each worker over the
+	// measured periods: where idle hosting's CPU goes.
+	var profiles sync.WaitGroup
+	if *scaleProfile != "" {
+		for _, id := range ids {
+			profiles.Add(1)
+			go func() {
+				defer profiles.Done()
+				s.cpuProfileFor("idle-"+strings.ReplaceAll(phase, " ", "-")+"-worker-"+id, "http://"+s.MetricsAddr[id], s.MetricsToken,
+					time.Duration(*scaleIdle)*period-time.Second)
+			}()
+		}
+	}
 	time.Sleep(time.Duration(*scaleIdle) * period)
+	profiles.Wait()
 	for _, id := range ids {
 		last := s.sample(id)
 		hosted, err := s.Hosted(id)
@@ -447,7 +461,12 @@ func (s *stack) workerProfile(id, kind string) {
 // profiler at base (a worker's METRICS_ADDR with its token, or the
 // emulator's -pprof) to <-scale.profile>/<name>.cpu.pprof.
 func (s *stack) cpuProfile(name, base, token string) {
-	secs := int(scaleProfFor.Seconds())
+	s.cpuProfileFor(name, base, token, *scaleProfFor)
+}
+
+// cpuProfileFor is cpuProfile over d.
+func (s *stack) cpuProfileFor(name, base, token string, d time.Duration) {
+	secs := max(int(d.Seconds()), 1)
 	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
 	if err != nil {
 		s.T.Error(err)
@@ -456,7 +475,7 @@ func (s *stack) cpuProfile(name, base, token string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := (&http.Client{Timeout: *scaleProfFor + time.Minute}).Do(req)
+	resp, err := (&http.Client{Timeout: d + time.Minute}).Do(req)
 	if err != nil {
 		s.T.Errorf("CPU profile of %s: %v", name, err)
 		return
