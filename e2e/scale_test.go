@@ -38,7 +38,7 @@ var (
 	scaleRestore  = flag.Int("scale.restore-concurrency", 0, "RESTORE_CONCURRENCY (0: the default)")
 	scaleMax      = flag.Int("scale.max-sessions", 0, "WORKER_MAX_SESSIONS (0: N)")
 	scaleIdle     = flag.Int("scale.heartbeats", 3, "heartbeat periods to measure idle hosting over (0: no idle figures)")
-	scaleProfile  = flag.String("scale.profile", "", "`dir` to write CPU profiles of every worker and the emulator during the restore into, and the workers' mutex and block profiles after it (turns on METRICS_PPROF and the emulator's -pprof)")
+	scaleProfile  = flag.String("scale.profile", "", "`dir` to write CPU profiles of every worker and the emulator during the restore into, the workers' mutex and block profiles after it, and each worker's CPU profile over the idle periods measured (turns on METRICS_PPROF and the emulator's -pprof)")
 	scaleProfFor  = flag.Duration("scale.profile-for", 15*time.Second, "how long the restore's CPU profiles run (from each worker's /healthz; the emulator's from the workers' start)")
 )
 
