@@ -111,6 +111,16 @@ func (w *prekeyWorld) pair(t testing.TB, h *wa.Host, dev *wastore.Device, phone 
 	}
 }
 
+// loadDevice is the stored device jid, as a restoring worker loads it.
+func loadDevice(t testing.TB, h *wa.Host, jid string) *wastore.Device {
+	t.Helper()
+	dev, err := h.LoadDevice(context.Background(), jid)
+	if err != nil || dev == nil {
+		t.Fatalf("load device %s: %v (nil: %v)", jid, err, dev == nil)
+	}
+	return dev
+}
+
 // crashBeforeMark is a device container that, once whatsmeow has saved
 // the paired device, makes MarkPreKeysAsUploaded fail as a worker killed
 // right after the server acknowledged the upload would: nothing of the
@@ -183,10 +193,7 @@ func TestPreKeysSurviveACrashAfterUpload(t *testing.T) {
 
 	// The next worker restores the device from Postgres.
 	h2 := wa.NewHostWith(db2, w.ep, w.log, wa.HostOptions{})
-	dev2, err := h2.LoadDevice(ctx, jid)
-	if err != nil || dev2 == nil {
-		t.Fatalf("load device %s: %v (nil: %v)", jid, err, dev2 == nil)
-	}
+	dev2 := loadDevice(t, h2, jid)
 	if !wa.IsBatched(dev2.PreKeys) {
 		t.Fatalf("a loaded device's prekey store is %T, not the batched one", dev2.PreKeys)
 	}
@@ -278,22 +285,14 @@ func TestUploadedPreKeyCountIsBoundedAndRefills(t *testing.T) {
 		if _, err := db.ExecContext(ctx, `DELETE FROM whatsmeow_pre_keys WHERE jid = $1 AND key_id <= 812 - $2`, jid, tc.stored); err != nil {
 			t.Fatal(err)
 		}
-		restored, err := h.LoadDevice(ctx, jid)
-		if err != nil || restored == nil {
-			t.Fatalf("load device %s: %v (nil: %v)", jid, err, restored == nil)
-		}
-		got, err := restored.PreKeys.UploadedPreKeyCount(ctx)
+		got, err := loadDevice(t, h, jid).PreKeys.UploadedPreKeyCount(ctx)
 		if err != nil || got != tc.want {
 			t.Fatalf("%d uploaded keys stored: UploadedPreKeyCount = %d, %v; want %d", tc.stored, got, err, tc.want)
 		}
 	}
 
 	// 4 stored (the server still holds 812): the next login uploads 50.
-	restored, err := h.LoadDevice(ctx, jid)
-	if err != nil || restored == nil {
-		t.Fatalf("load device %s: %v (nil: %v)", jid, err, restored == nil)
-	}
-	cli2, err := h.NewClient(restored, w.log, wa.ClientOptions{})
+	cli2, err := h.NewClient(loadDevice(t, h, jid), w.log, wa.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
