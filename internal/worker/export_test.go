@@ -59,3 +59,7 @@ func RenewNow(ctx context.Context, w *Worker) { w.renew(ctx) }
 // SetSendAcked makes a session's sender call f when WhatsApp has acked a
 // message, before it records the message as sent (see hooks).
 func SetSendAcked(w *Worker, f func(sessionID, messageID string)) { w.hooks.sendAcked = f }
+
+// SetSentRecorded sets the hook run after a message's sent status is
+// written, before its event is published.
+func SetSentRecorded(w *Worker, f func(sessionID, messageID string)) { w.hooks.sentRecorded = f }

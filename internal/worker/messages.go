@@ -109,11 +109,15 @@ func (h *hosted) drainOutbox() time.Duration {
 			return 0
 		}
 		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+		h.statusMu.Lock()
 		m, wait, expired, err := h.w.deps.Store.NextOutbound(ctx, h.fence, cfg.Pacing, cfg.MessageTTL)
+		for _, e := range expired {
+			h.publishMessage(events.TypeMessageStatus, e)
+		}
+		h.statusMu.Unlock()
 		cancel()
 		for _, e := range expired {
 			h.log.Info("message expired before it could be sent", "message_id", e.ID)
-			h.publishMessage(events.TypeMessageStatus, e)
 		}
 		switch {
 		case errors.Is(err, store.ErrOutboxEmpty), errors.Is(err, store.ErrFenced):
@@ -234,12 +238,17 @@ func (h *hosted) markSent(m store.Message, log interface{ Warn(string, ...any) }
 	backoff := writeBackoff
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(h.ctx, writeTimeout)
+		h.statusMu.Lock()
 		got, changed, err := h.w.deps.Store.MarkSent(ctx, m.ID)
+		if err == nil && changed {
+			if h.w.hooks.sentRecorded != nil {
+				h.w.hooks.sentRecorded(h.id, m.ID)
+			}
+			h.publishMessage(events.TypeMessageStatus, got)
+		}
+		h.statusMu.Unlock()
 		cancel()
 		if err == nil {
-			if changed {
-				h.publishMessage(events.TypeMessageStatus, got)
-			}
 			return
 		}
 		if errors.Is(err, store.ErrMessageNotFound) {
@@ -261,6 +270,8 @@ func (h *hosted) markSent(m store.Message, log interface{ Warn(string, ...any) }
 func (h *hosted) failMessage(m store.Message, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	h.statusMu.Lock()
+	defer h.statusMu.Unlock()
 	got, err := h.w.deps.Store.FailOutbound(ctx, m.ID, reason)
 	if err != nil {
 		h.log.Warn("record message failed", "message_id", m.ID, "reason", reason, "error", err)
@@ -379,6 +390,8 @@ func (h *hosted) onReceipt(e *waevents.Receipt) bool {
 	defer cancel()
 	var moved []store.Message
 	var err error
+	h.statusMu.Lock()
+	defer h.statusMu.Unlock()
 	if accepted {
 		moved, err = h.w.deps.Store.MarkAccepted(ctx, h.id, ids)
 	} else {

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"wasessions/internal/events"
 	"wasessions/internal/store"
 	"wasessions/internal/testfactory"
+	"wasessions/internal/waemu"
 	"wasessions/internal/worker"
 	"wasessions/tasks"
 )
@@ -77,5 +79,79 @@ func TestAckedMessageIsRecordedAfterAPostgresOutage(t *testing.T) {
 	}
 	if got.Attempts != 1 {
 		t.Errorf("message %s: %d attempts, want 1 (it was sent again)", m.ID, got.Attempts)
+	}
+}
+
+// A message's status events reach the stream in the order Postgres
+// recorded the statuses. The sender records WhatsApp's ack (sent) and
+// whatsmeow's goroutine the recipient's receipt (delivered); the one that
+// committed first could publish second, and the stream showed delivered
+// before sent (an e2e run of TestMessagesSendAndReceive did). Here the
+// sender is held between its write and its publish until the delivered
+// event shows (or 5 s pass).
+func TestMessageStatusEventsInRecordedOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	sawDelivered := make(chan struct{})
+	var once sync.Once
+	w1 := e.startWorker("w1", workerOpts{setup: func(w *worker.Worker) {
+		worker.SetSentRecorded(w, func(string, string) {
+			select {
+			case <-sawDelivered:
+			case <-time.After(5 * time.Second):
+			}
+		})
+	}})
+	sub, err := e.bus.Subscribe(ctx, userA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	s := e.link(w1, userA, "", "")
+	bob, err := e.emu.AddPeer("+15550007101", "Bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The phones' receipts (Bob's delivered, the account's own phone's
+	// copy) come a second after WhatsApp's ack, while the sender is held:
+	// otherwise they often overtake the ack (a history without the ack's
+	// write, which is fine, but not this test's case).
+	if _, err := e.emu.SetFault(waemu.Fault{Kind: waemu.FaultDelayReceipts, Seconds: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := e.st.QueueOutbound(ctx, store.NewOutbound{UserID: userA, To: bob.Phone, Text: "in order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := tasks.WorkerQueue("w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := tasks.NewSend(s.SessionID, m.ID, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.process(t, j); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	timeout := time.After(waitFor)
+	for len(order) < 2 {
+		select {
+		case ev := <-sub.C:
+			if ev.Type != events.TypeMessageStatus || ev.MessageID != m.ID {
+				continue
+			}
+			order = append(order, ev.Status)
+			if ev.Status == store.MessageDelivered {
+				once.Do(func() { close(sawDelivered) })
+			}
+		case <-timeout:
+			t.Fatalf("status events of the message: %v, want sent then delivered", order)
+		}
+	}
+	if order[0] != store.MessageSent || order[1] != store.MessageDelivered {
+		t.Fatalf("status events of the message: %v, want [sent delivered], the order Postgres recorded", order)
 	}
 }

@@ -74,6 +74,12 @@ type hosted struct {
 	outboxClosed atomic.Bool
 	sending      chan struct{}
 	recipients   map[string]types.JID
+	// statusMu is held from a write of messages' statuses to the publish
+	// of its events (markSent, receipts, failures, expiries), so that the
+	// stream shows a message's statuses in the order Postgres recorded
+	// them: the sender records the ack and whatsmeow's goroutine the
+	// receipts, and the one that committed first could publish second.
+	statusMu     sync.Mutex
 	connectedAt  atomic.Int64 // unix nanoseconds of the last Connected
 	historyRetry atomic.Bool  // a recoverHistory is waiting to run
 

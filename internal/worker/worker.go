@@ -131,6 +131,9 @@ type hooks struct {
 	// sendAcked runs in a session's sender when WhatsApp has acked a
 	// message, before the worker records it as sent.
 	sendAcked func(sessionID, messageID string)
+	// sentRecorded runs in a session's sender after the write that records
+	// a message sent, before its event is published.
+	sentRecorded func(sessionID, messageID string)
 }
 
 // New returns a Worker; cfg.WorkerID must be set (it names the worker's
