@@ -42,21 +42,7 @@ func TestAckedMessageIsRecordedAfterAPostgresOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	m, _, err := e.st.QueueOutbound(ctx, store.NewOutbound{UserID: userA, To: bob.Phone, Text: "hello once"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := tasks.WorkerQueue("w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := tasks.NewSend(s.SessionID, m.ID, own)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w1.process(t, j); err != nil {
-		t.Fatal(err)
-	}
+	m := sendText(t, e, w1, s, bob.Phone, "hello once")
 	select {
 	case <-acked:
 	case <-time.After(waitFor):
@@ -120,21 +106,7 @@ func TestMessageStatusEventsInRecordedOrder(t *testing.T) {
 	if _, err := e.emu.SetFault(waemu.Fault{Kind: waemu.FaultDelayReceipts, Seconds: 1}); err != nil {
 		t.Fatal(err)
 	}
-	m, _, err := e.st.QueueOutbound(ctx, store.NewOutbound{UserID: userA, To: bob.Phone, Text: "in order"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := tasks.WorkerQueue("w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := tasks.NewSend(s.SessionID, m.ID, own)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w1.process(t, j); err != nil {
-		t.Fatal(err)
-	}
+	m := sendText(t, e, w1, s, bob.Phone, "in order")
 	var order []string
 	timeout := time.After(waitFor)
 	for len(order) < 2 {
@@ -161,4 +133,26 @@ func TestMessageStatusEventsInRecordedOrder(t *testing.T) {
 	if err := e.emu.Barrier(ctx, *s.DeviceJID); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// sendText queues text from userA's session s to the phone number to and
+// runs its send task on w.
+func sendText(t *testing.T, e *env, w *testWorker, s store.Session, to, text string) store.Message {
+	t.Helper()
+	m, _, err := e.st.QueueOutbound(context.Background(), store.NewOutbound{UserID: userA, To: to, Text: text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := tasks.WorkerQueue(w.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := tasks.NewSend(s.SessionID, m.ID, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.process(t, j); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
