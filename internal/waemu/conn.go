@@ -25,6 +25,15 @@ const (
 	// socket closed first looks like a network error, and the client would
 	// reconnect instead of accepting that it was replaced or logged out.
 	closeLinger = time.Second
+	// logoutLinger is how long the emulator waits, after answering a
+	// logout, for the client to close the socket itself, as whatsmeow does
+	// the moment it has the answer. On a slow path that close is a
+	// handshake of two latencies (1 s each way in the worker's slow-logout
+	// test); a server close landing inside it meets whatsmeow's own
+	// FrameSocket.Close from the read pump, which races (unsynchronised
+	// fields) with the Disconnect in Logout. With closeLinger the race
+	// detector flagged it in 2 of 12 runs of that test.
+	logoutLinger = 5 * time.Second
 	// restartLinger is how long the emulator waits for the client to close
 	// the socket itself after a 515 stream restart.
 	restartLinger = 5 * time.Second

@@ -60,8 +60,8 @@ func (c *conn) replyError(id string, code int, text string) {
 }
 
 // logout handles whatsmeow's Logout: the device removes itself. The device
-// is forgotten, the iq answered, and the socket closed (whatsmeow closes it
-// too as soon as it has the answer).
+// is forgotten, the iq answered, and the socket closed by whatsmeow as soon
+// as it has the answer (the emulator closes it after logoutLinger if not).
 func (c *conn) logout(id string, req waBinary.Node) {
 	jid, _ := req.Attrs["jid"].(types.JID)
 	s := c.srv
@@ -81,5 +81,5 @@ func (c *conn) logout(id string, req waBinary.Node) {
 	s.markDirty()
 	c.log.Info("device logged out by the client", "jid", c.jid, "reason", req.AttrGetter().OptionalString("reason"))
 	c.reply(id, nil)
-	c.closeAfter(closeLinger)
+	c.closeAfter(logoutLinger)
 }
