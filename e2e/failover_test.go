@@ -152,7 +152,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 		if err != nil {
 			t.Fatalf("session %s (created before the kill): %v", p.sessionID, err)
 		}
-		qr, err := decodeQR(dataURL)
+		qr, err := harness.DecodeQRDataURL(dataURL)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,7 +23,7 @@ func TestLink(t *testing.T) {
 	if sess.Status != "qr" || sess.QRCode == nil {
 		t.Fatalf("create answered status %q, qrCode set %v (QR_WAIT should have brought the first QR)", sess.Status, sess.QRCode != nil)
 	}
-	decoded, err := decodeQR(*sess.QRCode)
+	decoded, err := harness.DecodeQRDataURL(*sess.QRCode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestPhoneUnlinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := decodeQR(dataURL); err != nil {
+	if _, err := harness.DecodeQRDataURL(dataURL); err != nil {
 		t.Fatalf("the fresh QR: %v", err)
 	}
 }

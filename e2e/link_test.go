@@ -64,7 +64,7 @@ func (s *stack) linkE(user, phone, name string) (linked, error) {
 	if err != nil {
 		return l, fmt.Errorf("session %s: no QR: %w", l.sessionID, err)
 	}
-	qr, err := decodeQR(dataURL)
+	qr, err := harness.DecodeQRDataURL(dataURL)
 	if err != nil {
 		return l, fmt.Errorf("session %s: %w", l.sessionID, err)
 	}

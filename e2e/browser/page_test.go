@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/makiuchi-d/gozxing"
-	gzqr "github.com/makiuchi-d/gozxing/qrcode"
 
 	"wasessions/e2e/harness"
 	"wasessions/internal/testfactory"
@@ -316,7 +314,7 @@ func (p *page) shot(name string) {
 }
 
 // scanQR reads the QR code the page shows as a phone's camera would: from
-// a screenshot of the image element, with a QR decoder.
+// a screenshot of the image element, with harness.ScanQR.
 func (p *page) scanQR() (string, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
@@ -328,16 +326,11 @@ func (p *page) scanQR() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("screenshot: %w", err)
 	}
-	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	raw, err := harness.ScanQR(img)
 	if err != nil {
-		return "", fmt.Errorf("bitmap: %w", err)
+		return "", fmt.Errorf("screenshot: %w", err)
 	}
-	hints := map[gozxing.DecodeHintType]any{gozxing.DecodeHintType_TRY_HARDER: true}
-	res, err := gzqr.NewQRCodeReader().Decode(bmp, hints)
-	if err != nil {
-		return "", fmt.Errorf("no QR code in the screenshot (%dx%d): %w", img.Bounds().Dx(), img.Bounds().Dy(), err)
-	}
-	return res.GetText(), nil
+	return raw, nil
 }
 
 // imgSrc is the QR image's current src.
