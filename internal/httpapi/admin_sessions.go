@@ -270,7 +270,9 @@ func (s *server) adminDisconnect(c *fiber.Ctx) error {
 // counts by status.
 func (s *server) adminWorkers(c *fiber.Ctx) error {
 	ctx := s.requestContext()
-	live, shared, err := s.deps.Enqueuer.LiveWorkers(ctx)
+	rctx, cancel := s.redisContext(ctx)
+	live, shared, err := s.deps.Enqueuer.LiveWorkers(rctx)
+	cancel()
 	if err != nil {
 		return redisFailure(err)
 	}

@@ -296,6 +296,10 @@ func TestRedisHangAnswersPromptly(t *testing.T) {
 				timed(req{method: "GET", path: eventsPath, token: e.token(newUser(), false)}).wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
 			}
 			timed(req{method: "GET", path: "/readyz"}).wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
+			// The operators' workers view reads asynq's inspector, which
+			// takes no context: without a guard it waited go-redis's 5 s
+			// per attempt.
+			timed(req{method: "GET", path: adminWorkersPath, token: e.token(newUser(), true)}).wantError(t, http.StatusServiceUnavailable, "redis_unavailable")
 
 			// One warning per request whose limits went unchecked: the
 			// create (two limits) and the send.

@@ -55,7 +55,17 @@ type LiveWorker struct {
 // LiveWorkers lists the running workers, by id, and the shared queue's
 // backlog. A worker id is known from the queue it serves (wa:w:<id>); a
 // process serving no worker queue (none today) is not a worker.
+//
+// asynq's inspector takes no context, so on a Redis that accepts
+// connections and never answers each of its calls would wait go-redis's
+// read timeout per attempt. A ping under ctx goes first: a hang already
+// under way (what an operator's dashboard polls through during an outage)
+// fails at ctx's deadline; only one that begins between the ping and the
+// inspector's reads still waits the timeouts.
 func (e *Enqueuer) LiveWorkers(ctx context.Context) ([]LiveWorker, QueueLoad, error) {
+	if err := e.rdb.Ping(ctx).Err(); err != nil {
+		return nil, QueueLoad{}, fmt.Errorf("queue: ping: %w", err)
+	}
 	servers, err := e.inspector.Servers()
 	if err != nil {
 		return nil, QueueLoad{}, fmt.Errorf("queue: list servers: %w", err)
